@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+import { existsSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { loadConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { CredgateError } from './errors.js';
+import { decisionJson } from './http/render.js';
+import { createLogger } from './log.js';
+import { closeOnSignals, startServer } from './main.js';
+import { createService, requireServiceConfig, VERSION } from './service.js';
+import { newKeyPair } from './upstream/clientKeys.js';
+import { checkPair } from './http/credentials.js';
+
+const HELP = `credgate ${VERSION}: verifies usernames and passwords against an OAuth 2.0 authorization server
+
+Usage:
+  credgate [serve] [--config FILE]     run the service (dev mode when no issuer is configured)
+  credgate keygen [--type rsa|ec|ed25519] [--out FILE]
+                                       write a new client-assertion private key (mode 0600) and print
+                                       its public key (PEM and JWK) to register at the AS
+  credgate introspect TOKEN|-          introspect a token as credgate would (signed client assertion);
+                                       '-' reads it from standard input
+  credgate verify USERNAME [--scope S]...
+                                       read a password (no echo) and print credgate's decision
+  credgate --help | --version
+
+Configuration: --config FILE or CREDGATE_CONFIG (YAML), every key also an environment variable
+(CREDGATE_ISSUER, CREDGATE_AUDIENCE, ...; see README). Exit codes: 0 ok/allow, 1 deny, 2 error.`;
+
+function configFrom(values: { config?: string }): Config {
+  return loadConfig({ file: values.config });
+}
+
+async function readSecret(prompt: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY === true });
+  if (process.stdin.isTTY) {
+    // Mute the echo: write the prompt once, swallow what readline would print of the input.
+    const rlAny = rl as unknown as { _writeToOutput: (s: string) => void };
+    process.stderr.write(prompt);
+    rlAny._writeToOutput = () => {};
+  }
+  const line = await new Promise<string>((resolve) => rl.once('line', resolve).once('close', () => resolve('')));
+  rl.close();
+  if (process.stdin.isTTY) process.stderr.write('\n');
+  return line;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+      type: { type: 'string' },
+      out: { type: 'string' },
+      scope: { type: 'string', multiple: true },
+    },
+  });
+  if (values.help) return process.stdout.write(HELP + '\n'), 0;
+  if (values.version) return process.stdout.write(VERSION + '\n'), 0;
+  const [command = 'serve', ...rest] = positionals;
+
+  switch (command) {
+    case 'serve': {
+      const config = configFrom(values);
+      if (config.issuer === undefined) {
+        const { runDevMode } = await import('./dev/devMode.js');
+        await runDevMode(config, createLogger({ level: config.logLevel, pretty: process.stdout.isTTY }));
+        return -1;
+      }
+      const log = createLogger({ level: config.logLevel });
+      const server = await startServer(requireServiceConfig(config), log);
+      log.info({ url: server.url, issuer: config.issuer, audience: config.audience }, 'credgate listening');
+      closeOnSignals(server, log);
+      return -1; // keep running
+    }
+    case 'keygen': {
+      const type = (values.type ?? 'rsa') as 'rsa' | 'ec' | 'ed25519';
+      if (!['rsa', 'ec', 'ed25519'].includes(type)) throw new CredgateError('--type must be rsa, ec or ed25519');
+      const pair = await newKeyPair(type);
+      if (values.out) {
+        if (existsSync(values.out)) throw new CredgateError(`${values.out} exists; refusing to overwrite a key`);
+        writeFileSync(values.out, pair.privatePem, { mode: 0o600 });
+        process.stderr.write(`private key written to ${values.out} (set CREDGATE_INTROSPECTION_KEY_FILE=${values.out})\n`);
+      } else {
+        process.stdout.write(pair.privatePem);
+      }
+      process.stdout.write(`\n# public key (PEM), for Auth0's verificationKey / client credentials:\n${pair.publicPem}`);
+      process.stdout.write(`\n# public key (JWK, alg ${pair.alg}, kid = RFC 7638 thumbprint):\n${JSON.stringify(pair.jwk, null, 2)}\n`);
+      return 0;
+    }
+    case 'introspect': {
+      const token = rest[0] === '-' || rest[0] === undefined ? (await readSecret('token: ')).trim() : rest[0];
+      if (!token) throw new CredgateError('no token given');
+      const config = requireServiceConfig(configFrom(values));
+      const service = await createService(config, createLogger({ level: 'warn' }));
+      try {
+        const answer = await service.introspection.introspect(token);
+        process.stdout.write(JSON.stringify({ client_id: config.introspectionClientId ?? config.audience, kid: service.keys?.signing.kid, answer }, null, 2) + '\n');
+        return answer.active === true ? 0 : 1;
+      } finally {
+        await service.close();
+      }
+    }
+    case 'verify': {
+      const username = rest[0];
+      if (!username) throw new CredgateError('usage: credgate verify USERNAME');
+      const password = await readSecret(`password for ${username}: `);
+      const problem = checkPair(username, password);
+      if (problem) throw new CredgateError(problem.message);
+      const config = requireServiceConfig(configFrom(values));
+      const service = await createService(config, createLogger({ level: 'warn' }));
+      try {
+        const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: values.scope ?? [] }, 'cli');
+        process.stdout.write(JSON.stringify(decisionJson(decision), null, 2) + '\n');
+        return decision.allow ? 0 : decision.status === 503 ? 2 : 1;
+      } finally {
+        await service.close();
+      }
+    }
+    default:
+      process.stderr.write(`unknown command ${command}\n\n${HELP}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    const message = err instanceof CredgateError ? err.message : err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    process.stderr.write(`credgate: ${message}\n`);
+    process.exitCode = 2;
+  },
+);

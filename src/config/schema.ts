@@ -1,0 +1,93 @@
+import { z } from 'zod';
+
+/** JWS algorithms credgate may accept on access tokens. Symmetric algorithms and `none` are not
+ * representable, so no configuration can open the door to `alg: none` or HS256-with-public-key. */
+export const ASYMMETRIC_JWS_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+] as const;
+
+const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const list = z.array(z.string().min(1)).min(1, 'must not be empty');
+
+/**
+ * The whole configuration. Every key can come from the YAML file (camelCase, as below) or from
+ * an environment variable (`CREDGATE_` + the key in SCREAMING_SNAKE_CASE; lists comma-separated;
+ * `HOST` and `PORT` without prefix). Environment wins. See README "Configuration".
+ */
+export const configSchema = z
+  .object({
+    /** Issuer URL of the authorization server. Unset: dev mode (embedded development AS). */
+    issuer: url.optional(),
+    /** API identifier tokens must be issued for; sent as `audience` in the password grant. Required with `issuer`. */
+    audience: z.string().min(1).optional(),
+    /** Client used for the password grant. */
+    clientId: z.string().min(1).optional(),
+    /** Secret of `clientId`. */
+    clientSecret: z.string().min(1).optional(),
+    /** How the password-grant client authenticates. Default `client_secret_post` (Auth0). */
+    tokenAuthMethod: z.enum(['client_secret_post', 'client_secret_basic']).default('client_secret_post'),
+    /** `scope` sent with the password grant (e.g. `openid read:repo`). Default: none (the AS grants the API's default). */
+    passwordGrantScope: z.string().min(1).optional(),
+    /** Endpoint overrides; default: discovery, then Auth0's paths under the issuer. */
+    tokenUrl: url.optional(),
+    introspectionUrl: url.optional(),
+    jwksUrl: url.optional(),
+    /** `iss`/`sub` of the introspection client assertion. Default: `audience` (Auth0 looks up the resource server's key by it). */
+    introspectionClientId: z.string().min(1).optional(),
+    /** PEM PKCS#8 private key (RSA, P-256/384/521 or Ed25519): authenticate introspection with private_key_jwt. */
+    introspectionKeyFile: z.string().min(1).optional(),
+    /** PEM public or private keys published at /.well-known/jwks.json beside the signing key (rotation: the next or the previous key). */
+    publishedKeyFiles: z.array(z.string().min(1)).default([]),
+    /** Otherwise authenticate introspection with this client secret (client_secret_post). */
+    introspectionClientSecret: z.string().min(1).optional(),
+    /** Introspection `token_type` values accepted as a password. A missing type is always refused. */
+    acceptedTokenTypes: list.default(['application_specific_password_token', 'Bearer', 'access_token']),
+    /** Introspection/JWT claims that must equal the Basic username; first present wins. */
+    usernameClaims: list.default(['username', 'email']),
+    /** Algorithms accepted on JWT access tokens (asymmetric only). */
+    jwtAlgorithms: z.array(z.enum(ASYMMETRIC_JWS_ALGORITHMS)).min(1).default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+    /** Clock tolerance for `exp`/`nbf`/`iat`, seconds. Default 30. */
+    clockToleranceSeconds: z.coerce.number().int().min(0).max(300).default(30),
+    /** Time limit for each call to the authorization server, milliseconds. Default 3000. */
+    upstreamTimeoutMs: z.coerce.number().int().min(50).max(60_000).default(3000),
+    /** Permit `http://` endpoints that are not on loopback. Default false: TLS is required off-box. */
+    allowInsecureHttp: z.stringbool().or(z.boolean()).default(false),
+    /** Realm in `WWW-Authenticate: Basic realm="…"`. */
+    realm: z.string().min(1).max(100).regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/, 'printable ASCII without " or \\').default('credgate'),
+    /** Listen address. Default `0.0.0.0:8080`, dev mode `127.0.0.1:8080`. */
+    host: z.string().min(1).optional(),
+    port: z.coerce.number().int().min(0).max(65535).optional(),
+    /** Serve `/metrics` on this port instead of the main one. */
+    metricsPort: z.coerce.number().int().min(0).max(65535).optional(),
+    /** pino level. Default `info`. */
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.issuer !== undefined) {
+      for (const key of ['audience', 'clientId', 'clientSecret'] as const) {
+        if (c[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is required when issuer is set' });
+      }
+      if (c.introspectionKeyFile === undefined && c.introspectionClientSecret === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['introspectionKeyFile'],
+          message: 'introspectionKeyFile or introspectionClientSecret is required when issuer is set (app-specific passwords need introspection)',
+        });
+      }
+    }
+    if (c.introspectionKeyFile !== undefined && c.introspectionClientSecret !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['introspectionClientSecret'], message: 'set either introspectionKeyFile or introspectionClientSecret, not both' });
+    }
+    if (c.metricsPort !== undefined && c.metricsPort !== 0 && c.metricsPort === c.port) {
+      ctx.addIssue({ code: 'custom', path: ['metricsPort'], message: 'must differ from port' });
+    }
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = Readonly<z.output<typeof configSchema>>;
+
+/** Keys whose value is a list (comma-separated in the environment). */
+export const LIST_KEYS: ReadonlySet<string> = new Set(['publishedKeyFiles', 'acceptedTokenTypes', 'usernameClaims', 'jwtAlgorithms']);
+/** Keys that hold secrets: never printed. */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'introspectionClientSecret']);

@@ -1,0 +1,43 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Service } from '../service.js';
+import { installErrorHandlers } from './errors.js';
+import { authRoute } from './routes/auth.js';
+import { metricsRoute, operationsRoutes } from './routes/operations.js';
+import { verifyRoute } from './routes/verify.js';
+
+/** Limits against oversized and slow clients. Credentials fit easily; nothing legitimate is larger. */
+export const BODY_LIMIT_BYTES = 16 * 1024;
+export const REQUEST_TIMEOUT_MS = 10_000;
+
+/** Builds the HTTP application (no listening: `main` does that, tests use `inject`). */
+export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: service.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    genReqId: () => randomUUID(),
+    bodyLimit: BODY_LIMIT_BYTES,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    connectionTimeout: REQUEST_TIMEOUT_MS * 3,
+    keepAliveTimeout: 65_000,
+    return503OnClosing: true,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    routerOptions: { maxParamLength: 200 },
+  });
+  app.server.headersTimeout = REQUEST_TIMEOUT_MS;
+  installErrorHandlers(app);
+  authRoute(app, service);
+  verifyRoute(app, service);
+  operationsRoutes(app, service);
+  if (options.metricsOnMainPort) metricsRoute(app, service);
+  return app;
+}
+
+/** The separate `/metrics` listener used when `metricsPort` is set. */
+export function buildMetricsApp(service: Service): FastifyInstance {
+  const app = Fastify({ loggerInstance: service.log as FastifyBaseLogger, disableRequestLogging: true });
+  installErrorHandlers(app);
+  metricsRoute(app, service);
+  return app;
+}

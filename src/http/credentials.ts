@@ -1,0 +1,72 @@
+import type { Credentials } from '../verify/types.js';
+
+/** Why an Authorization header or credential pair was refused (public text, never holds the secret). */
+export type CredentialsProblem = { readonly reason: 'missing_credentials' | 'malformed_credentials'; readonly message: string };
+
+export const MAX_USERNAME_BYTES = 1024;
+export const MAX_PASSWORD_BYTES = 4096;
+export const MAX_TOKEN_BYTES = 16_384;
+
+// RFC 7617 §2: "The user-id and password MUST NOT contain any control characters".
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+// RFC 4648 §4 base64, canonical padding (a lenient decoder would accept garbage).
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+// RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+// Unpaired UTF-16 surrogates (only reachable through JSON "\ud800" escapes) cannot be sent on as UTF-8.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Checks a username/password pair from any interface (Basic, JSON, mail). */
+export function checkPair(username: string, password: string): CredentialsProblem | null {
+  if (username.length === 0) return { reason: 'malformed_credentials', message: 'username is empty' };
+  if (password.length === 0) return { reason: 'malformed_credentials', message: 'password is empty' };
+  if (Buffer.byteLength(username) > MAX_USERNAME_BYTES) return { reason: 'malformed_credentials', message: `username longer than ${MAX_USERNAME_BYTES} bytes` };
+  if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) return { reason: 'malformed_credentials', message: `password longer than ${MAX_PASSWORD_BYTES} bytes` };
+  if (CONTROL.test(username)) return { reason: 'malformed_credentials', message: 'username contains control characters' };
+  if (CONTROL.test(password)) return { reason: 'malformed_credentials', message: 'password contains control characters' };
+  if (username.includes(':')) return { reason: 'malformed_credentials', message: 'username contains a colon' };
+  if (LONE_SURROGATE.test(username)) return { reason: 'malformed_credentials', message: 'username is not valid Unicode' };
+  if (LONE_SURROGATE.test(password)) return { reason: 'malformed_credentials', message: 'password is not valid Unicode' };
+  return null;
+}
+
+/**
+ * Parses `Authorization: Basic` (RFC 7617) and `Authorization: Bearer` (RFC 6750). Strict where
+ * lenient parsers guess: canonical base64, UTF-8 that decodes without replacement characters
+ * (RFC 7617 §2.1 charset="UTF-8"), the first colon splits user-id from password (so the password
+ * may hold colons), no control characters.
+ */
+export function parseAuthorization(header: string | string[] | undefined): Credentials | CredentialsProblem {
+  if (header === undefined || header === '') return { reason: 'missing_credentials', message: 'no Authorization header' };
+  if (Array.isArray(header)) return { reason: 'malformed_credentials', message: 'more than one Authorization header' };
+  const match = /^([A-Za-z]+) +(\S+) *$/.exec(header);
+  if (!match) return { reason: 'malformed_credentials', message: 'Authorization header is not "<scheme> <credentials>"' };
+  const scheme = match[1]!.toLowerCase();
+  const value = match[2]!;
+  if (scheme === 'bearer') {
+    if (value.length > MAX_TOKEN_BYTES) return { reason: 'malformed_credentials', message: 'bearer token too long' };
+    if (!B64TOKEN.test(value)) return { reason: 'malformed_credentials', message: 'bearer token has characters outside RFC 6750 b64token' };
+    return { kind: 'bearer', token: value };
+  }
+  if (scheme !== 'basic') return { reason: 'malformed_credentials', message: `unsupported authorization scheme` };
+  if (value.length > 2 * (MAX_USERNAME_BYTES + MAX_PASSWORD_BYTES)) return { reason: 'malformed_credentials', message: 'Basic credentials too long' };
+  if (!BASE64.test(value)) return { reason: 'malformed_credentials', message: 'Basic credentials are not valid base64' };
+  let decoded: string;
+  try {
+    decoded = utf8.decode(Buffer.from(value, 'base64'));
+  } catch {
+    return { reason: 'malformed_credentials', message: 'Basic credentials are not valid UTF-8' };
+  }
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return { reason: 'malformed_credentials', message: 'Basic credentials have no colon between username and password' };
+  const username = decoded.slice(0, colon);
+  const password = decoded.slice(colon + 1);
+  const problem = checkPair(username, password);
+  return problem ?? { kind: 'basic', username, password };
+}
+
+export function isProblem(value: Credentials | CredentialsProblem): value is CredentialsProblem {
+  return 'reason' in value;
+}

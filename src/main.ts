@@ -1,0 +1,69 @@
+import type { FastifyInstance } from 'fastify';
+import { buildApp, buildMetricsApp } from './http/app.js';
+import type { Logger } from './log.js';
+import { createService, type Service, type ServiceConfig } from './service.js';
+import type { ClientKeys } from './upstream/clientKeys.js';
+
+export interface RunningServer {
+  readonly service: Service;
+  readonly app: FastifyInstance;
+  /** `http://host:port` of the main listener. */
+  readonly url: string;
+  readonly metricsUrl: string | undefined;
+  close(): Promise<void>;
+}
+
+function urlOf(app: FastifyInstance): string {
+  const address = app.server.address();
+  if (!address || typeof address === 'string') throw new Error('server is not listening on TCP');
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
+}
+
+/** Starts credgate's listeners. Listening is kept apart from building the app (tests use `inject`). */
+export async function startServer(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys; defaultHost?: string } = {}): Promise<RunningServer> {
+  const service = await createService(config, log, options);
+  const separateMetrics = config.metricsPort !== undefined;
+  const app = buildApp(service, { metricsOnMainPort: !separateMetrics });
+  const metricsApp = separateMetrics ? buildMetricsApp(service) : undefined;
+  const host = config.host ?? options.defaultHost ?? '0.0.0.0';
+  await app.listen({ host, port: config.port ?? 8080 });
+  if (metricsApp) await metricsApp.listen({ host, port: config.metricsPort! });
+  await service.warmUp();
+  let closing: Promise<void> | undefined;
+  return {
+    service,
+    app,
+    url: urlOf(app),
+    metricsUrl: metricsApp ? urlOf(metricsApp) : undefined,
+    close() {
+      closing ??= (async () => {
+        service.health.shutDown();
+        await Promise.all([app.close(), metricsApp?.close()]);
+        await service.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** SIGTERM/SIGINT: stop accepting, let in-flight decisions finish, exit within `graceMs`. */
+export function closeOnSignals(server: { close(): Promise<void> }, log: Logger, graceMs = 10_000): void {
+  const stop = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    const timer = setTimeout(() => {
+      log.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, graceMs);
+    timer.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

@@ -1,0 +1,69 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CallOutcome, Endpoint } from '../upstream/http.js';
+import type { CredentialType, Reason } from '../verify/types.js';
+
+export type Interface = 'auth' | 'verify' | 'mail' | 'cli';
+
+/**
+ * credgate's own registry (never prom-client's global one). Label values come only from fixed
+ * sets — interface, result, reason, credential type, endpoint, outcome — never a username, IP or
+ * token. Default process/Node metrics keep their standard unprefixed names.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly decisions = new Counter({
+    name: 'credgate_decisions_total',
+    help: 'Decisions made, by interface, result (allow/deny/error), reason and credential type (none when denied).',
+    labelNames: ['interface', 'result', 'reason', 'credential'] as const,
+    registers: [this.registry],
+  });
+
+  readonly decisionDuration = new Histogram({
+    name: 'credgate_decision_duration_seconds',
+    help: 'Time to reach a decision, from parsed request to answer.',
+    labelNames: ['interface', 'result'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
+  readonly upstreamRequests = new Counter({
+    name: 'credgate_upstream_requests_total',
+    help: 'Calls to the authorization server, by endpoint and outcome.',
+    labelNames: ['endpoint', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamDuration = new Histogram({
+    name: 'credgate_upstream_request_duration_seconds',
+    help: 'Latency of calls to the authorization server, by endpoint.',
+    labelNames: ['endpoint'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly buildInfo = new Gauge({
+    name: 'credgate_build_info',
+    help: 'Always 1; labels carry the credgate and Node.js versions.',
+    labelNames: ['version', 'node_version'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(version: string) {
+    collectDefaultMetrics({ register: this.registry });
+    this.buildInfo.set({ version, node_version: process.version }, 1);
+    // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
+    for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+  }
+
+  observeUpstream = (endpoint: Endpoint, outcome: CallOutcome, seconds: number): void => {
+    this.upstreamRequests.inc({ endpoint, outcome });
+    this.upstreamDuration.observe({ endpoint }, seconds);
+  };
+
+  observeDecision(iface: Interface, allow: boolean, reason: Reason, credential: CredentialType | undefined, seconds: number): void {
+    const result = allow ? 'allow' : reason === 'upstream_unavailable' ? 'error' : 'deny';
+    this.decisions.inc({ interface: iface, result, reason, credential: credential ?? 'none' });
+    this.decisionDuration.observe({ interface: iface, result }, seconds);
+  }
+}

@@ -1,0 +1,89 @@
+import { readFileSync } from 'node:fs';
+import type { Config } from './config/schema.js';
+import { ConfigError } from './errors.js';
+import { Health } from './health.js';
+import type { Logger } from './log.js';
+import { Metrics } from './metrics/registry.js';
+import { AccessTokenVerifier } from './upstream/accessToken.js';
+import { loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
+import { UpstreamHttp } from './upstream/http.js';
+import { Introspection } from './upstream/introspection.js';
+import { AuthorizationServerMetadata } from './upstream/metadata.js';
+import { PasswordGrant } from './upstream/passwordGrant.js';
+import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
+import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
+import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
+import { Verifier } from './verify/verifier.js';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Configuration with an authorization server (dev mode fills these in before calling). */
+export type ServiceConfig = Config & { issuer: string; audience: string; clientId: string; clientSecret: string };
+
+export function requireServiceConfig(config: Config): ServiceConfig {
+  for (const key of ['issuer', 'audience', 'clientId', 'clientSecret'] as const) {
+    if (config[key] === undefined) throw new ConfigError(`invalid configuration: ${key} is required`, key);
+  }
+  return config as ServiceConfig;
+}
+
+/** Everything a running credgate holds, wired once; the HTTP layer and the CLI use it alike. */
+export interface Service {
+  readonly config: ServiceConfig;
+  readonly verifier: Verifier;
+  readonly keys: ClientKeys | undefined;
+  readonly health: Health;
+  readonly metrics: Metrics;
+  readonly introspection: Introspection;
+  readonly log: Logger;
+  /** Discovery and JWKS now, so the first request does not pay for them; failures are retried later. */
+  warmUp(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys } = {}): Promise<Service> {
+  const keys = options.keys ?? (config.introspectionKeyFile ? await loadClientKeys(config.introspectionKeyFile, config.publishedKeyFiles) : undefined);
+  const metrics = new Metrics(VERSION);
+  let health: Health | undefined;
+  const http = new UpstreamHttp({
+    timeoutMs: config.upstreamTimeoutMs,
+    observe: (endpoint, outcome, seconds) => {
+      metrics.observeUpstream(endpoint, outcome, seconds);
+      if (outcome === 'ok') health?.reportOk(endpoint);
+    },
+  });
+  const metadata = new AuthorizationServerMetadata(config, http);
+  const accessTokens = new AccessTokenVerifier(config, metadata, http);
+  health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded });
+  const introspection = new Introspection(config, keys, metadata, http);
+  const grant = new PasswordGrant(config, metadata, http);
+  const verifier = new Verifier(
+    {
+      passwordGrant: new PasswordGrantStrategy(grant, accessTokens, introspection, log),
+      appPassword: new AppPasswordStrategy(config, introspection, metadata),
+      jwt: new JwtAccessTokenStrategy(config, accessTokens),
+    },
+    config.audience,
+    metrics,
+    health,
+    log,
+  );
+  return {
+    config,
+    verifier,
+    keys,
+    health,
+    metrics,
+    introspection,
+    log,
+    async warmUp() {
+      try {
+        await metadata.get();
+        await accessTokens.warmUp();
+      } catch (err) {
+        log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
+      }
+    },
+    close: () => http.close(),
+  };
+}

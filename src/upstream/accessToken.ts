@@ -1,0 +1,82 @@
+import { createRemoteJWKSet, customFetch, errors, jwtVerify, type JWTPayload } from 'jose';
+import { UpstreamError } from '../errors.js';
+import type { Config } from '../config/schema.js';
+import type { FetchLike, UpstreamHttp } from './http.js';
+import type { AuthorizationServerMetadata } from './metadata.js';
+
+/**
+ * Verifies JWT access tokens locally against the authorization server's JWKS: signature with an
+ * allow-listed asymmetric algorithm, `iss`, `aud`, `exp`/`nbf` with a small clock tolerance.
+ * Returns the claims, or null for any token that does not pass. Throws UpstreamError only when
+ * the JWKS itself cannot be had. jose refetches the JWKS for an unknown `kid` at most once per
+ * 30 s cooldown, so unknown kids cannot be turned into a flood of requests to the AS.
+ */
+export class AccessTokenVerifier {
+  #jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+
+  constructor(
+    private readonly config: Config & { audience: string },
+    private readonly metadata: AuthorizationServerMetadata,
+    private readonly http: UpstreamHttp,
+  ) {}
+
+  async #keySet() {
+    if (this.#jwks) return this.#jwks;
+    const as = await this.metadata.get();
+    this.#jwks = createRemoteJWKSet(new URL(as.jwks_uri!), {
+      timeoutDuration: this.config.upstreamTimeoutMs,
+      cooldownDuration: 30_000,
+      cacheMaxAge: 10 * 60_000,
+      [customFetch]: strictJwksFetch(this.http.fetcher("jwks")) as never,
+    });
+    return this.#jwks;
+  }
+
+  /** Fetches the JWKS now (readiness, start-up warm-up). */
+  async warmUp(): Promise<void> {
+    await (await this.#keySet()).reload();
+  }
+
+  get loaded(): boolean {
+    return this.#jwks?.jwks() !== undefined;
+  }
+
+  async verify(token: string, audience: string): Promise<JWTPayload | null> {
+    const jwks = await this.#keySet();
+    const as = this.metadata.current!;
+    try {
+      const { payload } = await jwtVerify(token, jwks, {
+        issuer: as.issuer,
+        audience,
+        algorithms: [...this.config.jwtAlgorithms],
+        clockTolerance: this.config.clockToleranceSeconds,
+        requiredClaims: ['exp', 'sub'],
+      });
+      return typeof payload.sub === 'string' && payload.sub.length > 0 ? payload : null;
+    } catch (err) {
+      if (err instanceof UpstreamError) throw err;
+      if (err instanceof errors.JWKSTimeout) throw new UpstreamError('JWKS did not answer in time', 'jwks', 'timeout', { cause: err });
+      if (err instanceof errors.JOSEError) return null; // bad signature, alg, claims, unknown kid, malformed
+      throw new UpstreamError('JWKS could not be used', 'jwks', 'bad_response', { cause: err });
+    }
+  }
+}
+
+/** A JWKS answer that is not 200 JSON with a `keys` array means "could not ask", not "bad token". */
+function strictJwksFetch(fetch: FetchLike): FetchLike {
+  return async (url, init) => {
+    const response = await fetch(url, init);
+    if (response.status !== 200) throw new UpstreamError(`JWKS answered HTTP ${response.status}`, 'jwks', 'bad_response');
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new UpstreamError('JWKS answer is not JSON', 'jwks', 'bad_response');
+    }
+    if (!parsed || typeof parsed !== 'object' || !Array.isArray((parsed as { keys?: unknown }).keys)) {
+      throw new UpstreamError('JWKS answer has no keys array', 'jwks', 'bad_response');
+    }
+    return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+  };
+}

@@ -1,0 +1,52 @@
+/** What a client presented. Produced by an HTTP adapter; the verifier never sees raw headers. */
+export type Credentials =
+  | { readonly kind: 'basic'; readonly username: string; readonly password: string }
+  | { readonly kind: 'bearer'; readonly token: string };
+
+/** How the credential was proven: the value of `X-Auth-Credential` and of `credential` in JSON. */
+export type CredentialType = 'password' | 'app_password' | 'access_token';
+
+/** Who the authorization server says the caller is. Never built from what the client typed alone. */
+export interface Identity {
+  /** The AS's `sub`. */
+  readonly subject: string;
+  /** The username: the Basic username the AS accepted, or the token's username claim. */
+  readonly username: string | undefined;
+  readonly credential: CredentialType;
+  readonly scopes: readonly string[];
+  readonly audience: string;
+  /** Epoch seconds; undefined for an ASP that never expires. */
+  readonly expiresAt: number | undefined;
+}
+
+/** Stable snake_case reasons: used unchanged in JSON answers, log lines and metric labels. */
+export const REASONS = [
+  'ok',
+  'missing_credentials',
+  'malformed_credentials',
+  'invalid_credentials',
+  'insufficient_scope',
+  'throttled',
+  'upstream_unavailable',
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+export interface Decision {
+  readonly allow: boolean;
+  /** The HTTP status this decision means on `/auth`. */
+  readonly status: 200 | 400 | 401 | 403 | 429 | 503;
+  readonly reason: Reason;
+  readonly identity?: Identity;
+  readonly missingScopes?: readonly string[];
+  readonly retryAfterSeconds?: number;
+  readonly cached: boolean;
+}
+
+/** What the request needs and where it came from. */
+export interface RequestContext {
+  /** Scopes the request needs (policy, `?scope=`, or the `scopes` field). */
+  readonly requiredScopes: readonly string[];
+  /** Audience the credential must be for; default the configured one. */
+  readonly audience?: string;
+  readonly clientIp?: string;
+}

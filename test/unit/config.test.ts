@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { envName, loadConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
+
+const required = {
+  CREDGATE_ISSUER: 'https://tenant.example.auth0.com/',
+  CREDGATE_AUDIENCE: 'https://git.example.com',
+  CREDGATE_CLIENT_ID: 'cid',
+  CREDGATE_CLIENT_SECRET: 'csecret',
+  CREDGATE_INTROSPECTION_CLIENT_SECRET: 'isecret',
+};
+
+function yamlFile(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'credgate-config-'));
+  const file = join(dir, 'credgate.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+test('environment variable names follow the SPEC', () => {
+  assert.equal(envName('issuer'), 'CREDGATE_ISSUER');
+  assert.equal(envName('introspectionKeyFile'), 'CREDGATE_INTROSPECTION_KEY_FILE');
+  assert.equal(envName('metricsPort'), 'CREDGATE_METRICS_PORT');
+  assert.equal(envName('port'), 'PORT');
+});
+
+test('defaults match the SPEC and the result is frozen', () => {
+  const config = loadConfig({ env: required });
+  assert.equal(config.tokenAuthMethod, 'client_secret_post');
+  assert.deepEqual(config.acceptedTokenTypes, ['application_specific_password_token', 'Bearer', 'access_token']);
+  assert.deepEqual(config.usernameClaims, ['username', 'email']);
+  assert.ok(Object.isFrozen(config));
+  assert.ok(Object.isFrozen(config.usernameClaims));
+});
+
+test('the environment wins over the YAML file; lists are comma-separated', () => {
+  const file = yamlFile('audience: https://from-file.example\nusernameClaims: [email]\nport: 9000\n');
+  const config = loadConfig({ file, env: { ...required, CREDGATE_USERNAME_CLAIMS: 'preferred_username, email' } });
+  assert.equal(config.audience, 'https://git.example.com');
+  assert.deepEqual(config.usernameClaims, ['preferred_username', 'email']);
+  assert.equal(config.port, 9000);
+});
+
+test('no issuer is dev mode and needs nothing else', () => {
+  const config = loadConfig({ env: {} });
+  assert.equal(config.issuer, undefined);
+});
+
+const invalid: Array<[string, Record<string, string>, string]> = [
+  ['a non-URL issuer', { ...required, CREDGATE_ISSUER: 'not a url' }, 'issuer (CREDGATE_ISSUER)'],
+  ['an unknown token auth method', { ...required, CREDGATE_TOKEN_AUTH_METHOD: 'private_key_jwt' }, 'tokenAuthMethod (CREDGATE_TOKEN_AUTH_METHOD)'],
+  ['a port out of range', { ...required, PORT: '70000' }, 'port (PORT)'],
+  ['a missing audience', { ...required, CREDGATE_AUDIENCE: '' }, 'audience (CREDGATE_AUDIENCE)'],
+  ['no introspection credentials', { ...required, CREDGATE_INTROSPECTION_CLIENT_SECRET: '' }, 'introspectionKeyFile'],
+  ['alg none', { ...required, CREDGATE_JWT_ALGORITHMS: 'none' }, 'jwtAlgorithms'],
+  ['HS256', { ...required, CREDGATE_JWT_ALGORITHMS: 'RS256,HS256' }, 'jwtAlgorithms'],
+  ['a non-boolean flag', { ...required, CREDGATE_ALLOW_INSECURE_HTTP: 'maybe' }, 'allowInsecureHttp'],
+];
+
+for (const [name, env, key] of invalid) {
+  test(`start-up stops on ${name}, naming the key`, () => {
+    assert.throws(() => loadConfig({ env }), (err: unknown) => err instanceof ConfigError && err.message.includes(key) && err.code === 'ERR_CONFIG');
+  });
+}
+
+test('an unknown key in the YAML file is named', () => {
+  const file = yamlFile('issuer: https://a.example/\naudeince: typo\n');
+  assert.throws(() => loadConfig({ file, env: {} }), /unknown configuration key: audeince/);
+});
+
+test('a YAML file that is not a mapping, or not YAML, is refused clearly', () => {
+  assert.throws(() => loadConfig({ file: yamlFile('- a\n- b\n'), env: {} }), /must hold a mapping/);
+  assert.throws(() => loadConfig({ file: yamlFile('a: [\n'), env: {} }), /not valid YAML/);
+  assert.throws(() => loadConfig({ file: '/nonexistent/credgate.yaml', env: {} }), /cannot read config file/);
+});
+
+test('secrets never appear in configuration errors', () => {
+  try {
+    loadConfig({ env: { ...required, CREDGATE_CLIENT_SECRET: 'topsecretvalue', PORT: 'x' } });
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(!(err as Error).message.includes('topsecretvalue'));
+  }
+});

@@ -1,0 +1,21 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decisionJson, headerValue } from '../../src/http/render.js';
+
+test('header values keep printable ASCII and percent-encode UTF-8 and % itself', () => {
+  assert.equal(headerValue('auth0|123 read:repo'), 'auth0|123 read:repo');
+  assert.equal(headerValue('jürgen'), 'j%C3%BCrgen');
+  assert.equal(headerValue('100%'), '100%25');
+  assert.equal(decodeURIComponent(headerValue('名前@例え.jp')), '名前@例え.jp');
+  assert.equal(headerValue('a\r\nX-Injected: 1'), 'a%0D%0AX-Injected: 1');
+});
+
+test('an allow carries the identity; a denial carries none of it', () => {
+  const identity = { subject: 'auth0|1', username: 'alice', credential: 'password' as const, scopes: ['read:repo'], audience: 'https://git', expiresAt: 1_800_000_000 };
+  const allow = decisionJson({ allow: true, status: 200, reason: 'ok', identity, cached: false });
+  assert.equal(allow.subject, 'auth0|1');
+  assert.equal(allow.expiresAt, '2027-01-15T08:00:00Z');
+  const deny = decisionJson({ allow: false, status: 403, reason: 'insufficient_scope', identity, missingScopes: ['write:repo'], cached: false });
+  assert.equal(deny.subject, undefined);
+  assert.deepEqual(deny.missingScopes, ['write:repo']);
+});
