@@ -40,7 +40,7 @@ export function algorithmFor(key: KeyObject): string {
 }
 
 async function publicJwk(key: KeyObject, alg: string): Promise<JWK> {
-  const pub = createPublicKey(key).export({ format: 'jwk' }) as JWK;
+  const pub = (key.type === 'public' ? key : createPublicKey(key)).export({ format: 'jwk' }) as JWK;
   const kid = await calculateJwkThumbprint(pub, 'sha256');
   return { ...pub, kid, alg, use: 'sig' };
 }
