@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { envName } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './errors.js';
 import { Health } from './health.js';
@@ -20,9 +21,19 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.j
 /** Configuration with an authorization server (dev mode fills these in before calling). */
 export type ServiceConfig = Config & { issuer: string; audience: string; clientId: string; clientSecret: string };
 
-export function requireServiceConfig(config: Config): ServiceConfig {
+/**
+ * What a running service needs beyond the schema: an AS to ask, and a way to authenticate at its
+ * introspection endpoint (a key file or secret; dev mode and tests hand in an in-memory key).
+ */
+export function requireServiceConfig(config: Config, options: { inMemoryKeys?: boolean } = {}): ServiceConfig {
   for (const key of ['issuer', 'audience', 'clientId', 'clientSecret'] as const) {
-    if (config[key] === undefined) throw new ConfigError(`invalid configuration: ${key} is required`, key);
+    if (config[key] === undefined) throw new ConfigError(`invalid configuration: ${key} (${envName(key)}) is required`, key);
+  }
+  if (!options.inMemoryKeys && config.introspectionKeyFile === undefined && config.introspectionClientSecret === undefined) {
+    throw new ConfigError(
+      'invalid configuration: introspectionKeyFile (CREDGATE_INTROSPECTION_KEY_FILE) or introspectionClientSecret (CREDGATE_INTROSPECTION_CLIENT_SECRET) is required: app-specific passwords need introspection',
+      'introspectionKeyFile',
+    );
   }
   return config as ServiceConfig;
 }

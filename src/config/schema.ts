@@ -68,13 +68,6 @@ export const configSchema = z
       for (const key of ['audience', 'clientId', 'clientSecret'] as const) {
         if (c[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is required when issuer is set' });
       }
-      if (c.introspectionKeyFile === undefined && c.introspectionClientSecret === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['introspectionKeyFile'],
-          message: 'introspectionKeyFile or introspectionClientSecret is required when issuer is set (app-specific passwords need introspection)',
-        });
-      }
     }
     if (c.introspectionKeyFile !== undefined && c.introspectionClientSecret !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['introspectionClientSecret'], message: 'set either introspectionKeyFile or introspectionClientSecret, not both' });

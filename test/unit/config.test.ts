@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { envName, loadConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
+import { requireServiceConfig } from '../../src/service.js';
 
 const required = {
   CREDGATE_ISSUER: 'https://tenant.example.auth0.com/',
@@ -55,7 +56,6 @@ const invalid: Array<[string, Record<string, string>, string]> = [
   ['an unknown token auth method', { ...required, CREDGATE_TOKEN_AUTH_METHOD: 'private_key_jwt' }, 'tokenAuthMethod (CREDGATE_TOKEN_AUTH_METHOD)'],
   ['a port out of range', { ...required, PORT: '70000' }, 'port (PORT)'],
   ['a missing audience', { ...required, CREDGATE_AUDIENCE: '' }, 'audience (CREDGATE_AUDIENCE)'],
-  ['no introspection credentials', { ...required, CREDGATE_INTROSPECTION_CLIENT_SECRET: '' }, 'introspectionKeyFile'],
   ['alg none', { ...required, CREDGATE_JWT_ALGORITHMS: 'none' }, 'jwtAlgorithms'],
   ['HS256', { ...required, CREDGATE_JWT_ALGORITHMS: 'RS256,HS256' }, 'jwtAlgorithms'],
   ['a non-boolean flag', { ...required, CREDGATE_ALLOW_INSECURE_HTTP: 'maybe' }, 'allowInsecureHttp'],
@@ -66,6 +66,13 @@ for (const [name, env, key] of invalid) {
     assert.throws(() => loadConfig({ env }), (err: unknown) => err instanceof ConfigError && err.message.includes(key) && err.code === 'ERR_CONFIG');
   });
 }
+
+test('a service without introspection credentials is refused at start-up, naming the keys', () => {
+  const config = loadConfig({ env: { ...required, CREDGATE_INTROSPECTION_CLIENT_SECRET: '' } });
+  assert.throws(() => requireServiceConfig(config), (err: unknown) => err instanceof ConfigError && err.message.includes('CREDGATE_INTROSPECTION_KEY_FILE'));
+  assert.doesNotThrow(() => requireServiceConfig(config, { inMemoryKeys: true }));
+  assert.throws(() => requireServiceConfig(loadConfig({ env: { ...required, CREDGATE_AUDIENCE: '' } })), /audience \(CREDGATE_AUDIENCE\)/);
+});
 
 test('an unknown key in the YAML file is named', () => {
   const file = yamlFile('issuer: https://a.example/\naudeince: typo\n');

@@ -1,0 +1,63 @@
+import { startCredgate } from '../fixtures/credgate.js';
+import { decisionMatrix } from '../fixtures/decisionMatrix.js';
+import { startOidcProvider } from '../fixtures/oidcProvider.js';
+
+const AUDIENCE = 'https://git.example.com';
+const OTHER_AUDIENCE = 'https://mail.example.com';
+const PASSWORD_CLIENT = { clientId: 'credgate-password-client', clientSecret: 'password-client-secret-value' };
+const INTROSPECTION_CLIENT_ID = 'credgate-introspection-client';
+
+const alice = { username: 'alice', email: 'alice@example.com', password: 'alice-oidc-password', sub: 'user|alice', scopes: ['read:repo', 'write:repo'] };
+const carol = { username: 'carol', password: 'carol-oidc-password', sub: 'user|carol', scopes: ['read:repo'] };
+const unicode = { username: 'jürgen', password: 'pä:ss%wörd:✓ 名', sub: 'user|juergen', scopes: ['read:repo'] };
+
+/**
+ * The same rules against oidc-provider, an independent certified implementation: endpoints found
+ * by discovery (it lists introspection, unlike Auth0), a standard 400 invalid_grant, JWT access
+ * tokens, and introspection authenticated by private_key_jwt using credgate's own JWKS.
+ */
+decisionMatrix('oidc-provider', async () => {
+  let jwksUrl = '';
+  const op = await startOidcProvider({
+    audience: AUDIENCE,
+    extraAudiences: [OTHER_AUDIENCE],
+    passwordClient: PASSWORD_CLIENT,
+    introspectionClientId: INTROSPECTION_CLIENT_ID,
+    introspectionClientJwksUrl: () => jwksUrl,
+    users: [alice, carol, unicode],
+  });
+  const credgate = await startCredgate({
+    issuer: op.issuer,
+    audience: AUDIENCE,
+    clientId: PASSWORD_CLIENT.clientId,
+    clientSecret: PASSWORD_CLIENT.clientSecret,
+    tokenAuthMethod: 'client_secret_basic',
+    introspectionClientId: INTROSPECTION_CLIENT_ID,
+  });
+  jwksUrl = credgate.jwksUrl;
+  const discovery = (await (await fetch(`${op.issuer}/.well-known/openid-configuration`)).json()) as { token_endpoint: string };
+  return {
+    credgate,
+    audience: AUDIENCE,
+    otherAudience: OTHER_AUDIENCE,
+    alice,
+    carol,
+    unicode,
+    appPasswordCredential: 'access_token',
+    mintAppPassword: (username, o) => op.mintAppPassword(username, o),
+    revoke: (token) => op.revoke(token),
+    mintRefreshToken: (username) => op.mintRefreshToken(username),
+    async accessToken(user) {
+      const response = await fetch(discovery.token_endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'password', username: user.username, password: user.password, audience: AUDIENCE, client_id: PASSWORD_CLIENT.clientId, client_secret: PASSWORD_CLIENT.clientSecret }),
+      });
+      return ((await response.json()) as { access_token: string }).access_token;
+    },
+    async close() {
+      await credgate.close();
+      await op.close();
+    },
+  };
+});
