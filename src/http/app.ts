@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Service } from '../service.js';
 import { installErrorHandlers } from './errors.js';
 import { authRoute } from './routes/auth.js';
@@ -14,7 +14,8 @@ export const REQUEST_TIMEOUT_MS = 10_000;
 export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
   const app = Fastify({
     loggerInstance: service.log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // credgate logs one line per decision itself; fastify's per-request lines would double them.
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     bodyLimit: BODY_LIMIT_BYTES,
     requestTimeout: REQUEST_TIMEOUT_MS,
@@ -36,7 +37,7 @@ export function buildApp(service: Service, options: { metricsOnMainPort: boolean
 
 /** The separate `/metrics` listener used when `metricsPort` is set. */
 export function buildMetricsApp(service: Service): FastifyInstance {
-  const app = Fastify({ loggerInstance: service.log as FastifyBaseLogger, disableRequestLogging: true });
+  const app = Fastify({ loggerInstance: service.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
   installErrorHandlers(app);
   metricsRoute(app, service);
   return app;

@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config/schema.js';
+import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../devserver/index.js';
+import type { Logger } from '../log.js';
+import { closeOnSignals, startServer, type RunningServer } from '../main.js';
+import { generateClientKeys } from '../upstream/clientKeys.js';
+
+export const DEV_AUDIENCE = 'https://api.credgate.dev';
+export const DEV_CLIENT_ID = 'credgate-dev';
+
+export interface DevMode {
+  readonly devServer: DevAuthorizationServer;
+  readonly server: RunningServer;
+  /** The seeded app-specific password of the MFA user. */
+  readonly bobAppPassword: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Dev mode: the embedded development authorization server (Auth0's wire format) on a loopback
+ * port chosen at run time, credgate in front of it with an in-memory client-assertion key that the
+ * dev AS fetches from credgate's own /.well-known/jwks.json, exactly as Auth0 would.
+ */
+export async function startDevMode(base: Config, log: Logger): Promise<DevMode> {
+  const clientSecret = randomBytes(24).toString('base64url');
+  const devServer = await startDevServer({
+    audience: base.audience ?? DEV_AUDIENCE,
+    users: defaultDevUsers(),
+    clients: [{ clientId: DEV_CLIENT_ID, clientSecret }],
+  });
+  const keys = await generateClientKeys();
+  const config = {
+    ...base,
+    issuer: devServer.issuer,
+    audience: base.audience ?? DEV_AUDIENCE,
+    clientId: DEV_CLIENT_ID,
+    clientSecret,
+    introspectionKeyFile: undefined,
+  };
+  let server: RunningServer;
+  try {
+    server = await startServer(config, log, { keys, defaultHost: '127.0.0.1' });
+  } catch (err) {
+    await devServer.close();
+    throw err;
+  }
+  devServer.setResourceServerJwksUrl(`${server.url}/.well-known/jwks.json`);
+  const bobAppPassword = devServer.createAppPassword('bob', { scope: 'read:repo read:mail' }).password;
+  return {
+    devServer,
+    server,
+    bobAppPassword,
+    async close() {
+      await server.close();
+      await devServer.close();
+    },
+  };
+}
+
+export function devBanner(dev: DevMode): string {
+  const url = dev.server.url;
+  const line = '='.repeat(78);
+  return [
+    line,
+    '  credgate DEV MODE: embedded development authorization server, demo users,',
+    '  in-memory keys. NOT FOR PRODUCTION. Set CREDGATE_ISSUER to use a real one.',
+    line,
+    `  credgate:                 ${url}`,
+    `  dev authorization server: ${dev.devServer.issuer}`,
+    '',
+    '  A password (alice, read:repo write:repo read:mail send:mail):',
+    `    curl -i -u 'alice:correct horse battery staple' '${url}/auth?scope=read:repo'`,
+    '  An app-specific password (bob is enrolled in MFA, so his password alone is refused):',
+    `    curl -i -u 'bob:${dev.bobAppPassword}' '${url}/auth?scope=read:repo'`,
+    '  The JSON API:',
+    `    curl -s ${url}/v1/verify -H 'content-type: application/json' \\`,
+    `      -d '{"username":"alice","password":"correct horse battery staple","scopes":["read:repo"]}'`,
+    '  A new app-specific password for alice:',
+    `    curl -s -X POST ${dev.devServer.url}/dev/users/alice/app-passwords -H 'content-type: application/json' -d '{}'`,
+    line,
+  ].join('\n');
+}
+
+export async function runDevMode(base: Config, log: Logger): Promise<void> {
+  const dev = await startDevMode(base, log);
+  process.stdout.write(devBanner(dev) + '\n');
+  closeOnSignals(dev, log);
+}
