@@ -7,7 +7,7 @@ export function operationsRoutes(app: FastifyInstance, service: Service): void {
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     let status = service.health.status();
-    if (!status.ready && !status.checks.discovery?.ok || !status.checks.jwks?.ok) {
+    if (!status.checks.discovery?.ok || !status.checks.jwks?.ok) {
       // Not ready because the AS was not reachable yet: the probe itself retries (one at a time).
       retry ??= service.warmUp().finally(() => (retry = undefined));
       await retry;
