@@ -22,15 +22,7 @@ import type {
 } from './types.js';
 import { UserDirectory } from './users.js';
 
-export type {
-  AccessTokenOptions,
-  AppPasswordOptions,
-  DevAuthorizationServer,
-  DevClient,
-  DevServerOptions,
-  DevStats,
-  DevUser,
-} from './types.js';
+export type * from './types.js';
 
 export const APP_PASSWORD_TOKEN_TYPE = 'application_specific_password_token';
 

@@ -102,6 +102,19 @@ describe('Auth0 behaviour through the dev server', () => {
     assert.equal((await credgate.auth(`Bearer ${hs256}`)).status, 401);
   });
 
+  test('an opaque Bearer token is introspected: allowed when active, denied when revoked or a refresh token', async () => {
+    const { id, password: token } = dev.createAppPassword('alice', { scope: 'read:repo' });
+    const allowed = await credgate.auth(`Bearer ${token}`, '/auth?scope=read:repo');
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get('x-auth-user'), 'alice');
+    assert.equal(allowed.headers.get('x-auth-subject'), users.alice!.sub);
+    assert.equal((await credgate.auth(`Bearer ${token}`, '/auth?scope=write:repo')).status, 403);
+    dev.revokeAppPassword(id);
+    assert.equal((await credgate.auth(`Bearer ${token}`)).status, 401);
+    const refresh = dev.createAppPassword('alice', { tokenType: 'refresh_token' }).password;
+    assert.equal((await credgate.auth(`Bearer ${refresh}`)).status, 401);
+  });
+
   test('after the AS blocks a user (too_many_attempts) the answer stays uniform, the reason is logged, and an ASP still works', async () => {
     for (let i = 0; i < 10; i++) await credgate.verify({ username: 'carol', password: `guess-${i}` });
     const blocked = await credgate.verify({ username: 'carol', password: users.carol!.password });
