@@ -75,7 +75,7 @@ export class UpstreamHttp {
     }
     done(response.status >= 500 ? 'server_error' : response.status >= 400 ? 'client_error' : 'ok');
     // Hand back a standard Response over the bytes already read, so parsers never touch the socket.
-    const nullBody = response.status === 204 || response.status === 304;
+    const nullBody = response.status === 204 || response.status === 205 || response.status === 304;
     return new Response(nullBody ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers as unknown as Headers });
   }
 
