@@ -11,6 +11,7 @@ import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
 import { PasswordGrant } from './upstream/passwordGrant.js';
+import { CredentialCache } from './verify/cache.js';
 import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
 import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
 import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
@@ -68,12 +69,20 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded });
   const introspection = new Introspection(config, keys, metadata, http);
   const grant = new PasswordGrant(config, metadata, http);
+  const cache = new CredentialCache({
+    ttlSeconds: config.cacheTtlSeconds,
+    negativeTtlSeconds: config.negativeCacheTtlSeconds,
+    maxEntries: config.cacheMaxEntries,
+    keySecret: config.cacheKeySecret,
+  });
+  metrics.trackCacheSize(() => cache.size);
   const verifier = new Verifier(
     {
       passwordGrant: new PasswordGrantStrategy(grant, accessTokens, introspection, log),
       appPassword: new AppPasswordStrategy(config, introspection, metadata),
       jwt: new JwtAccessTokenStrategy(config, accessTokens),
     },
+    cache,
     config.audience,
     metrics,
     health,

@@ -52,6 +52,16 @@ export const configSchema = z
     upstreamTimeoutMs: z.coerce.number().int().min(50).max(60_000).default(3000),
     /** Permit `http://` endpoints that are not on loopback. Default false: TLS is required off-box. */
     allowInsecureHttp: z.stringbool().or(z.boolean()).default(false),
+    /** Longest a verified identity is reused without asking the AS again, seconds; never beyond the token's `exp`.
+     * This is the revocation latency: a revoked ASP or changed password keeps working this long (unless purged). 0 disables. */
+    cacheTtlSeconds: z.coerce.number().int().min(0).max(86_400).default(300),
+    /** How long a wrong credential is answered from memory, seconds. Short: it only absorbs retry storms. 0 disables. */
+    negativeCacheTtlSeconds: z.coerce.number().int().min(0).max(3600).default(5),
+    /** Most cached credentials (positive and negative together); the least recently used go first. */
+    cacheMaxEntries: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
+    /** Key for the HMAC that names cache entries (≥ 32 bytes, base64 or hex); default: random per process.
+     * Replicas sharing state must share it. */
+    cacheKeySecret: z.string().min(43, 'must be at least 32 bytes of base64 (43 characters) or hex (64)').optional(),
     /** Realm in `WWW-Authenticate: Basic realm="…"`. */
     realm: z.string().min(1).max(100).regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/, 'printable ASCII without " or \\').default('credgate'),
     /** Listen address. Default `0.0.0.0:8080`, dev mode `127.0.0.1:8080`. */
@@ -82,5 +92,3 @@ export type Config = Readonly<z.output<typeof configSchema>>;
 
 /** Keys whose value is a list (comma-separated in the environment). */
 export const LIST_KEYS: ReadonlySet<string> = new Set(['publishedKeyFiles', 'acceptedTokenTypes', 'usernameClaims', 'jwtAlgorithms']);
-/** Keys that hold secrets: never printed. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['clientSecret', 'introspectionClientSecret']);

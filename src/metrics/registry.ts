@@ -42,6 +42,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheRequests = new Counter({
+    name: 'credgate_cache_requests_total',
+    help: 'Decision cache look-ups: hit (a verified identity), negative_hit (a known-wrong credential), miss.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly coalescedRequests = new Counter({
+    name: 'credgate_coalesced_requests_total',
+    help: 'Requests that waited for an identical request already asking the AS instead of asking again.',
+    registers: [this.registry],
+  });
+
   readonly buildInfo = new Gauge({
     name: 'credgate_build_info',
     help: 'Always 1; labels carry the credgate and Node.js versions.',
@@ -54,6 +67,11 @@ export class Metrics {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
     for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+  }
+
+  /** `credgate_cache_entries`, read at scrape time. */
+  trackCacheSize(size: () => number): void {
+    new Gauge({ name: 'credgate_cache_entries', help: 'Entries in the decision cache (positive and negative).', registers: [this.registry], collect() { this.set(size()); } });
   }
 
   observeUpstream = (endpoint: Endpoint, outcome: CallOutcome, seconds: number): void => {

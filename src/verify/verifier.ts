@@ -2,6 +2,7 @@ import { UpstreamError } from '../errors.js';
 import type { Health } from '../health.js';
 import type { Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
+import type { CredentialCache, Outcome } from './cache.js';
 import { missingScopes } from './scopes.js';
 import { looksLikeJwt, type Strategy } from './strategy.js';
 import type { Credentials, Decision, Identity, RequestContext } from './types.js';
@@ -13,6 +14,7 @@ export interface Strategies {
 }
 
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
+const DENIED_CACHED: Decision = Object.freeze({ ...DENIED, cached: true });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
 /**
@@ -22,8 +24,11 @@ const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason:
  * same `invalid_credentials`, so a denial never tells which step failed or whether a user exists.
  */
 export class Verifier {
+  readonly #inFlight = new Map<string, Promise<Outcome | 'upstream_unavailable'>>();
+
   constructor(
     private readonly strategies: Strategies,
+    private readonly cache: CredentialCache,
     private readonly defaultAudience: string,
     private readonly metrics: Metrics,
     private readonly health: Health,
@@ -42,20 +47,32 @@ export class Verifier {
   async verify(credentials: Credentials, context: RequestContext, iface: Interface, requestId?: string): Promise<Decision> {
     const started = performance.now();
     const audience = context.audience ?? this.defaultAudience;
-    let identity: Identity | null = null;
-    let upstreamFailure: UpstreamError | undefined;
-    for (const strategy of this.order(credentials)) {
-      try {
-        identity = await strategy.authenticate(credentials, audience);
-      } catch (err) {
-        upstreamFailure = this.#upstreamFailure(err, strategy);
-        continue;
+    const key = this.cache.keyFor(credentials, audience);
+    let outcome: Outcome | undefined = this.cache.get(key);
+    const cached = outcome !== undefined;
+    this.metrics.cacheRequests.inc({ result: outcome === undefined ? 'miss' : outcome.kind === 'identity' ? 'hit' : 'negative_hit' });
+    let upstreamFailed = false;
+    if (!outcome) {
+      // Singleflight: concurrent requests with the same credentials share one upstream round trip.
+      let flight = this.#inFlight.get(key);
+      if (flight) {
+        this.metrics.coalescedRequests.inc();
+      } else {
+        flight = this.#authenticate(credentials, audience).finally(() => this.#inFlight.delete(key));
+        this.#inFlight.set(key, flight);
       }
-      if (identity) break;
+      const result = await flight;
+      if (result === 'upstream_unavailable') upstreamFailed = true;
+      else {
+        outcome = result;
+        // Only the flight's owner stores; others see the same result.
+        if (this.cache.get(key) === undefined) this.cache.set(key, result, credentials.kind === 'basic' ? credentials.username : undefined);
+      }
     }
-    const decision = identity ? this.#authorize(identity, context) : upstreamFailure ? UNAVAILABLE : DENIED;
+    const identity = outcome?.kind === 'identity' ? outcome.identity : undefined;
+    const decision = identity ? this.#authorize(identity, context, cached) : upstreamFailed ? UNAVAILABLE : cached ? DENIED_CACHED : DENIED;
     const seconds = (performance.now() - started) / 1000;
-    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.identity?.credential, seconds);
+    this.metrics.observeDecision(iface, decision.allow, decision.reason, identity?.credential, seconds);
     this.log.info(
       {
         requestId,
@@ -75,10 +92,29 @@ export class Verifier {
     return decision;
   }
 
-  #authorize(identity: Identity, context: RequestContext): Decision {
+  /** Drops every cached outcome of one user (admin purge). */
+  purgeUser(username: string): number {
+    return this.cache.purgeUser(username);
+  }
+
+  async #authenticate(credentials: Credentials, audience: string): Promise<Outcome | 'upstream_unavailable'> {
+    let upstreamFailure: UpstreamError | undefined;
+    for (const strategy of this.order(credentials)) {
+      try {
+        const identity = await strategy.authenticate(credentials, audience);
+        if (identity) return { kind: 'identity', identity };
+      } catch (err) {
+        upstreamFailure = this.#upstreamFailure(err, strategy);
+      }
+    }
+    return upstreamFailure ? 'upstream_unavailable' : { kind: 'denied' };
+  }
+
+  /** Scopes are checked per request, against the identity (cached or fresh), never cached as an allow. */
+  #authorize(identity: Identity, context: RequestContext, cached: boolean): Decision {
     const missing = missingScopes(context.requiredScopes, identity.scopes);
-    if (missing.length > 0) return { allow: false, status: 403, reason: 'insufficient_scope', missingScopes: missing, identity, cached: false };
-    return { allow: true, status: 200, reason: 'ok', identity, cached: false };
+    if (missing.length > 0) return { allow: false, status: 403, reason: 'insufficient_scope', missingScopes: missing, identity, cached };
+    return { allow: true, status: 200, reason: 'ok', identity, cached };
   }
 
   #upstreamFailure(err: unknown, strategy: Strategy): UpstreamError {

@@ -110,6 +110,9 @@ describe('Auth0 behaviour through the dev server', () => {
     assert.equal(allowed.headers.get('x-auth-subject'), users.alice!.sub);
     assert.equal((await credgate.auth(`Bearer ${token}`, '/auth?scope=write:repo')).status, 403);
     dev.revokeAppPassword(id);
+    // The identity stays cached (revocation latency = cacheTtlSeconds) until purged.
+    assert.equal((await credgate.auth(`Bearer ${token}`)).status, 200);
+    assert.ok(credgate.service.verifier.purgeUser('alice') >= 1);
     assert.equal((await credgate.auth(`Bearer ${token}`)).status, 401);
     const refresh = dev.createAppPassword('alice', { tokenType: 'refresh_token' }).password;
     assert.equal((await credgate.auth(`Bearer ${refresh}`)).status, 401);
@@ -123,6 +126,7 @@ describe('Auth0 behaviour through the dev server', () => {
     const asp = dev.createAppPassword('carol').password;
     assert.equal((await credgate.verify({ username: 'carol', password: asp })).body.allow, true);
     dev.unblock('carol');
+    credgate.service.verifier.purgeUser('carol'); // the refused right password is negatively cached for a few seconds
     assert.equal((await credgate.verify({ username: 'carol', password: users.carol!.password })).body.allow, true);
   });
 

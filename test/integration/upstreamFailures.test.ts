@@ -7,8 +7,9 @@ import { answers, startFakeAuthorizationServer, type FakeAuthorizationServer } f
 const AUDIENCE = 'https://git.example.com';
 const USER = { username: 'alice@example.com', password: 'a-password-that-is-long-enough' };
 
+/** The same credentials go through every case, so the decision cache is off: each case must reach the AS. */
 function base(issuer: string) {
-  return { issuer, audience: AUDIENCE, clientId: 'cid', clientSecret: 'client-secret-value', introspectionClientSecret: 'introspection-secret-value', upstreamTimeoutMs: 400 };
+  return { issuer, audience: AUDIENCE, clientId: 'cid', clientSecret: 'client-secret-value', introspectionClientSecret: 'introspection-secret-value', upstreamTimeoutMs: 400, cacheTtlSeconds: 0, negativeCacheTtlSeconds: 0 };
 }
 
 async function closedPort(): Promise<number> {
@@ -119,5 +120,26 @@ test('an authorization server that is not listening → 503 on every interface a
     assert.equal((await fetch(`${credgate.url}/healthz`)).status, 200);
   } finally {
     await credgate.close();
+  }
+});
+
+test('an upstream failure is never cached: the next request asks again and gets the real answer', async () => {
+  const fake = await startFakeAuthorizationServer();
+  const credgate = await startCredgate({ ...base(fake.issuer), cacheTtlSeconds: 300, negativeCacheTtlSeconds: 60 });
+  try {
+    fake.token = { status: 502, body: '<html>bad gateway</html>' };
+    assert.equal((await credgate.verify(USER)).status, 503);
+    fake.token = answers.json(403, { error: 'invalid_grant', error_description: 'Wrong email or password.' });
+    const calls = fake.calls.token;
+    const { status, body } = await credgate.verify(USER);
+    assert.equal(status, 200);
+    assert.equal(body.reason, 'invalid_credentials');
+    assert.equal(fake.calls.token, calls + 1, 'asked the AS again');
+    // The denial itself is remembered (briefly): the AS is not asked a third time.
+    assert.equal((await credgate.verify(USER)).body.cached, true);
+    assert.equal(fake.calls.token, calls + 1);
+  } finally {
+    await credgate.close();
+    await fake.close();
   }
 });

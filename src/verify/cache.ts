@@ -1,0 +1,109 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Credentials, Identity } from './types.js';
+
+interface Entry {
+  readonly outcome: Outcome;
+  /** Normalised username the entry is indexed under, for purges. */
+  readonly user: string | undefined;
+}
+
+/** What a finished strategy run said, in the form that can be remembered. */
+export type Outcome = { readonly kind: 'identity'; readonly identity: Identity } | { readonly kind: 'denied' };
+
+export interface CacheOptions {
+  /** Longest a positive entry lives, seconds (0: no positive caching). */
+  readonly ttlSeconds: number;
+  /** Lifetime of a negative entry, seconds (0: no negative caching). */
+  readonly negativeTtlSeconds: number;
+  readonly maxEntries: number;
+  /** HMAC key; random per process when absent. */
+  readonly keySecret?: string;
+}
+
+function decodeKey(secret: string): Buffer {
+  const key = /^[0-9a-f]+$/i.test(secret) && secret.length % 2 === 0 ? Buffer.from(secret, 'hex') : Buffer.from(secret, 'base64');
+  if (key.length < 32) throw new Error('cacheKeySecret must hold at least 32 bytes');
+  return key;
+}
+
+/**
+ * Remembers outcomes by an HMAC of (credential kind, username, secret, audience): the cache never
+ * holds a password or token, and its keys cannot be reversed without the HMAC key. It caches the
+ * *identity*, not the allow: scopes are checked on every request, so a request needing more can
+ * never ride on a cached answer for less (the CVE-2021-32701 class). Positive entries live
+ * min(ttlSeconds, exp − now); nothing is cached for upstream errors (the caller never stores them).
+ * Memory: one entry is the 43-character key, the Identity object and lru-cache's bookkeeping,
+ * about 400–600 bytes (measured by `npm run bench`).
+ */
+export class CredentialCache {
+  readonly #hmacKey: Buffer;
+  readonly #lru: LRUCache<string, Entry>;
+  /** username (normalised) → keys, so that one user's entries can be purged. */
+  readonly #byUser = new Map<string, Set<string>>();
+  readonly #options: CacheOptions;
+
+  constructor(options: CacheOptions) {
+    this.#options = options;
+    this.#hmacKey = options.keySecret ? decodeKey(options.keySecret) : randomBytes(32);
+    this.#lru = new LRUCache<string, Entry>({
+      max: options.maxEntries,
+      ttl: Math.max(options.ttlSeconds, options.negativeTtlSeconds, 1) * 1000,
+      dispose: (entry, key) => this.#unindex(key, entry.user),
+    });
+  }
+
+  keyFor(credentials: Credentials, audience: string): string {
+    const mac = createHmac('sha256', this.#hmacKey);
+    if (credentials.kind === 'basic') mac.update('basic\0').update(userKey(credentials.username)).update('\0').update(credentials.password);
+    else mac.update('bearer\0\0').update(credentials.token);
+    return mac.update('\0').update(audience).digest('base64url');
+  }
+
+  get(key: string): Outcome | undefined {
+    return this.#lru.get(key)?.outcome;
+  }
+
+  /** Seconds a positive entry may live now: never past the credential's own expiry. */
+  positiveTtlSeconds(identity: Identity, nowSeconds = Math.floor(Date.now() / 1000)): number {
+    const untilExpiry = identity.expiresAt === undefined ? Infinity : identity.expiresAt - nowSeconds;
+    return Math.max(0, Math.min(this.#options.ttlSeconds, untilExpiry));
+  }
+
+  set(key: string, outcome: Outcome, username: string | undefined): void {
+    const ttl = outcome.kind === 'identity' ? this.positiveTtlSeconds(outcome.identity) : this.#options.negativeTtlSeconds;
+    if (ttl <= 0) return;
+    const name = username ?? (outcome.kind === 'identity' ? outcome.identity.username : undefined);
+    const user = name === undefined ? undefined : userKey(name);
+    this.#lru.set(key, { outcome, user }, { ttl: ttl * 1000 });
+    if (user !== undefined) {
+      let keys = this.#byUser.get(user);
+      if (!keys) this.#byUser.set(user, (keys = new Set()));
+      keys.add(key);
+    }
+  }
+
+  /** Drops every entry of one user (after an ASP is revoked or a password changed). Returns how many. */
+  purgeUser(username: string): number {
+    const keys = this.#byUser.get(userKey(username));
+    if (!keys) return 0;
+    let purged = 0;
+    for (const key of [...keys]) if (this.#lru.delete(key)) purged++;
+    this.#byUser.delete(userKey(username));
+    return purged;
+  }
+
+  get size(): number {
+    return this.#lru.size;
+  }
+
+  #unindex(key: string, user: string | undefined): void {
+    if (user === undefined) return;
+    const keys = this.#byUser.get(user);
+    if (keys?.delete(key) && keys.size === 0) this.#byUser.delete(user);
+  }
+}
+
+function userKey(username: string): string {
+  return username.normalize('NFC').toLowerCase();
+}

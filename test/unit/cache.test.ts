@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CredentialCache } from '../../src/verify/cache.js';
+import type { Identity } from '../../src/verify/types.js';
+
+const now = Math.floor(Date.now() / 1000);
+const identity = (o: Partial<Identity> = {}): Identity => ({ subject: 'auth0|a', username: 'alice', credential: 'password', scopes: ['read:repo'], audience: 'https://git', expiresAt: now + 3600, ...o });
+const cache = (o: Partial<ConstructorParameters<typeof CredentialCache>[0]> = {}) => new CredentialCache({ ttlSeconds: 300, negativeTtlSeconds: 5, maxEntries: 100, ...o });
+
+test('cache keys are HMACs: no password, token or username in them, and they differ by every input', () => {
+  const c = cache();
+  const key = c.keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter2' }, 'https://git');
+  assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+  assert.ok(!key.includes('hunter2') && !key.includes('alice'));
+  const others = [
+    c.keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter3' }, 'https://git'),
+    c.keyFor({ kind: 'basic', username: 'bob', password: 'hunter2hunter2' }, 'https://git'),
+    c.keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter2' }, 'https://mail'),
+    c.keyFor({ kind: 'bearer', token: 'hunter2hunter2' }, 'https://git'),
+    // no ambiguity from where the separator falls
+    c.keyFor({ kind: 'basic', username: 'alic', password: 'ehunter2hunter2' }, 'https://git'),
+  ];
+  assert.equal(new Set([key, ...others]).size, 6);
+  assert.equal(c.keyFor({ kind: 'basic', username: 'ALICE', password: 'hunter2hunter2' }, 'https://git'), key, 'usernames fold like the AS folds them');
+  assert.notEqual(cache().keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter2' }, 'https://git'), key, 'a random HMAC key per process');
+  const shared = 'a'.repeat(64);
+  assert.equal(cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'), cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'));
+});
+
+test('a positive entry never outlives the token: TTL = min(configured, exp − now)', () => {
+  const c = cache({ ttlSeconds: 300 });
+  assert.equal(c.positiveTtlSeconds(identity({ expiresAt: now + 3600 }), now), 300);
+  assert.equal(c.positiveTtlSeconds(identity({ expiresAt: now + 42 }), now), 42);
+  assert.equal(c.positiveTtlSeconds(identity({ expiresAt: now - 1 }), now), 0);
+  assert.equal(c.positiveTtlSeconds(identity({ expiresAt: undefined }), now), 300, 'an ASP without exp: the configured TTL');
+  c.set('expired', { kind: 'identity', identity: identity({ expiresAt: now - 1 }) }, 'alice');
+  assert.equal(c.get('expired'), undefined, 'an already-expired identity is not stored');
+});
+
+test('TTL 0 disables each side of the cache', () => {
+  const c = cache({ ttlSeconds: 0, negativeTtlSeconds: 0 });
+  c.set('k1', { kind: 'identity', identity: identity() }, 'alice');
+  c.set('k2', { kind: 'denied' }, 'alice');
+  assert.equal(c.size, 0);
+});
+
+test('purging a user drops all of their entries, positive and negative, and nobody else’s', () => {
+  const c = cache();
+  c.set('a1', { kind: 'identity', identity: identity() }, 'alice');
+  c.set('a2', { kind: 'denied' }, 'Alice');
+  c.set('b1', { kind: 'identity', identity: identity({ username: 'bob' }) }, 'bob');
+  assert.equal(c.purgeUser('ALICE'), 2);
+  assert.equal(c.get('a1'), undefined);
+  assert.equal(c.get('a2'), undefined);
+  assert.ok(c.get('b1'));
+  assert.equal(c.purgeUser('alice'), 0);
+});
+
+test('the cache is bounded by entry count; evicted entries leave the purge index too', () => {
+  const c = cache({ maxEntries: 3 });
+  for (let i = 0; i < 10; i++) c.set(`k${i}`, { kind: 'denied' }, `user${i}`);
+  assert.equal(c.size, 3);
+  assert.equal(c.purgeUser('user0'), 0);
+  assert.equal(c.purgeUser('user9'), 1);
+});
