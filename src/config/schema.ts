@@ -62,6 +62,36 @@ export const configSchema = z
     /** Key for the HMAC that names cache entries (≥ 32 bytes, base64 or hex); default: random per process.
      * Replicas sharing state must share it. */
     cacheKeySecret: z.string().min(43, 'must be at least 32 bytes of base64 (43 characters) or hex (64)').optional(),
+    /** Order of the Basic-password strategies for a credential not recognised as an ASP. */
+    strategyOrder: z.array(z.enum(['password_grant', 'app_password'])).min(1).refine((a) => new Set(a).size === a.length, 'must not repeat a strategy').default(['password_grant', 'app_password']),
+    /** A password matching this (JavaScript) regular expression is introspected first, so using an ASP never counts as a
+     * failed login at the AS. Default: 32 or more characters from the base64/base64url alphabet (long random tokens).
+     * A user password that matches only costs one extra introspection call. Empty string: off. */
+    appPasswordPattern: z
+      .string()
+      .max(500)
+      .refine((p) => { try { new RegExp(p); return true; } catch { return false; } }, 'must be a valid regular expression')
+      .default('^[A-Za-z0-9_~+/.=-]{32,}$'),
+    /** How long credgate remembers (by HMAC) that a credential turned out to be an ASP, so it is introspected first. Seconds. */
+    appPasswordMemorySeconds: z.coerce.number().int().min(0).max(90 * 86_400).default(30 * 86_400),
+    /** Send the end-user's IP to Auth0 as `auth0-forwarded-for` (Auth0 honours it only for trusted confidential clients;
+     * enable only then). Default false. */
+    forwardClientIp: z.stringbool().or(z.boolean()).default(false),
+    /** Failed logins per username within `throttleWindowSeconds` before credgate stops asking the AS for that username.
+     * Keep below the AS's own lockout (Auth0: 10). 0 disables. */
+    throttleUsernameFailures: z.coerce.number().int().min(0).max(1000).default(5),
+    /** Failed logins per client IP within the window before that IP is throttled. 0 disables. */
+    throttleIpFailures: z.coerce.number().int().min(0).max(100_000).default(30),
+    /** Sliding window for failure counting, seconds. */
+    throttleWindowSeconds: z.coerce.number().int().min(1).max(86_400).default(900),
+    /** First back-off once a limit is hit, seconds; doubles with every further failure, capped by the window. */
+    throttleBaseDelaySeconds: z.coerce.number().int().min(1).max(3600).default(30),
+    /** Status `/auth` answers for `throttled`: 401 (nginx `auth_request` passes only 401/403) or 429. */
+    authThrottledStatus: z.union([z.literal(401), z.literal(429), z.enum(['401', '429']).transform(Number)]).default(401),
+    /** Bearer token for the admin API (`POST /admin/purge`); unset: the admin API is off. */
+    adminToken: z.string().min(32, 'must be at least 32 characters').optional(),
+    /** Serve the admin API on this port (bound to loopback) instead of on the main listener's loopback connections. */
+    adminPort: z.coerce.number().int().min(0).max(65535).optional(),
     /** Realm in `WWW-Authenticate: Basic realm="…"`. */
     realm: z.string().min(1).max(100).regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/, 'printable ASCII without " or \\').default('credgate'),
     /** Listen address. Default `0.0.0.0:8080`, dev mode `127.0.0.1:8080`. */
@@ -90,5 +120,13 @@ export const configSchema = z
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = Readonly<z.output<typeof configSchema>>;
 
-/** Keys whose value is a list (comma-separated in the environment). */
-export const LIST_KEYS: ReadonlySet<string> = new Set(['publishedKeyFiles', 'acceptedTokenTypes', 'usernameClaims', 'jwtAlgorithms']);
+/** Keys whose value is a list (comma-separated in the environment), read off the schema itself. */
+export const LIST_KEYS: ReadonlySet<string> = new Set(
+  Object.entries(configSchema.shape)
+    .filter(([, field]) => {
+      let def = (field as { def: { type: string; innerType?: { def: unknown } } }).def;
+      while (def.innerType) def = def.innerType.def as typeof def; // unwrap optional/default
+      return def.type === 'array';
+    })
+    .map(([key]) => key),
+);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { envName, loadConfig } from '../../src/config/load.js';
+import { LIST_KEYS } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import { requireServiceConfig } from '../../src/service.js';
 
@@ -44,6 +45,15 @@ test('the environment wins over the YAML file; lists are comma-separated', () =>
   assert.equal(config.audience, 'https://git.example.com');
   assert.deepEqual(config.usernameClaims, ['preferred_username', 'email']);
   assert.equal(config.port, 9000);
+});
+
+test('every list-valued key is comma-separated in the environment', () => {
+  assert.deepEqual([...LIST_KEYS].sort(), ['acceptedTokenTypes', 'jwtAlgorithms', 'publishedKeyFiles', 'strategyOrder', 'usernameClaims']);
+  const config = loadConfig({ env: { ...required, CREDGATE_STRATEGY_ORDER: 'app_password,password_grant', CREDGATE_AUTH_THROTTLED_STATUS: '429' } });
+  assert.deepEqual(config.strategyOrder, ['app_password', 'password_grant']);
+  assert.equal(config.authThrottledStatus, 429);
+  assert.throws(() => loadConfig({ env: { ...required, CREDGATE_APP_PASSWORD_PATTERN: '([' } }), /appPasswordPattern/);
+  assert.throws(() => loadConfig({ env: { ...required, CREDGATE_STRATEGY_ORDER: 'app_password,app_password' } }), /strategyOrder/);
 });
 
 test('no issuer is dev mode and needs nothing else', () => {
