@@ -10,7 +10,7 @@ import { createLogger } from './log.js';
 import { closeOnSignals, startServer } from './main.js';
 import { createService, requireServiceConfig, VERSION } from './service.js';
 import { newKeyPair } from './upstream/clientKeys.js';
-import { checkPair } from './http/credentials.js';
+import { checkPair, checkUsername } from './http/credentials.js';
 
 const HELP = `credgate ${VERSION}: verifies usernames and passwords against an OAuth 2.0 authorization server
 
@@ -23,6 +23,8 @@ Usage:
                                        '-' reads it from standard input
   credgate verify USERNAME [--scope S]...
                                        read a password (no echo) and print credgate's decision
+  credgate purge USERNAME [--url URL]  drop every cached decision of USERNAME in the running credgate
+                                       (admin API: URL or CREDGATE_ADMIN_URL, token CREDGATE_ADMIN_TOKEN)
   credgate --help | --version
 
 Configuration: --config FILE or CREDGATE_CONFIG (YAML), every key also an environment variable
@@ -46,6 +48,35 @@ async function readSecret(prompt: string): Promise<string> {
   return line;
 }
 
+/** `POST /admin/purge` at a running credgate. Errors name the URL and status, never the token. */
+async function purgeRemote(base: string, username: string, adminToken: string): Promise<number> {
+  let url: URL;
+  try {
+    url = new URL('admin/purge', base.endsWith('/') ? base : base + '/');
+  } catch {
+    throw new CredgateError(`admin URL ${base} is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new CredgateError(`admin URL ${base} is not http(s)`);
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ username }),
+      redirect: 'error', // a redirect would carry the token somewhere else
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
+    throw new CredgateError(`cannot reach credgate's admin API at ${url.origin}: ${cause}`);
+  }
+  const body = (await response.json().catch(() => ({}))) as { purged?: unknown; message?: unknown };
+  if (response.status === 200 && typeof body.purged === 'number') return body.purged;
+  if (response.status === 401) throw new CredgateError(`${url.origin} refused the admin token (401): is CREDGATE_ADMIN_TOKEN the running credgate's?`);
+  if (response.status === 404) throw new CredgateError(`no admin API at ${url.origin} (404): the server needs adminToken, and with adminPort set the admin API is only on that port`);
+  throw new CredgateError(`admin API at ${url.origin} answered ${response.status}${typeof body.message === 'string' ? `: ${body.message}` : ''}`);
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -57,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
       type: { type: 'string' },
       out: { type: 'string' },
       scope: { type: 'string', multiple: true },
+      url: { type: 'string' },
     },
   });
   if (values.help) return process.stdout.write(HELP + '\n'), 0;
@@ -120,6 +152,18 @@ async function main(argv: string[]): Promise<number> {
       } finally {
         await service.close();
       }
+    }
+    case 'purge': {
+      const username = rest[0];
+      if (!username) throw new CredgateError('usage: credgate purge USERNAME [--url URL]');
+      const problem = checkUsername(username);
+      if (problem) throw new CredgateError(problem);
+      const config = configFrom(values);
+      if (config.adminToken === undefined) throw new CredgateError('no admin token: set adminToken (CREDGATE_ADMIN_TOKEN) as the running credgate has it');
+      const base = values.url ?? process.env.CREDGATE_ADMIN_URL ?? `http://127.0.0.1:${config.adminPort ?? config.port ?? 8080}`;
+      const purged = await purgeRemote(base, username, config.adminToken);
+      process.stdout.write(`purged ${purged} cached decision(s) for ${username}\n`);
+      return 0;
     }
     default:
       process.stderr.write(`unknown command ${command}\n\n${HELP}\n`);

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { buildApp, buildMetricsApp } from './http/app.js';
+import { buildAdminApp, buildApp, buildMetricsApp } from './http/app.js';
 import type { Logger } from './log.js';
 import { createService, type Service, type ServiceConfig } from './service.js';
 import type { ClientKeys } from './upstream/clientKeys.js';
@@ -10,6 +10,8 @@ export interface RunningServer {
   /** `http://host:port` of the main listener. */
   readonly url: string;
   readonly metricsUrl: string | undefined;
+  /** `http://127.0.0.1:port` of the admin listener, when `adminPort` and `adminToken` are set. */
+  readonly adminUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -26,9 +28,13 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
   const separateMetrics = config.metricsPort !== undefined;
   const app = buildApp(service, { metricsOnMainPort: !separateMetrics });
   const metricsApp = separateMetrics ? buildMetricsApp(service) : undefined;
+  // The admin API exists only with a token; with an admin port it is only there, on loopback.
+  const adminApp = config.adminToken !== undefined && config.adminPort !== undefined ? buildAdminApp(service) : undefined;
+  if (config.adminPort !== undefined && config.adminToken === undefined) log.warn('adminPort is set but adminToken is not: the admin API is off');
   const host = config.host ?? options.defaultHost ?? '0.0.0.0';
   await app.listen({ host, port: config.port ?? 8080 });
   if (metricsApp) await metricsApp.listen({ host, port: config.metricsPort! });
+  if (adminApp) await adminApp.listen({ host: '127.0.0.1', port: config.adminPort! });
   await service.warmUp();
   let closing: Promise<void> | undefined;
   return {
@@ -36,10 +42,11 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
     app,
     url: urlOf(app),
     metricsUrl: metricsApp ? urlOf(metricsApp) : undefined,
+    adminUrl: adminApp ? urlOf(adminApp) : undefined,
     close() {
       closing ??= (async () => {
         service.health.shutDown();
-        await Promise.all([app.close(), metricsApp?.close()]);
+        await Promise.all([app.close(), metricsApp?.close(), adminApp?.close()]);
         await service.close();
       })();
       return closing;

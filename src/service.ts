@@ -12,6 +12,7 @@ import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
 import { PasswordGrant } from './upstream/passwordGrant.js';
 import { CredentialCache } from './verify/cache.js';
+import { Throttle } from './verify/throttle.js';
 import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
 import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
 import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
@@ -74,6 +75,13 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     negativeTtlSeconds: config.negativeCacheTtlSeconds,
     maxEntries: config.cacheMaxEntries,
     keySecret: config.cacheKeySecret,
+    appPasswordMemorySeconds: config.appPasswordMemorySeconds,
+  });
+  const throttle = new Throttle({
+    usernameFailures: config.throttleUsernameFailures,
+    ipFailures: config.throttleIpFailures,
+    windowSeconds: config.throttleWindowSeconds,
+    baseDelaySeconds: config.throttleBaseDelaySeconds,
   });
   metrics.trackCacheSize(() => cache.size);
   const verifier = new Verifier(
@@ -83,7 +91,12 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       jwt: new JwtAccessTokenStrategy(config, accessTokens),
     },
     cache,
-    config.audience,
+    throttle,
+    {
+      defaultAudience: config.audience,
+      strategyOrder: config.strategyOrder,
+      appPasswordPattern: config.appPasswordPattern === '' ? undefined : new RegExp(config.appPasswordPattern, 'u'),
+    },
     metrics,
     health,
     log,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Service } from '../service.js';
 import { installErrorHandlers } from './errors.js';
+import { adminRoutes } from './routes/admin.js';
 import { authRoute } from './routes/auth.js';
 import { metricsRoute, operationsRoutes } from './routes/operations.js';
 import { verifyRoute } from './routes/verify.js';
@@ -32,6 +33,8 @@ export function buildApp(service: Service, options: { metricsOnMainPort: boolean
   verifyRoute(app, service);
   operationsRoutes(app, service);
   if (options.metricsOnMainPort) metricsRoute(app, service);
+  // Without an admin port, the admin API shares the main listener but answers loopback peers only.
+  if (service.config.adminToken !== undefined && service.config.adminPort === undefined) adminRoutes(app, service, { loopbackOnly: true });
   return app;
 }
 
@@ -40,5 +43,21 @@ export function buildMetricsApp(service: Service): FastifyInstance {
   const app = Fastify({ loggerInstance: service.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
   installErrorHandlers(app);
   metricsRoute(app, service);
+  return app;
+}
+
+/** The separate admin listener (bound to loopback by `main`) used when `adminPort` and `adminToken` are set. */
+export function buildAdminApp(service: Service): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: service.log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => randomUUID(),
+    bodyLimit: BODY_LIMIT_BYTES,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+  });
+  installErrorHandlers(app);
+  adminRoutes(app, service);
   return app;
 }

@@ -33,6 +33,18 @@ export function checkPair(username: string, password: string): CredentialsProble
 }
 
 /**
+ * Checks a username given alone (admin purge) by `checkPair`'s username rules. Colons are allowed:
+ * an identity's username comes from the AS and may hold one, and purging it must still be possible.
+ */
+export function checkUsername(username: string): string | null {
+  if (username.length === 0) return 'username is empty';
+  if (Buffer.byteLength(username) > MAX_USERNAME_BYTES) return `username longer than ${MAX_USERNAME_BYTES} bytes`;
+  if (CONTROL.test(username)) return 'username contains control characters';
+  if (LONE_SURROGATE.test(username)) return 'username is not valid Unicode';
+  return null;
+}
+
+/**
  * Parses `Authorization: Basic` (RFC 7617) and `Authorization: Bearer` (RFC 6750). Strict where
  * lenient parsers guess: canonical base64, UTF-8 that decodes without replacement characters
  * (RFC 7617 §2.1 charset="UTF-8"), the first colon splits user-id from password (so the password

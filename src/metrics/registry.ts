@@ -55,6 +55,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly purges = new Counter({
+    name: 'credgate_purges_total',
+    help: "Admin purges of one user's cached decisions (POST /admin/purge).",
+    registers: [this.registry],
+  });
+
+  readonly throttledRequests = new Counter({
+    name: 'credgate_throttled_requests_total',
+    help: 'Requests answered `throttled` without asking the AS (too many recent failures for the username or client IP).',
+    registers: [this.registry],
+  });
+
   readonly buildInfo = new Gauge({
     name: 'credgate_build_info',
     help: 'Always 1; labels carry the credgate and Node.js versions.',

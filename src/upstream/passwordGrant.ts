@@ -63,11 +63,16 @@ export class PasswordGrant {
     this.#auth = config.tokenAuthMethod === 'client_secret_basic' ? oauth.ClientSecretBasic(config.clientSecret) : oauth.ClientSecretPost(config.clientSecret);
   }
 
-  async attempt(username: string, password: string, audience: string): Promise<GrantOutcome> {
+  /** `endUserIp` goes to Auth0 as `auth0-forwarded-for` when `forwardClientIp` is on, so its brute-force
+   * protection counts the end user's address rather than credgate's (Auth0 honours it only for trusted
+   * confidential clients). */
+  async attempt(username: string, password: string, audience: string, endUserIp?: string): Promise<GrantOutcome> {
     const as = await this.metadata.get();
     const parameters = new URLSearchParams({ username, password, audience });
     if (this.config.passwordGrantScope) parameters.set('scope', this.config.passwordGrantScope);
+    const headers = this.config.forwardClientIp && endUserIp ? { 'auth0-forwarded-for': endUserIp } : undefined;
     const response = await oauth.genericTokenEndpointRequest(as, this.#client, this.#auth, 'password', parameters, {
+      headers,
       [oauth.customFetch]: this.http.fetcher('token'),
       [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
     });

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { normaliseUsername } from './strategy.js';
 import type { Credentials, Identity } from './types.js';
 
 interface Entry {
@@ -19,6 +20,8 @@ export interface CacheOptions {
   readonly maxEntries: number;
   /** HMAC key; random per process when absent. */
   readonly keySecret?: string;
+  /** How long a credential is remembered as an ASP, seconds (0: not remembered). */
+  readonly appPasswordMemorySeconds: number;
 }
 
 function decodeKey(secret: string): Buffer {
@@ -42,6 +45,8 @@ export class CredentialCache {
   /** username (normalised) → keys, so that one user's entries can be purged. */
   readonly #byUser = new Map<string, Set<string>>();
   readonly #options: CacheOptions;
+  /** HMAC keys of credentials that turned out to be ASPs; lives much longer than decisions. */
+  readonly #appPasswords: LRUCache<string, true>;
 
   constructor(options: CacheOptions) {
     this.#options = options;
@@ -51,11 +56,12 @@ export class CredentialCache {
       ttl: Math.max(options.ttlSeconds, options.negativeTtlSeconds, 1) * 1000,
       dispose: (entry, key) => this.#unindex(key, entry.user),
     });
+    this.#appPasswords = new LRUCache<string, true>({ max: options.maxEntries, ttl: Math.max(options.appPasswordMemorySeconds, 1) * 1000 });
   }
 
   keyFor(credentials: Credentials, audience: string): string {
     const mac = createHmac('sha256', this.#hmacKey);
-    if (credentials.kind === 'basic') mac.update('basic\0').update(userKey(credentials.username)).update('\0').update(credentials.password);
+    if (credentials.kind === 'basic') mac.update('basic\0').update(normaliseUsername(credentials.username)).update('\0').update(credentials.password);
     else mac.update('bearer\0\0').update(credentials.token);
     return mac.update('\0').update(audience).digest('base64url');
   }
@@ -74,7 +80,7 @@ export class CredentialCache {
     const ttl = outcome.kind === 'identity' ? this.positiveTtlSeconds(outcome.identity) : this.#options.negativeTtlSeconds;
     if (ttl <= 0) return;
     const name = username ?? (outcome.kind === 'identity' ? outcome.identity.username : undefined);
-    const user = name === undefined ? undefined : userKey(name);
+    const user = name === undefined ? undefined : normaliseUsername(name);
     this.#lru.set(key, { outcome, user }, { ttl: ttl * 1000 });
     if (user !== undefined) {
       let keys = this.#byUser.get(user);
@@ -85,12 +91,21 @@ export class CredentialCache {
 
   /** Drops every entry of one user (after an ASP is revoked or a password changed). Returns how many. */
   purgeUser(username: string): number {
-    const keys = this.#byUser.get(userKey(username));
+    const keys = this.#byUser.get(normaliseUsername(username));
     if (!keys) return 0;
     let purged = 0;
     for (const key of [...keys]) if (this.#lru.delete(key)) purged++;
-    this.#byUser.delete(userKey(username));
+    this.#byUser.delete(normaliseUsername(username));
     return purged;
+  }
+
+  /** Remember (by HMAC key) that this credential proved to be an ASP, so it is introspected first next time. */
+  rememberAppPassword(key: string): void {
+    if (this.#options.appPasswordMemorySeconds > 0) this.#appPasswords.set(key, true);
+  }
+
+  isKnownAppPassword(key: string): boolean {
+    return this.#appPasswords.get(key) === true;
   }
 
   get size(): number {
@@ -104,6 +119,3 @@ export class CredentialCache {
   }
 }
 
-function userKey(username: string): string {
-  return username.normalize('NFC').toLowerCase();
-}

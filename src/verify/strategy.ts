@@ -4,9 +4,15 @@ import type { Credentials, Identity } from './types.js';
  * One way of proving a credential. `null` means "not mine, or not valid"; a thrown UpstreamError
  * means "could not ask". Any other exception is a bug and is treated like "could not ask".
  */
+export interface StrategyContext {
+  readonly audience: string;
+  /** The end user's IP, only when it is known to be theirs (never a proxy's address). */
+  readonly endUserIp: string | undefined;
+}
+
 export interface Strategy {
   readonly name: 'password_grant' | 'app_password' | 'token';
-  authenticate(credentials: Credentials, audience: string): Promise<Identity | null>;
+  authenticate(credentials: Credentials, context: StrategyContext): Promise<Identity | null>;
 }
 
 /** Compact JWS shape (RFC 7515 §7.1) whose header is a JSON object naming an `alg`. */
@@ -22,8 +28,12 @@ export function looksLikeJwt(value: string): boolean {
 
 /** Usernames compare after Unicode NFC normalisation and case folding: authorization servers
  * (Auth0 among them) treat `Alice@Example.com` and `alice@example.com` as one account. */
+export function normaliseUsername(username: string): string {
+  return username.normalize('NFC').toLowerCase();
+}
+
 export function sameUsername(a: string, b: string): boolean {
-  return a.normalize('NFC').toLowerCase() === b.normalize('NFC').toLowerCase();
+  return normaliseUsername(a) === normaliseUsername(b);
 }
 
 /** The first of `claims` present as a string in `source` (SPEC: "first present wins"). */

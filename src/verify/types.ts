@@ -48,5 +48,10 @@ export interface RequestContext {
   readonly requiredScopes: readonly string[];
   /** Audience the credential must be for; default the configured one. */
   readonly audience?: string;
+  /** The direct peer or reported client address, for logs. */
   readonly clientIp?: string;
+  /** The end user's own IP, only when credgate knows it is theirs (the `clientIp` of `/v1/verify`,
+   * or forwarded headers from a trusted proxy): used for per-IP throttling and `auth0-forwarded-for`.
+   * Never a proxy's address, or one proxy would throttle every user behind it. */
+  readonly endUserIp?: string;
 }

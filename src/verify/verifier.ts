@@ -4,7 +4,8 @@ import type { Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
 import type { CredentialCache, Outcome } from './cache.js';
 import { missingScopes } from './scopes.js';
-import { looksLikeJwt, type Strategy } from './strategy.js';
+import { looksLikeJwt, type Strategy, type StrategyContext } from './strategy.js';
+import type { Throttle } from './throttle.js';
 import type { Credentials, Decision, Identity, RequestContext } from './types.js';
 
 export interface Strategies {
@@ -13,66 +14,69 @@ export interface Strategies {
   readonly jwt: Strategy;
 }
 
+export interface VerifierOptions {
+  readonly defaultAudience: string;
+  /** Basic-password order for a credential not recognised as an ASP. */
+  readonly strategyOrder: readonly ('password_grant' | 'app_password')[];
+  /** Passwords matching this are introspected first; undefined: no shape rule. */
+  readonly appPasswordPattern: RegExp | undefined;
+}
+
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
 const DENIED_CACHED: Decision = Object.freeze({ ...DENIED, cached: true });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
+type FlightResult = Outcome | 'upstream_unavailable';
+
 /**
- * Credentials + context → Decision. Strategies run in order: the first Identity wins; `null`
- * moves on; an upstream failure is remembered and, if no later strategy allows, the answer is
- * 503 `upstream_unavailable` — credgate fails closed. Every kind of wrong credential ends in the
- * same `invalid_credentials`, so a denial never tells which step failed or whether a user exists.
+ * Credentials + context → Decision.
+ *
+ * 1. A cached identity for exactly these credentials answers at once (scopes still checked per
+ *    request); a cached known-wrong credential is denied at once.
+ * 2. Throttling: a username or end-user IP with too many recent failures is answered `throttled`
+ *    without asking the AS — except for a credential remembered as an ASP, which is only
+ *    introspected (that never counts as a failed login at the AS).
+ * 3. Strategies run in order (concurrent identical requests share one run): the first Identity
+ *    wins; `null` moves on; an upstream failure is remembered and, if no later strategy allows,
+ *    the answer is 503 `upstream_unavailable` — credgate fails closed. Every kind of wrong
+ *    credential ends in the same `invalid_credentials`.
  */
 export class Verifier {
-  readonly #inFlight = new Map<string, Promise<Outcome | 'upstream_unavailable'>>();
+  readonly #inFlight = new Map<string, Promise<FlightResult>>();
 
   constructor(
     private readonly strategies: Strategies,
     private readonly cache: CredentialCache,
-    private readonly defaultAudience: string,
+    private readonly throttle: Throttle,
+    private readonly options: VerifierOptions,
     private readonly metrics: Metrics,
     private readonly health: Health,
     private readonly log: Logger,
   ) {}
 
-  /** Strategy order for these credentials. JWT-shaped secrets never go to the password grant:
-   * a token tried as a password would count as a failed login at the AS. */
-  order(credentials: Credentials): Strategy[] {
+  /**
+   * Strategy order for these credentials. A JWT-shaped secret is only ever verified as a token; an
+   * ASP-shaped or remembered-ASP password is introspected before it is tried as a password, so
+   * using an ASP never counts as a failed login at the AS.
+   */
+  order(credentials: Credentials, key: string, introspectionOnly = false): Strategy[] {
     const { passwordGrant, appPassword, jwt } = this.strategies;
     const secret = credentials.kind === 'basic' ? credentials.password : credentials.token;
     if (looksLikeJwt(secret)) return [jwt];
-    return credentials.kind === 'bearer' ? [appPassword] : [passwordGrant, appPassword];
+    if (credentials.kind === 'bearer' || introspectionOnly) return [appPassword];
+    if (this.cache.isKnownAppPassword(key) || this.options.appPasswordPattern?.test(secret)) return [appPassword, passwordGrant];
+    return this.options.strategyOrder.map((name) => (name === 'password_grant' ? passwordGrant : appPassword));
   }
 
   async verify(credentials: Credentials, context: RequestContext, iface: Interface, requestId?: string): Promise<Decision> {
     const started = performance.now();
-    const audience = context.audience ?? this.defaultAudience;
+    const audience = context.audience ?? this.options.defaultAudience;
+    const username = credentials.kind === 'basic' ? credentials.username : undefined;
     const key = this.cache.keyFor(credentials, audience);
-    let outcome: Outcome | undefined = this.cache.get(key);
-    const cached = outcome !== undefined;
-    this.metrics.cacheRequests.inc({ result: outcome === undefined ? 'miss' : outcome.kind === 'identity' ? 'hit' : 'negative_hit' });
-    let upstreamFailed = false;
-    if (!outcome) {
-      // Singleflight: concurrent requests with the same credentials share one upstream round trip.
-      let flight = this.#inFlight.get(key);
-      if (flight) {
-        this.metrics.coalescedRequests.inc();
-      } else {
-        flight = this.#authenticate(credentials, audience).finally(() => this.#inFlight.delete(key));
-        this.#inFlight.set(key, flight);
-      }
-      const result = await flight;
-      if (result === 'upstream_unavailable') upstreamFailed = true;
-      else {
-        outcome = result;
-        // Only the flight's owner stores; others see the same result.
-        if (this.cache.get(key) === undefined) this.cache.set(key, result, credentials.kind === 'basic' ? credentials.username : undefined);
-      }
-    }
-    const identity = outcome?.kind === 'identity' ? outcome.identity : undefined;
-    const decision = identity ? this.#authorize(identity, context, cached) : upstreamFailed ? UNAVAILABLE : cached ? DENIED_CACHED : DENIED;
+    const decision = await this.#decide(credentials, context, audience, username, key);
+    const identity = decision.identity;
     const seconds = (performance.now() - started) / 1000;
-    this.metrics.observeDecision(iface, decision.allow, decision.reason, identity?.credential, seconds);
+    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds);
     this.log.info(
       {
         requestId,
@@ -81,9 +85,10 @@ export class Verifier {
         reason: decision.reason,
         credential: identity?.credential,
         subject: identity?.subject,
-        username: credentials.kind === 'basic' ? credentials.username : identity?.username,
+        username: username ?? identity?.username,
         clientIp: context.clientIp,
         missingScopes: decision.missingScopes,
+        retryAfterSeconds: decision.retryAfterSeconds,
         durationMs: Math.round(seconds * 1e4) / 10,
         cached: decision.cached,
       },
@@ -97,11 +102,53 @@ export class Verifier {
     return this.cache.purgeUser(username);
   }
 
-  async #authenticate(credentials: Credentials, audience: string): Promise<Outcome | 'upstream_unavailable'> {
+  async #decide(credentials: Credentials, context: RequestContext, audience: string, username: string | undefined, key: string): Promise<Decision> {
+    const cached = this.cache.get(key);
+    this.metrics.cacheRequests.inc({ result: cached === undefined ? 'miss' : cached.kind === 'identity' ? 'hit' : 'negative_hit' });
+    if (cached?.kind === 'identity') return this.#authorize(cached.identity, context, true);
+    if (cached?.kind === 'denied') return DENIED_CACHED;
+
+    const endUserIp = context.endUserIp;
+    const verdict = this.throttle.check(username, endUserIp);
+    const introspectionOnly = verdict.throttled && this.cache.isKnownAppPassword(key);
+    if (verdict.throttled && !introspectionOnly) {
+      this.metrics.throttledRequests.inc();
+      return { allow: false, status: 429, reason: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds, cached: false };
+    }
+
+    // Singleflight: concurrent requests with the same credentials share one upstream round trip.
+    let flight = this.#inFlight.get(key);
+    if (flight) {
+      this.metrics.coalescedRequests.inc();
+      return this.#fromResult(await flight, context);
+    }
+    flight = this.#authenticate(credentials, key, { audience, endUserIp }, introspectionOnly).finally(() => this.#inFlight.delete(key));
+    this.#inFlight.set(key, flight);
+    const result = await flight;
+    if (result !== 'upstream_unavailable') {
+      this.cache.set(key, result, username);
+      if (result.kind === 'identity') {
+        // Only a password login clears the username's failures, as only it clears the AS's own
+        // lockout counter: frequent ASP use must not hand an attacker fresh guesses.
+        if (result.identity.credential === 'password') this.throttle.recordSuccess(username);
+        else this.cache.rememberAppPassword(key);
+      } else {
+        this.throttle.recordFailure(username, endUserIp);
+      }
+    }
+    return this.#fromResult(result, context);
+  }
+
+  #fromResult(result: FlightResult, context: RequestContext): Decision {
+    if (result === 'upstream_unavailable') return UNAVAILABLE;
+    return result.kind === 'identity' ? this.#authorize(result.identity, context, false) : DENIED;
+  }
+
+  async #authenticate(credentials: Credentials, key: string, context: StrategyContext, introspectionOnly: boolean): Promise<FlightResult> {
     let upstreamFailure: UpstreamError | undefined;
-    for (const strategy of this.order(credentials)) {
+    for (const strategy of this.order(credentials, key, introspectionOnly)) {
       try {
-        const identity = await strategy.authenticate(credentials, audience);
+        const identity = await strategy.authenticate(credentials, context);
         if (identity) return { kind: 'identity', identity };
       } catch (err) {
         upstreamFailure = this.#upstreamFailure(err, strategy);

@@ -46,19 +46,27 @@ describe('decision cache and request coalescing, counted at the dev AS', () => {
     assert.equal(dev.stats().tokenRequests, requests);
   });
 
-  test('200 concurrent identical fresh requests make exactly one password-grant call', async () => {
-    const asp = dev.createAppPassword('alice').password; // fresh credential: password grant, then introspection
+  test('200 concurrent identical fresh passwords make exactly one password-grant call', async () => {
+    credgate.service.verifier.purgeUser('alice');
     const tokenBefore = dev.stats().tokenRequests;
-    const introspectionBefore = dev.stats().introspectionRequests;
-    const results = await Promise.all(Array.from({ length: 200 }, () => credgate.verify({ username: 'alice', password: asp })));
+    const results = await Promise.all(Array.from({ length: 200 }, () => credgate.verify({ username: 'alice', password: users.alice!.password })));
     assert.ok(results.every((r) => r.body.allow === true));
     assert.equal(dev.stats().tokenRequests - tokenBefore, 1);
-    assert.equal(dev.stats().introspectionRequests - introspectionBefore, 1);
     const metrics = await (await fetch(`${credgate.url}/metrics`)).text();
     // Each of the other 199 either waited for the one flight or found its result in the cache.
     const count = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? 0);
     assert.ok(count(/credgate_coalesced_requests_total (\d+)/) + count(/credgate_cache_requests_total\{result="hit"\} (\d+)/) >= 199);
     assert.match(metrics, /credgate_cache_entries [1-9]/);
+  });
+
+  test('200 concurrent identical fresh app passwords make one introspection call and no password-grant call', async () => {
+    const asp = dev.createAppPassword('alice').password;
+    const tokenBefore = dev.stats().tokenRequests;
+    const introspectionBefore = dev.stats().introspectionRequests;
+    const results = await Promise.all(Array.from({ length: 200 }, () => credgate.verify({ username: 'alice', password: asp })));
+    assert.ok(results.every((r) => r.body.allow === true && r.body.credential === 'app_password'));
+    assert.equal(dev.stats().introspectionRequests - introspectionBefore, 1);
+    assert.equal(dev.stats().tokenRequests - tokenBefore, 0, 'an ASP-shaped secret is introspected first');
   });
 
   test('a purge makes the next request ask the AS again', async () => {

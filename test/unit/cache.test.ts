@@ -5,7 +5,7 @@ import type { Identity } from '../../src/verify/types.js';
 
 const now = Math.floor(Date.now() / 1000);
 const identity = (o: Partial<Identity> = {}): Identity => ({ subject: 'auth0|a', username: 'alice', credential: 'password', scopes: ['read:repo'], audience: 'https://git', expiresAt: now + 3600, ...o });
-const cache = (o: Partial<ConstructorParameters<typeof CredentialCache>[0]> = {}) => new CredentialCache({ ttlSeconds: 300, negativeTtlSeconds: 5, maxEntries: 100, ...o });
+const cache = (o: Partial<ConstructorParameters<typeof CredentialCache>[0]> = {}) => new CredentialCache({ ttlSeconds: 300, negativeTtlSeconds: 5, maxEntries: 100, appPasswordMemorySeconds: 3600, ...o });
 
 test('cache keys are HMACs: no password, token or username in them, and they differ by every input', () => {
   const c = cache();
@@ -62,4 +62,16 @@ test('the cache is bounded by entry count; evicted entries leave the purge index
   assert.equal(c.size, 3);
   assert.equal(c.purgeUser('user0'), 0);
   assert.equal(c.purgeUser('user9'), 1);
+});
+
+test('credentials that proved to be ASPs are remembered by their HMAC key', () => {
+  const c = cache();
+  const key = c.keyFor({ kind: 'basic', username: 'alice', password: 'an-app-password' }, 'https://git');
+  assert.equal(c.isKnownAppPassword(key), false);
+  c.rememberAppPassword(key);
+  assert.equal(c.isKnownAppPassword(key), true);
+  assert.equal(c.purgeUser('alice'), 0, 'the marker is not a decision: purging does not touch it');
+  const off = cache({ appPasswordMemorySeconds: 0 });
+  off.rememberAppPassword(key);
+  assert.equal(off.isKnownAppPassword(key), false);
 });

@@ -7,6 +7,7 @@ import { Metrics } from '../../src/metrics/registry.js';
 import { CredentialCache } from '../../src/verify/cache.js';
 import type { Strategy } from '../../src/verify/strategy.js';
 import type { Credentials, Identity } from '../../src/verify/types.js';
+import { Throttle } from '../../src/verify/throttle.js';
 import { Verifier } from '../../src/verify/verifier.js';
 
 const identity: Identity = { subject: 'auth0|a', username: 'alice', credential: 'password', scopes: ['read:repo'], audience: 'aud', expiresAt: undefined };
@@ -25,9 +26,17 @@ function scripted(name: Strategy['name'], answer: () => Promise<Identity | null>
   return s;
 }
 
-function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }) {
+function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }, options: { usernameFailures?: number; now?: () => number } = {}) {
   const metrics = new Metrics('test');
-  const v = new Verifier(strategies, new CredentialCache({ ttlSeconds: 60, negativeTtlSeconds: 5, maxEntries: 10 }), 'aud', metrics, new Health({ metadataLoaded: () => true, jwksLoaded: () => true }), createLogger({ level: 'silent' }));
+  const v = new Verifier(
+    strategies,
+    new CredentialCache({ ttlSeconds: 60, negativeTtlSeconds: 0, maxEntries: 100, appPasswordMemorySeconds: 3600 }),
+    new Throttle({ usernameFailures: options.usernameFailures ?? 0, ipFailures: 0, windowSeconds: 900, baseDelaySeconds: 30 }, options.now),
+    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/ },
+    metrics,
+    new Health({ metadataLoaded: () => true, jwksLoaded: () => true }),
+    createLogger({ level: 'silent' }),
+  );
   return { v, metrics };
 }
 const basic: Credentials = { kind: 'basic', username: 'alice', password: 'pw-123456' };
@@ -84,4 +93,87 @@ test('a JWT-shaped secret never goes to the password grant', async () => {
   await v.verify({ kind: 'basic', username: 'alice', password: token }, { requiredScopes: [] }, 'verify');
   assert.equal(password.calls, 0);
   assert.equal(jwt.calls, 1);
+});
+
+const aspLike = 'Zm9vYmFyYmF6cXV4cXV1eHh4eHh4eHh4eHh4eHh4eHg';
+
+test('an ASP-shaped password is introspected first: a valid ASP never reaches the password grant', async () => {
+  const password = scripted('password_grant', async () => null);
+  const asp = scripted('app_password', async () => ({ ...identity, credential: 'app_password' }));
+  const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
+  assert.equal((await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] }, 'verify')).allow, true);
+  assert.equal(password.calls, 0);
+});
+
+test('a long random user password that only looks like an ASP still works as a password', async () => {
+  const password = scripted('password_grant', async () => identity);
+  const asp = scripted('app_password', async () => null);
+  const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
+  const d = await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] }, 'verify');
+  assert.equal(d.identity?.credential, 'password');
+  assert.deepEqual([asp.calls, password.calls], [1, 1]);
+});
+
+test('a short ASP that proved itself once is introspected first from then on', async () => {
+  const password = scripted('password_grant', async () => null);
+  const asp = scripted('app_password', async () => ({ ...identity, credential: 'app_password' }));
+  const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
+  const short: Credentials = { kind: 'basic', username: 'alice', password: 'short-asp' };
+  await v.verify(short, { requiredScopes: [] }, 'verify');
+  assert.equal(password.calls, 1, 'unknown the first time: password grant first');
+  v.purgeUser('alice'); // drop the cached decision, keep the ASP memory
+  await v.verify(short, { requiredScopes: [] }, 'verify');
+  assert.equal(password.calls, 1, 'remembered: introspected first, no second failed login');
+});
+
+test('throttling: after the limit the AS is not asked, the back-off grows, and the window forgets', async () => {
+  let clock = 1_000_000;
+  const password = scripted('password_grant', async () => null);
+  const asp = scripted('app_password', async () => null);
+  const { v, metrics } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) }, { usernameFailures: 3, now: () => clock });
+  const guess = (i: number) => v.verify({ kind: 'basic', username: 'alice', password: `guess-${i}` }, { requiredScopes: [] }, 'verify');
+  for (let i = 0; i < 3; i++) assert.equal((await guess(i)).reason, 'invalid_credentials');
+  assert.equal(password.calls, 3);
+  const throttled = await guess(3);
+  assert.deepEqual([throttled.status, throttled.reason, throttled.retryAfterSeconds], [429, 'throttled', 30]);
+  assert.equal(password.calls, 3, 'not asked while throttled');
+  clock += 29_000;
+  assert.equal((await guess(4)).reason, 'throttled', 'state survives within its back-off');
+  clock += 1_000;
+  assert.equal((await guess(5)).reason, 'invalid_credentials', 'one try after the back-off');
+  assert.equal((await guess(6)).retryAfterSeconds, 60, 'the back-off doubles');
+  // Another user is unaffected.
+  assert.equal((await v.verify({ kind: 'basic', username: 'bob', password: 'x-1' }, { requiredScopes: [] }, 'verify')).reason, 'invalid_credentials');
+  clock += 901_000;
+  assert.equal((await guess(7)).reason, 'invalid_credentials', 'the window forgets');
+  assert.ok(((await metrics.throttledRequests.get()).values[0]?.value ?? 0) >= 3);
+});
+
+test('throttling is not a lockout weapon: a cached good credential and a remembered ASP still get in', async () => {
+  const grants: string[] = [];
+  const passwordGrant: Strategy = {
+    name: 'password_grant',
+    async authenticate(c) {
+      if (c.kind === 'basic') grants.push(c.password);
+      return c.kind === 'basic' && c.password === 'alices-real-pw' ? identity : null;
+    },
+  };
+  const appPassword: Strategy = {
+    name: 'app_password',
+    async authenticate(c) {
+      return c.kind === 'basic' && c.password === aspLike ? { ...identity, credential: 'app_password' } : null;
+    },
+  };
+  const { v } = verifier({ passwordGrant, appPassword, jwt: scripted('token', async () => null) }, { usernameFailures: 2 });
+  const as = (password: string) => v.verify({ kind: 'basic', username: 'alice', password }, { requiredScopes: [] }, 'verify');
+  assert.equal((await as('alices-real-pw')).allow, true);
+  assert.equal((await as(aspLike)).allow, true);
+  for (let i = 0; i < 5; i++) await as(`attacker-${i}`);
+  assert.equal((await as('attacker-9')).reason, 'throttled');
+  assert.equal((await as('alices-real-pw')).allow, true, 'a cached good password still gets in');
+  v.purgeUser('alice'); // decisions gone; the ASP memory stays
+  const grantsBefore = grants.length;
+  assert.equal((await as(aspLike)).allow, true, 'a remembered ASP is introspected even while throttled');
+  assert.equal(grants.length, grantsBefore, 'and never tried as a password');
+  assert.equal((await as('alices-real-pw')).reason, 'throttled', 'an uncached password waits like any other');
 });

@@ -19,7 +19,8 @@ export function pinnedScopes(query: unknown): string[] | string {
  * `/auth` (any method): nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`, Envoy
  * ext_authz. 200 allow with identity headers; 401 with a Basic challenge for missing, malformed
  * or invalid credentials (nginx passes only 401/403 through, so malformed is 401 here too);
- * 403 insufficient scope; 503 when no decision can be made.
+ * 403 insufficient scope; `throttled` as 401 (default) or 429 with Retry-After; 503 when no
+ * decision can be made.
  */
 export function authRoute(app: FastifyInstance, service: Service): void {
   const challenge = [`Basic realm="${service.config.realm}", charset="UTF-8"`, `Bearer realm="${service.config.realm}"`];
@@ -41,7 +42,13 @@ export function authRoute(app: FastifyInstance, service: Service): void {
         recordEarlyDenial(service, request, 'auth', credentials.reason, credentials.message);
         return deny(reply, 401, { reason: credentials.reason, message: credentials.message });
       }
+      // The direct peer is usually the proxy: it is logged, but not used as the end user's IP
+      // (throttling it would throttle everyone behind that proxy).
       const decision: Decision = await service.verifier.verify(credentials, { requiredScopes: scopes, clientIp: request.ip }, 'auth', request.id);
+      if (decision.reason === 'throttled') {
+        reply.header('retry-after', String(decision.retryAfterSeconds ?? 1));
+        return deny(reply, service.config.authThrottledStatus, { reason: decision.reason, retryAfterSeconds: decision.retryAfterSeconds });
+      }
       if (!decision.allow || !decision.identity) {
         return deny(reply, decision.status, { reason: decision.reason, missingScopes: decision.missingScopes });
       }

@@ -35,7 +35,7 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
     if (audience !== undefined && audience !== service.config.audience) {
       return badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
     }
-    const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: scopes, audience, clientIp: clientIp ?? request.ip }, 'verify', request.id);
+    const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: scopes, audience, clientIp: clientIp ?? request.ip, endUserIp: clientIp }, 'verify', request.id);
     return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').send(decisionJson(decision));
   });
 }

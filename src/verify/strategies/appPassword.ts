@@ -2,7 +2,7 @@ import type { Config } from '../../config/schema.js';
 import type { Introspection } from '../../upstream/introspection.js';
 import type { AuthorizationServerMetadata } from '../../upstream/metadata.js';
 import { identityFromIntrospection } from '../introspectionRules.js';
-import type { Strategy } from '../strategy.js';
+import type { Strategy, StrategyContext } from '../strategy.js';
 import type { Credentials, Identity } from '../types.js';
 
 /** The password as an app-specific password (or another token): RFC 7662 introspection, bound to the Basic username. */
@@ -15,7 +15,7 @@ export class AppPasswordStrategy implements Strategy {
     private readonly metadata: AuthorizationServerMetadata,
   ) {}
 
-  async authenticate(credentials: Credentials, audience: string): Promise<Identity | null> {
+  async authenticate(credentials: Credentials, { audience }: StrategyContext): Promise<Identity | null> {
     const bound = credentials.kind === 'basic';
     const token = credentials.kind === 'basic' ? credentials.password : credentials.token;
     const answer = await this.introspection.introspect(token);

@@ -1,7 +1,7 @@
 import type { Config } from '../../config/schema.js';
 import type { AccessTokenVerifier } from '../../upstream/accessToken.js';
 import { scopesOf } from '../scopes.js';
-import { sameUsername, usernameFrom, type Strategy } from '../strategy.js';
+import { sameUsername, usernameFrom, type Strategy, type StrategyContext } from '../strategy.js';
 import type { Credentials, Identity } from '../types.js';
 
 /**
@@ -16,7 +16,7 @@ export class JwtAccessTokenStrategy implements Strategy {
     private readonly accessTokens: AccessTokenVerifier,
   ) {}
 
-  async authenticate(credentials: Credentials, audience: string): Promise<Identity | null> {
+  async authenticate(credentials: Credentials, { audience }: StrategyContext): Promise<Identity | null> {
     const token = credentials.kind === 'basic' ? credentials.password : credentials.token;
     const claims = await this.accessTokens.verify(token, audience);
     if (!claims) return null;

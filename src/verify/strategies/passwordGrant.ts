@@ -4,7 +4,7 @@ import type { AccessTokenVerifier } from '../../upstream/accessToken.js';
 import type { Introspection } from '../../upstream/introspection.js';
 import type { PasswordGrant } from '../../upstream/passwordGrant.js';
 import { scopesOf, splitScope } from '../scopes.js';
-import { looksLikeJwt, type Strategy } from '../strategy.js';
+import { looksLikeJwt, type Strategy, type StrategyContext } from '../strategy.js';
 import type { Credentials, Identity } from '../types.js';
 
 /**
@@ -22,9 +22,9 @@ export class PasswordGrantStrategy implements Strategy {
     private readonly log: Logger,
   ) {}
 
-  async authenticate(credentials: Credentials, audience: string): Promise<Identity | null> {
+  async authenticate(credentials: Credentials, { audience, endUserIp }: StrategyContext): Promise<Identity | null> {
     if (credentials.kind !== 'basic') return null;
-    const outcome = await this.grant.attempt(credentials.username, credentials.password, audience);
+    const outcome = await this.grant.attempt(credentials.username, credentials.password, audience, endUserIp);
     if (!outcome.ok) {
       // too_many_attempts: the AS has blocked this user from credgate's address. Not a user error
       // credgate may reveal; the next strategy still runs and a denial stays uniform.

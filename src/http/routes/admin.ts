@@ -1,0 +1,66 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Service } from '../../service.js';
+import { checkUsername, MAX_USERNAME_BYTES } from '../credentials.js';
+import { badRequest } from '../errors.js';
+
+/** `POST /admin/purge` body. Unknown fields are refused, as on `/v1/verify`. */
+const purgeRequest = z.object({ username: z.string().max(MAX_USERNAME_BYTES) }).strict();
+
+// RFC 6750 §2.1: "Bearer" 1*SP b64token (the scheme name is case-insensitive, RFC 7235 §2.1).
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
+
+/** 127.0.0.0/8, ::1 and IPv4-mapped 127.x: the connection comes from this host. */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || /^127\./.test(address) || /^::ffff:127\./i.test(address);
+}
+
+const sha256 = (value: string) => createHash('sha256').update(value, 'utf8').digest();
+
+/**
+ * Whether `Authorization` carries the admin token. Both sides are hashed first so that
+ * `timingSafeEqual` compares equal lengths and neither the token's length nor a common prefix leaks.
+ */
+function hasAdminToken(header: string | string[] | undefined, adminToken: string): boolean {
+  if (typeof header !== 'string') return false;
+  const presented = BEARER.exec(header)?.[1];
+  return presented !== undefined && timingSafeEqual(sha256(presented), sha256(adminToken));
+}
+
+/**
+ * The admin API: `POST /admin/purge {"username"}` drops every cached decision of one user (after an
+ * ASP is revoked or a password changed) and answers `{"purged": N}`. Registered only when
+ * `adminToken` is set. `loopbackOnly` (on the main listener) answers connections from other hosts
+ * with the ordinary 404, before authentication or body parsing, as if the route did not exist.
+ */
+export function adminRoutes(app: FastifyInstance, service: Service, options: { loopbackOnly: boolean } = { loopbackOnly: false }): void {
+  const adminToken = service.config.adminToken;
+  if (adminToken === undefined) throw new Error('adminRoutes needs config.adminToken');
+
+  // onRequest runs before the body is read: strangers learn nothing, not even about their JSON.
+  const guard = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (options.loopbackOnly && !isLoopback(request.socket.remoteAddress)) return reply.callNotFound();
+    if (!hasAdminToken(request.headers.authorization, adminToken)) {
+      service.log.warn({ requestId: request.id, clientIp: request.ip, route: request.url }, 'admin request refused: missing or wrong token');
+      return reply.code(401).header('www-authenticate', 'Bearer realm="credgate-admin"').header('cache-control', 'no-store').send({ error: 'unauthorized' });
+    }
+  };
+
+  app.post('/admin/purge', { onRequest: guard }, async (request, reply) => {
+    const parsed = purgeRequest.safeParse(request.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const where = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : `${issue.path.join('.') || 'body'}: ${issue.message}`;
+      return badRequest(reply, 'malformed_request', where);
+    }
+    const { username } = parsed.data;
+    const problem = checkUsername(username);
+    if (problem) return badRequest(reply, 'malformed_request', problem);
+    const purged = service.verifier.purgeUser(username);
+    service.metrics.purges.inc();
+    service.log.info({ requestId: request.id, username, purged }, 'purged cached decisions');
+    return reply.header('cache-control', 'no-store').send({ purged });
+  });
+}
