@@ -18,30 +18,30 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Checks a username/password pair from any interface (Basic, JSON, mail). */
-export function checkPair(username: string, password: string): CredentialsProblem | null {
-  if (username.length === 0) return { reason: 'malformed_credentials', message: 'username is empty' };
-  if (password.length === 0) return { reason: 'malformed_credentials', message: 'password is empty' };
-  if (Buffer.byteLength(username) > MAX_USERNAME_BYTES) return { reason: 'malformed_credentials', message: `username longer than ${MAX_USERNAME_BYTES} bytes` };
-  if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) return { reason: 'malformed_credentials', message: `password longer than ${MAX_PASSWORD_BYTES} bytes` };
-  if (CONTROL.test(username)) return { reason: 'malformed_credentials', message: 'username contains control characters' };
-  if (CONTROL.test(password)) return { reason: 'malformed_credentials', message: 'password contains control characters' };
-  if (username.includes(':')) return { reason: 'malformed_credentials', message: 'username contains a colon' };
-  if (LONE_SURROGATE.test(username)) return { reason: 'malformed_credentials', message: 'username is not valid Unicode' };
-  if (LONE_SURROGATE.test(password)) return { reason: 'malformed_credentials', message: 'password is not valid Unicode' };
+/** Rules one value of a credential pair must meet (RFC 7617 §2: no control characters). */
+function checkValue(what: 'username' | 'password', value: string, maxBytes: number): string | null {
+  if (value.length === 0) return `${what} is empty`;
+  if (Buffer.byteLength(value) > maxBytes) return `${what} longer than ${maxBytes} bytes`;
+  if (CONTROL.test(value)) return `${what} contains control characters`;
+  if (LONE_SURROGATE.test(value)) return `${what} is not valid Unicode`;
   return null;
 }
 
 /**
- * Checks a username given alone (admin purge) by `checkPair`'s username rules. Colons are allowed:
- * an identity's username comes from the AS and may hold one, and purging it must still be possible.
+ * Checks a username given alone (admin purge). Colons are allowed: an identity's username comes
+ * from the AS and may hold one, and purging it must still be possible.
  */
 export function checkUsername(username: string): string | null {
-  if (username.length === 0) return 'username is empty';
-  if (Buffer.byteLength(username) > MAX_USERNAME_BYTES) return `username longer than ${MAX_USERNAME_BYTES} bytes`;
-  if (CONTROL.test(username)) return 'username contains control characters';
-  if (LONE_SURROGATE.test(username)) return 'username is not valid Unicode';
-  return null;
+  return checkValue('username', username, MAX_USERNAME_BYTES);
+}
+
+/** Checks a username/password pair from any interface (Basic, JSON, mail). */
+export function checkPair(username: string, password: string): CredentialsProblem | null {
+  const problem =
+    checkUsername(username) ??
+    (username.includes(':') ? 'username contains a colon' : null) ??
+    checkValue('password', password, MAX_PASSWORD_BYTES);
+  return problem === null ? null : { reason: 'malformed_credentials', message: problem };
 }
 
 /**
