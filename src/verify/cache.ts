@@ -36,8 +36,9 @@ function decodeKey(secret: string): Buffer {
  * *identity*, not the allow: scopes are checked on every request, so a request needing more can
  * never ride on a cached answer for less (the CVE-2021-32701 class). Positive entries live
  * min(ttlSeconds, exp − now); nothing is cached for upstream errors (the caller never stores them).
- * Memory: one entry is the 43-character key, the Identity object and lru-cache's bookkeeping,
- * about 400–600 bytes (measured by `npm run bench`).
+ * Memory: one entry is the 43-character key, the Identity object, lru-cache's bookkeeping and the
+ * purge index; `npm run bench` measured about 700 bytes of heap per entry at 1M entries when every
+ * entry belongs to a different user (the worst case for the index). See BENCHMARKS.md.
  */
 export class CredentialCache {
   readonly #hmacKey: Buffer;

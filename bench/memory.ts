@@ -1,0 +1,80 @@
+/**
+ * Child process of `npm run bench` (figure 4): fills a CredentialCache with N realistic entries
+ * and prints {rss, heapUsed} deltas as JSON. Run alone so nothing else shares its heap:
+ *   node --expose-gc dist/bench/memory.js 100000
+ */
+import { randomBytes } from 'node:crypto';
+import { configSchema } from '../src/config/schema.js';
+import { CredentialCache } from '../src/verify/cache.js';
+import type { Identity } from '../src/verify/types.js';
+
+export interface MemoryResult {
+  entries: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  fillMs: number;
+}
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) {
+  console.error('memory.js needs node --expose-gc');
+  process.exit(2);
+}
+const n = Number(process.argv[2]);
+if (!Number.isSafeInteger(n) || n <= 0) {
+  console.error('usage: memory.js ENTRIES');
+  process.exit(2);
+}
+
+function settle(): NodeJS.MemoryUsage {
+  for (let i = 0; i < 4; i++) gc!();
+  return process.memoryUsage();
+}
+
+const AUDIENCE = 'https://git.example.com';
+const before = settle();
+// Constructed after the baseline: lru-cache preallocates its index arrays for maxEntries, and
+// those are part of what a full cache costs.
+// Options as src/service.ts builds them, from the configuration's defaults.
+const defaults = configSchema.parse({});
+const cache = new CredentialCache({
+  ttlSeconds: defaults.cacheTtlSeconds,
+  negativeTtlSeconds: defaults.negativeCacheTtlSeconds,
+  maxEntries: n,
+  appPasswordMemorySeconds: defaults.appPasswordMemorySeconds,
+});
+const exp = Math.floor(Date.now() / 1000) + 3600;
+const started = performance.now();
+for (let i = 0; i < n; i++) {
+  // 'user123456@example.com'-like, distinct per entry (as many users as entries: the purge index
+  // then holds one Set per user, the worst case for it).
+  const username = `user${String(i).padStart(6, '0')}@example.com`;
+  const password = `pw-${randomBytes(9).toString('base64url')}`;
+  const key = cache.keyFor({ kind: 'basic', username, password }, AUDIENCE);
+  const identity: Identity = {
+    subject: 'auth0|' + randomBytes(12).toString('hex'),
+    // A separate string from the one typed, as when it comes back from the AS's answer.
+    username: `user${String(i).padStart(6, '0')}@example.com`,
+    credential: 'password',
+    // Parsed per token in production: three fresh strings in a fresh array.
+    scopes: 'read:repo write:repo read:mail'.split(' '),
+    audience: AUDIENCE,
+    expiresAt: exp + (i % 600),
+  };
+  cache.set(key, { kind: 'identity', identity }, username);
+}
+const fillMs = performance.now() - started;
+const after = settle();
+if (cache.size !== n) {
+  console.error(`cache holds ${cache.size} entries, expected ${n}`);
+  process.exit(3);
+}
+const result: MemoryResult = {
+  entries: cache.size,
+  rssBytes: after.rss - before.rss,
+  heapUsedBytes: after.heapUsed - before.heapUsed,
+  externalBytes: after.external + after.arrayBuffers - (before.external + before.arrayBuffers),
+  fillMs,
+};
+process.stdout.write(JSON.stringify(result) + '\n');
