@@ -11,8 +11,8 @@ import { verifyRoute } from './routes/verify.js';
 export const BODY_LIMIT_BYTES = 16 * 1024;
 export const REQUEST_TIMEOUT_MS = 10_000;
 
-/** Builds the HTTP application (no listening: `main` does that, tests use `inject`). */
-export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
+/** A fastify instance with credgate's logger and limits; every listener (main, metrics, admin) starts here. */
+function baseApp(service: Service): FastifyInstance {
   const app = Fastify({
     loggerInstance: service.log as FastifyBaseLogger,
     // credgate logs one line per decision itself; fastify's per-request lines would double them.
@@ -29,6 +29,12 @@ export function buildApp(service: Service, options: { metricsOnMainPort: boolean
   });
   app.server.headersTimeout = REQUEST_TIMEOUT_MS;
   installErrorHandlers(app);
+  return app;
+}
+
+/** Builds the HTTP application (no listening: `main` does that, tests use `inject`). */
+export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
+  const app = baseApp(service);
   authRoute(app, service);
   verifyRoute(app, service);
   operationsRoutes(app, service);
@@ -40,24 +46,14 @@ export function buildApp(service: Service, options: { metricsOnMainPort: boolean
 
 /** The separate `/metrics` listener used when `metricsPort` is set. */
 export function buildMetricsApp(service: Service): FastifyInstance {
-  const app = Fastify({ loggerInstance: service.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
-  installErrorHandlers(app);
+  const app = baseApp(service);
   metricsRoute(app, service);
   return app;
 }
 
 /** The separate admin listener (bound to loopback by `main`) used when `adminPort` and `adminToken` are set. */
 export function buildAdminApp(service: Service): FastifyInstance {
-  const app = Fastify({
-    loggerInstance: service.log as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => randomUUID(),
-    bodyLimit: BODY_LIMIT_BYTES,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
-  });
-  installErrorHandlers(app);
+  const app = baseApp(service);
   adminRoutes(app, service);
   return app;
 }

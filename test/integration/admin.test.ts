@@ -1,33 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
+import { cli } from '../fixtures/cli.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-admin', clientSecret: 'admin-client-secret-value' };
 const ADMIN_TOKEN = 'admin-token-0123456789-abcdefghijklmnop';
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 const alice = users.alice!;
 
-/** Runs the CLI with only PATH and `env` in its environment. */
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH!, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
 
 /** `authorization: null` sends no Authorization header. */
 async function purge(baseUrl: string, body: unknown, authorization: string | null = `Bearer ${ADMIN_TOKEN}`) {

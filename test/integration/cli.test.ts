@@ -4,33 +4,15 @@ import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { loadClientKeys } from '../../src/upstream/clientKeys.js';
+import { cli, CLI } from '../fixtures/cli.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-cli', clientSecret: 'cli-client-secret-value' };
 const alice = defaultDevUsers().find((u) => u.username === 'alice')!;
 
-/** Runs the CLI with `input` on standard input (not a TTY: the password is read as one line). */
-function cli(args: string[], env: Record<string, string>, input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH!, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
 
 describe('credgate command line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'credgate-cli-'));
