@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { APP_PASSWORD_TOKEN_TYPE } from '../verify/types.js';
 
 /** JWS algorithms credgate may accept on access tokens. Symmetric algorithms and `none` are not
  * representable, so no configuration can open the door to `alg: none` or HS256-with-public-key. */
@@ -41,7 +42,7 @@ export const configSchema = z
     /** Otherwise authenticate introspection with this client secret (client_secret_post). */
     introspectionClientSecret: z.string().min(1).optional(),
     /** Introspection `token_type` values accepted as a password. A missing type is always refused. */
-    acceptedTokenTypes: list.default(['application_specific_password_token', 'Bearer', 'access_token']),
+    acceptedTokenTypes: list.default([APP_PASSWORD_TOKEN_TYPE, 'Bearer', 'access_token']),
     /** Introspection/JWT claims that must equal the Basic username; first present wins. */
     usernameClaims: list.default(['username', 'email']),
     /** Algorithms accepted on JWT access tokens (asymmetric only). */

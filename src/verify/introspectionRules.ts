@@ -1,4 +1,4 @@
-import type { Identity } from './types.js';
+import { APP_PASSWORD_TOKEN_TYPE, type Identity } from './types.js';
 import { scopesOf } from './scopes.js';
 import { sameUsername, usernameFrom } from './strategy.js';
 
@@ -37,7 +37,7 @@ export function identityFromIntrospection(answer: Record<string, unknown>, rules
   return {
     subject: sub,
     username: rules.username ?? claimedUsername,
-    credential: type === 'application_specific_password_token' ? 'app_password' : 'access_token',
+    credential: type === APP_PASSWORD_TOKEN_TYPE ? 'app_password' : 'access_token',
     scopes: scopesOf(answer),
     audience: rules.audience,
     expiresAt: typeof exp === 'number' ? exp : undefined,

@@ -3,6 +3,9 @@ export type Credentials =
   | { readonly kind: 'basic'; readonly username: string; readonly password: string }
   | { readonly kind: 'bearer'; readonly token: string };
 
+/** The introspection `token_type` Auth0 gives app-specific passwords. */
+export const APP_PASSWORD_TOKEN_TYPE = 'application_specific_password_token';
+
 /** How the credential was proven: the value of `X-Auth-Credential` and of `credential` in JSON. */
 export type CredentialType = 'password' | 'app_password' | 'access_token';
 
