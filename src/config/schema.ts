@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { BlockList, isIP } from 'node:net';
+import { SCOPE_TOKEN } from '../verify/scopes.js';
 import { APP_PASSWORD_TOKEN_TYPE } from '../verify/types.js';
 
 /** JWS algorithms credgate may accept on access tokens. Symmetric algorithms and `none` are not
@@ -9,6 +11,28 @@ export const ASYMMETRIC_JWS_ALGORITHMS = [
 
 const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 const list = z.array(z.string().min(1)).min(1, 'must not be empty');
+
+/** `10.0.0.0/8`, `::1/128` or a bare address. */
+export function isCidr(value: string): boolean {
+  const [address = '', prefix, ...rest] = value.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  const bits = Number(prefix);
+  try {
+    new BlockList().addSubnet(address, bits, family === 4 ? 'ipv4' : 'ipv6');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `127.0.0.1:143` or `[::1]:143`: nginx's mail proxy wants an IP address in `Auth-Server`. */
+const ipPort = z
+  .string()
+  .regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/, 'must be IP:port (an IP address: nginx does not resolve Auth-Server names)')
+  .refine((v) => { const port = Number(v.slice(v.lastIndexOf(':') + 1)); return isIP(v.slice(0, v.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== 0 && port > 0 && port < 65536; }, 'must be a valid IP address and port');
 
 /**
  * The whole configuration. Every key can come from the YAML file (camelCase, as below) or from
@@ -89,6 +113,31 @@ export const configSchema = z
     throttleBaseDelaySeconds: z.coerce.number().int().min(1).max(3600).default(30),
     /** Status `/auth` answers for `throttled`: 401 (nginx `auth_request` passes only 401/403) or 429. */
     authThrottledStatus: z.union([z.literal(401), z.literal(429), z.enum(['401', '429']).transform(Number)]).default(401),
+    /** The access policy (YAML, see README "Policy"). Unset: every valid credential for `audience` is allowed, subject only to
+     * scopes pinned by `?scope=` or the `scopes` field. Reloaded on change and on SIGHUP; an invalid new file is refused. */
+    policyFile: z.string().min(1).optional(),
+    /** Peers (IP addresses or CIDR ranges) whose forwarded headers are believed: `X-Original-*`, `X-Forwarded-*`,
+     * `X-Real-IP`. Default none: forwarded headers are ignored. Once set, any other peer is taken to be the end user. */
+    trustedProxies: z.array(z.string().refine(isCidr, 'must be an IP address or CIDR range (e.g. 10.0.0.0/8, ::1)')).default([]),
+    /** Basic usernames that mean "the password is a token" (GitHub, GitLab): identity from the token alone. Case-insensitive. */
+    tokenUsernames: z.array(z.string().min(1).max(64)).default(['x-access-token', 'oauth2', 'x-oauth-basic']),
+    /** nginx mail proxy backends (`/auth/mail`), `IP:port`; nginx needs an IP address. Unset: that protocol is refused. */
+    mailImapBackend: ipPort.optional(),
+    mailPop3Backend: ipPort.optional(),
+    mailSmtpBackend: ipPort.optional(),
+    /** Scopes each mail protocol needs when no policy file is set (with one, rules with `protocol:` decide). */
+    mailImapScopes: z.array(z.string().regex(SCOPE_TOKEN)).default(['read:mail']),
+    mailPop3Scopes: z.array(z.string().regex(SCOPE_TOKEN)).default(['read:mail']),
+    mailSmtpScopes: z.array(z.string().regex(SCOPE_TOKEN)).default(['send:mail']),
+    /** Login attempts per mail connection after which nginx is told not to retry (no `Auth-Wait`: it closes the connection). */
+    mailMaxAttempts: z.coerce.number().int().min(1).max(20).default(3),
+    /** `Auth-Wait` for the first failed attempt, seconds; it doubles with each further attempt and is at least the throttle's retry-after. */
+    mailWaitSeconds: z.coerce.number().int().min(0).max(60).default(3),
+    /** Sent back as `Auth-Pass` on success so the backend receives this shared secret instead of the user's password.
+     * Unset: the user's password is passed through. */
+    mailBackendPassword: z.string().min(16, 'must be at least 16 characters').optional(),
+    /** `Auth-Error-Code` for a refused SMTP login (RFC 4954 §6 / RFC 3463). */
+    mailSmtpErrorCode: z.string().regex(/^[45]\d\d [45]\.\d{1,3}\.\d{1,3}$/, 'must look like "535 5.7.8"').default('535 5.7.8'),
     /** Bearer token for the admin API (`POST /admin/purge`); unset: the admin API is off. */
     adminToken: z.string().min(32, 'must be at least 32 characters').optional(),
     /** Serve the admin API on this port (bound to loopback) instead of on the main listener's loopback connections. */
