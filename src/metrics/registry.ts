@@ -67,6 +67,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly policyReloads = new Counter({
+    name: 'credgate_policy_reloads_total',
+    help: 'Reloads of a changed policy file, by result (success, or failure: the previous policy stays in force).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly policyLastReloadSuccessful = new Gauge({
+    name: 'credgate_policy_last_reload_successful',
+    help: 'Whether the last attempt to load the policy file succeeded (1) or was refused (0).',
+    registers: [this.registry],
+  });
+
   readonly buildInfo = new Gauge({
     name: 'credgate_build_info',
     help: 'Always 1; labels carry the credgate and Node.js versions.',
@@ -79,6 +92,7 @@ export class Metrics {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
     for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+    for (const result of ['success', 'failure'] as const) this.policyReloads.inc({ result }, 0);
   }
 
   /** `credgate_cache_entries`, read at scrape time. */
