@@ -22,6 +22,19 @@ export interface OriginalRequest {
 
 const ORIGINAL_HEADERS = ['x-original-method', 'x-original-uri', 'x-forwarded-method', 'x-forwarded-uri', 'x-forwarded-host', 'x-original-host', 'x-real-ip'] as const;
 
+const WATCHED: ReadonlySet<string> = new Set([...ORIGINAL_HEADERS, 'x-forwarded-for', 'host']);
+
+/** Each watched header with every line it came in, so that a duplicated one can be told apart from a joined one. */
+function distinctHeaders(request: FastifyRequest): Partial<Record<string, string[]>> {
+  const out: Partial<Record<string, string[]>> = {};
+  const raw = request.raw.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (WATCHED.has(name)) (out[name] ??= []).push(raw[i + 1]!);
+  }
+  return out;
+}
+
 /** `::ffff:10.0.0.1` → `10.0.0.1`. */
 function plainIp(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
@@ -55,7 +68,7 @@ export class TrustedProxies {
    */
   originalRequest(request: FastifyRequest, envoyPath?: string): OriginalRequest {
     const peer = plainIp(request.socket.remoteAddress ?? '');
-    const headers = request.raw.headersDistinct;
+    const headers = distinctHeaders(request);
     if (!this.isTrusted(peer)) {
       if (ORIGINAL_HEADERS.some((h) => headers[h] !== undefined) || headers['x-forwarded-for'] !== undefined) this.#warnUntrusted(peer);
       // Once trusted proxies are configured, any other peer talks to credgate directly: it is the end user.

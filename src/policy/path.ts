@@ -10,6 +10,9 @@ export interface RequestTarget {
 }
 
 export function parseTarget(uri: string): RequestTarget | undefined {
+  // A request-target holds no whitespace or control characters (RFC 9112 §3.2); one that does is
+  // not what the client sent (two header values joined by a proxy, say).
+  if (/[\s\x00-\x1f\x7f]/.test(uri)) return undefined;
   let target = uri;
   if (/^https?:\/\//i.test(target)) {
     // absolute-form (RFC 9112 §3.2.2): only the path and query matter here.

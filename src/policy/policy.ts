@@ -71,7 +71,9 @@ function compileMatch(match: RuleDocument['match']): Test[] {
     tests.push((r) => r.host !== undefined && isHost(r.host));
   }
   if (match.path) {
-    const isPath = picomatch(match.path, GLOB_OPTIONS);
+    // `/**/x` also matches `/x`, as a globstar does in a shell (picomatch needs the variant spelled out).
+    const globs = match.path.flatMap((g) => (g.startsWith('/**/') ? [g, g.slice(3)] : [g]));
+    const isPath = picomatch(globs, GLOB_OPTIONS);
     tests.push((r) => r.path !== undefined && isPath(r.path));
   }
   for (const [name, want] of Object.entries(match.query ?? {})) {

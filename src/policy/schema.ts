@@ -5,7 +5,8 @@ import { SCOPE_STRATEGIES, SCOPE_TOKEN } from '../verify/scopes.js';
 export const PROTOCOLS = ['http', 'imap', 'pop3', 'smtp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
-const oneOrMany = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1).max(100)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[]);
+const oneOrMany = <T extends z.ZodType>(item: T) =>
+  z.union([item, z.array(item).min(1).max(100)], { error: 'must be a value or a list of values' }).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[]);
 
 const method = z
   .string()
@@ -54,12 +55,15 @@ const rule = z
     message: 'a deny rule takes no scopes, audience or scopeStrategy',
   });
 
-const defaultRule = z.union([
-  z.literal('deny'),
-  /** `allow`: any valid credential for the policy's audience. */
-  z.literal('allow'),
-  z.object(requirement).strict(),
-]);
+const defaultRule = z.union(
+  [
+    z.literal('deny'),
+    /** `allow`: any valid credential for the policy's audience. */
+    z.literal('allow'),
+    z.object(requirement).strict(),
+  ],
+  { error: 'must be deny, allow, or a mapping of scopes, audience and scopeStrategy' },
+);
 
 /** The policy file (YAML). See README "Policy" and deploy/policies/. */
 export const policySchema = z

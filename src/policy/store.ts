@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Policy, type PolicyDecider, type PolicyRequest, type PolicyVerdict } from './policy.js';
@@ -9,6 +10,18 @@ import { policySchema } from './schema.js';
 
 /** Largest policy file read; a policy is a few kilobytes. */
 const MAX_POLICY_BYTES = 1024 * 1024;
+
+/**
+ * For "a value or a list of them" a union error says only "Invalid input": report the branch that
+ * got furthest instead (the one whose complaint is not merely the wrong type), with its full path.
+ */
+function specific(issue: z.core.$ZodIssue): z.core.$ZodIssue {
+  if (issue.code !== 'invalid_union' || issue.errors.length === 0) return issue;
+  const furthest = (i: z.core.$ZodIssue) => i.path.length > 0 || (i.code !== 'invalid_type' && i.code !== 'invalid_value');
+  const branch = issue.errors.find((b) => b.length > 0 && furthest(b[0]!));
+  const inner = branch?.[0];
+  return inner ? specific({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue) : issue;
+}
 
 /**
  * Reads and validates a policy file. Throws ConfigError (key `policyFile`) whose message names the
@@ -32,7 +45,7 @@ export function loadPolicyFile(file: string): { policy: Policy; digest: string }
   }
   const result = policySchema.safeParse(doc ?? {});
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = specific(result.error.issues[0]!);
     const where = issue.path.reduce<string>((s, p) => (typeof p === 'number' ? `${s}[${p}]` : s ? `${s}.${String(p)}` : String(p)), '');
     const what = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : issue.message;
     throw new ConfigError(`policy file ${file} is invalid: ${where ? `${where}: ` : ''}${what}`, 'policyFile');
@@ -89,7 +102,11 @@ export class PolicyStore implements PolicyDecider {
       this.log.error({ policyFile: this.file, trigger: reason, err: (err as Error).message }, 'policy reload refused; the previous policy stays in force');
       return false;
     }
-    if (loaded.digest === this.#digest) return true;
+    if (loaded.digest === this.#digest) {
+      // An explicit reload (SIGHUP) is answered in the log even when nothing changed.
+      if (reason !== 'file changed') this.log.info({ policyFile: this.file, trigger: reason, rules: loaded.policy.ruleCount }, 'policy unchanged');
+      return true;
+    }
     this.#policy = loaded.policy;
     this.#digest = loaded.digest;
     this.events.onReload?.('success');

@@ -3,6 +3,7 @@ import type { Service } from '../../service.js';
 import { SCOPE_TOKEN } from '../../verify/scopes.js';
 import type { Decision, RequestContext } from '../../verify/types.js';
 import { isProblem, parseAuthorization } from '../credentials.js';
+import { isTrustedPeer } from '../originalRequest.js';
 import { headerValue } from '../render.js';
 import { badRequest, recordEarlyDenial } from '../errors.js';
 
@@ -87,6 +88,8 @@ export function authRoute(app: FastifyInstance, service: Service): void {
   app.route({
     method: [...METHODS],
     url: '/auth/*',
-    handler: (request, reply) => handle(request, reply, (request.params as { '*': string })['*']),
+    // Only a trusted proxy (Envoy) can mean anything by a path under /auth; for anyone else it is no route.
+    handler: (request, reply) =>
+      isTrustedPeer(service.trust, request) ? handle(request, reply, (request.params as { '*': string })['*']) : reply.callNotFound(),
   });
 }
