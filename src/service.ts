@@ -93,6 +93,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     maxEntries: config.cacheMaxEntries,
     keySecret: config.cacheKeySecret,
     appPasswordMemorySeconds: config.appPasswordMemorySeconds,
+    onEvict: () => metrics.cacheEvictions.inc(),
   });
   const throttle = new Throttle({
     usernameFailures: config.throttleUsernameFailures,

@@ -89,7 +89,7 @@ export class Verifier {
     const decision = await this.#decide(credentials, context, audience, username, key);
     const identity = decision.identity;
     const seconds = (performance.now() - started) / 1000;
-    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds);
+    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds, decision.cached);
     this.log.info(
       {
         requestId,
