@@ -182,9 +182,9 @@ export class Verifier {
     const failure = err instanceof UpstreamError ? err : new UpstreamError(`strategy ${strategy.name} failed unexpectedly`, 'token', 'bad_response', { cause: err });
     if (failure.failure === 'misconfigured') {
       this.health.reportMisconfigured(failure);
-      this.log.error({ endpoint: failure.endpoint, failure: failure.failure, strategy: strategy.name }, `authorization server rejected credgate's configuration: ${failure.message}`);
+      this.log.error({ endpoint: failure.endpoint, failure: failure.failure, asError: failure.asError, strategy: strategy.name }, `authorization server rejected credgate's configuration: ${failure.message}`);
     } else {
-      this.log.warn({ endpoint: failure.endpoint, failure: failure.failure, strategy: strategy.name, err: err instanceof UpstreamError ? undefined : err }, failure.message);
+      this.log.warn({ endpoint: failure.endpoint, failure: failure.failure, asError: failure.asError, strategy: strategy.name, err: err instanceof UpstreamError ? undefined : err }, failure.message);
     }
     return failure;
   }
