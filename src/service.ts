@@ -12,6 +12,7 @@ import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
 import { PasswordGrant } from './upstream/passwordGrant.js';
 import { CredentialCache } from './verify/cache.js';
+import { StaleIdentities } from './verify/staleIdentities.js';
 import { Throttle } from './verify/throttle.js';
 import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
 import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
@@ -77,14 +78,32 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   let health: Health | undefined;
   const http = new UpstreamHttp({
     timeoutMs: config.upstreamTimeoutMs,
+    connectTimeoutMs: config.upstreamConnectTimeoutMs,
+    guard: {
+      retries: config.upstreamRetries,
+      breakerFailureThreshold: config.breakerFailureThreshold,
+      breakerHalfOpenAfterMs: config.breakerHalfOpenAfterMs,
+      maxConcurrent: config.maxConcurrentUpstream,
+      onCircuitChange: (endpoint, state, lastFailure) => {
+        metrics.upstreamCircuitState.set({ endpoint }, state);
+        if (state === 2) log.warn({ endpoint, lastFailure, halfOpenAfterMs: config.breakerHalfOpenAfterMs }, `circuit open: ${endpoint} calls refused at once (503) until a probe succeeds`);
+        else log.info({ endpoint }, state === 1 ? `circuit half-open: probing ${endpoint}` : `circuit closed: ${endpoint} answers again`);
+      },
+      onRetry: (endpoint, failure) => {
+        metrics.upstreamRetries.inc({ endpoint });
+        log.debug({ endpoint, failure }, `retrying ${endpoint}`);
+      },
+      onRejected: (endpoint, cause) => metrics.upstreamRejections.inc({ endpoint, cause }),
+    },
     observe: (endpoint, outcome, seconds) => {
       metrics.observeUpstream(endpoint, outcome, seconds);
       if (outcome === 'ok') health?.reportOk(endpoint);
     },
   });
+  metrics.trackUpstreamInFlight(() => http.guard.inFlight);
   const metadata = new AuthorizationServerMetadata(config, http);
   const accessTokens = new AccessTokenVerifier(config, metadata, http);
-  health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded });
+  health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded, circuits: () => http.guard.circuits() });
   const introspection = new Introspection(config, keys, metadata, http);
   const grant = new PasswordGrant(config, metadata, http);
   const cache = new CredentialCache({
@@ -115,6 +134,8 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       strategyOrder: config.strategyOrder,
       appPasswordPattern: config.appPasswordPattern === '' ? undefined : new RegExp(config.appPasswordPattern, 'u'),
       tokenUsernames: new Set(config.tokenUsernames.map((u) => u.toLowerCase())),
+      decisionTimeoutMs: config.decisionTimeoutMs,
+      staleIdentities: config.staleIfErrorSeconds > 0 ? new StaleIdentities(config.staleIfErrorSeconds, config.cacheMaxEntries) : undefined,
     },
     metrics,
     health,
