@@ -1,14 +1,13 @@
 /**
  * `/auth/mail` behind the real nginx mail proxy (Debian nginx + libnginx-mod-mail) in front of a real
  * Dovecot, both started from deploy/mail/, with credgate against its dev authorization server, and
- * real IMAP clients: curl and a raw socket where one connection must try several logins.
+ * real IMAP clients: curl, and a raw session where one connection must try several logins.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
+import { curlImap, MailSession, type CurlResult } from '../fixtures/mailClients.js';
 import { startDovecot, startNginxMail, type RunningDovecot, type RunningNginxMail } from '../fixtures/mailServers.js';
 
 const AUDIENCE = 'https://mail.example.com';
@@ -23,106 +22,6 @@ const juergen = { username: 'juergen', email: 'juergen@example.com', password: '
 const WAIT = 1;
 
 const root = process.getuid?.() === 0;
-
-interface CurlResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly ms: number;
-}
-
-/** Real curl as the IMAP client: logs in (AUTHENTICATE PLAIN or LOGIN), selects INBOX and fetches every envelope.
- * (curl 7.88 refuses `AUTH=+LOGIN`; the LOGIN command is sent by ImapSession below.) */
-function curlImap(port: number, username: string, password: string, mechanism: 'PLAIN' | 'LOGIN' = 'PLAIN'): Promise<CurlResult> {
-  const started = performance.now();
-  // Credentials go through a config on standard input, not the command line.
-  const quoted = (s: string) => '"' + s.replace(/[\\"]/g, (c) => '\\' + c) + '"';
-  return new Promise((resolve) => {
-    const child = execFile(
-      'curl',
-      ['-sS', '--max-time', '20', '-K', '-', '--login-options', `AUTH=${mechanism}`, `imap://127.0.0.1:${port}/INBOX`, '-X', 'FETCH 1:* (ENVELOPE)'],
-      { encoding: 'utf8' },
-      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? -1) : 0, stdout, stderr, ms: performance.now() - started }),
-    );
-    child.stdin!.end(`user = ${quoted(`${username}:${password}`)}\n`);
-  });
-}
-
-/** A raw IMAP connection, to send several commands on one connection and see when it closes. */
-class ImapSession {
-  #buffer = '';
-  #closed = false;
-  #waiters: (() => void)[] = [];
-  #tag = 0;
-  private constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.#buffer += chunk.toString('utf8');
-      this.#wake();
-    });
-    socket.on('close', () => {
-      this.#closed = true;
-      this.#wake();
-    });
-    socket.on('error', () => undefined);
-  }
-
-  static async open(port: number): Promise<ImapSession> {
-    const session = new ImapSession(createConnection({ host: '127.0.0.1', port }));
-    const greeting = await session.#until((buffer) => buffer.includes('\r\n'));
-    assert.match(greeting.text, /^\* OK/);
-    return session;
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  /** Sends `tN <command>` and waits for the tagged answer (or the connection closing). */
-  async command(command: string): Promise<{ text: string; closed: boolean; ms: number }> {
-    const tag = `t${++this.#tag}`;
-    const started = performance.now();
-    this.socket.write(`${tag} ${command}\r\n`);
-    const result = await this.#until((buffer) => new RegExp(`^${tag} `, 'm').test(buffer));
-    return { ...result, ms: performance.now() - started };
-  }
-
-  /** The LOGIN command with both values as literals (RFC 3501 §4.3), so any UTF-8 passes unquoted. */
-  async login(username: string, password: string): Promise<{ text: string; closed: boolean; ms: number }> {
-    const tag = `t${++this.#tag}`;
-    const started = performance.now();
-    const user = Buffer.from(username, 'utf8');
-    const pass = Buffer.from(password, 'utf8');
-    this.socket.write(`${tag} LOGIN {${user.length}}\r\n`);
-    await this.#until((buffer) => buffer.startsWith('+'));
-    this.socket.write(Buffer.concat([user, Buffer.from(` {${pass.length}}\r\n`)]));
-    await this.#until((buffer) => buffer.startsWith('+'));
-    this.socket.write(Buffer.concat([pass, Buffer.from('\r\n')]));
-    const result = await this.#until((buffer) => new RegExp(`^${tag} `, 'm').test(buffer));
-    return { ...result, ms: performance.now() - started };
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-
-  #wake() {
-    for (const w of this.#waiters.splice(0)) w();
-  }
-
-  async #until(done: (buffer: string) => boolean, timeoutMs = 15_000): Promise<{ text: string; closed: boolean }> {
-    const deadline = Date.now() + timeoutMs;
-    while (!done(this.#buffer) && !this.#closed) {
-      if (Date.now() > deadline) throw new Error(`no IMAP answer within ${timeoutMs} ms: ${JSON.stringify(this.#buffer)}`);
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        setTimeout(resolve, 200);
-      });
-    }
-    const text = this.#buffer;
-    this.#buffer = '';
-    return { text, closed: this.#closed && !done(text) };
-  }
-}
 
 describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'needs root: Dovecot runs as root and stores mail as nobody' }, () => {
   let dev: DevAuthorizationServer;
@@ -198,25 +97,25 @@ describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'ne
   test('a password with %, : and non-ASCII characters survives nginx percent-encoding (SASL PLAIN and the LOGIN command); one decoded too often is refused', async () => {
     assertIn(await curlImap(nginx.port, 'juergen', juergen.password, 'PLAIN'), 'juergen');
     assertRefused(await curlImap(nginx.port, 'juergen', juergen.password.replace('%41', 'A')));
-    const session = await ImapSession.open(nginx.port);
+    const session = await MailSession.open(nginx.port, /^\* OK/);
     try {
-      assert.match((await session.login(juergen.username, juergen.password)).text, /^t1 OK /m);
-      assert.match((await session.command('SELECT INBOX')).text, /^\* 1 EXISTS/m);
+      assert.match((await session.imapLogin(juergen.username, juergen.password)).text, /^t1 OK /m);
+      assert.match((await session.imap('SELECT INBOX')).text, /^\* 1 EXISTS/m);
     } finally {
       session.close();
     }
   });
 
   test('on one connection Auth-Wait doubles per failed attempt and nginx closes after mailMaxAttempts', async () => {
-    const session = await ImapSession.open(nginx.port);
+    const session = await MailSession.open(nginx.port, /^\* OK/);
     try {
-      const first = await session.command('LOGIN alice wrong-password-1');
+      const first = await session.imap('LOGIN alice wrong-password-1');
       assert.match(first.text, /^t1 NO \[AUTHENTICATIONFAILED\] Invalid login or password/m);
       assert.ok(first.ms >= 1000 * WAIT - 50, `first wait ${Math.round(first.ms)} ms`);
-      const second = await session.command('LOGIN alice wrong-password-2');
+      const second = await session.imap('LOGIN alice wrong-password-2');
       assert.match(second.text, /^t2 NO /m);
       assert.ok(second.ms >= 2000 * WAIT - 50, `second wait ${Math.round(second.ms)} ms`);
-      const third = await session.command('LOGIN alice wrong-password-3');
+      const third = await session.imap('LOGIN alice wrong-password-3');
       assert.match(third.text, /^t3 NO /m);
       assert.ok(third.ms < 1000 * WAIT, `no wait on the last attempt: ${Math.round(third.ms)} ms`);
       await new Promise((r) => setTimeout(r, 200));
@@ -227,11 +126,11 @@ describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'ne
   });
 
   test('on one connection (the LOGIN command) a right password after a wrong one logs in and selects INBOX', async () => {
-    const session = await ImapSession.open(nginx.port);
+    const session = await MailSession.open(nginx.port, /^\* OK/);
     try {
-      assert.match((await session.command('LOGIN alice wrong-password')).text, /^t1 NO /m);
-      assert.match((await session.command(`LOGIN alice "${ALICE}"`)).text, /^t2 OK /m);
-      const select = await session.command('SELECT INBOX');
+      assert.match((await session.imap('LOGIN alice wrong-password')).text, /^t1 NO /m);
+      assert.match((await session.imap(`LOGIN alice "${ALICE}"`)).text, /^t2 OK /m);
+      const select = await session.imap('SELECT INBOX');
       assert.match(select.text, /^\* 1 EXISTS/m);
       assert.match(select.text, /^t3 OK /m);
     } finally {
@@ -246,17 +145,67 @@ describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'ne
 
   // Last: Dovecot slows down an address after a failed login, and every login here comes from 127.0.0.1.
   test('Dovecot stores no user password: the backend secret from nginx address logs in, the user password does not', async () => {
-    const direct = await ImapSession.open(dovecot.port);
+    const direct = await MailSession.open(dovecot.port, /^\* OK/);
     try {
-      assert.match((await direct.command(`LOGIN alice "${BACKEND_SECRET}"`)).text, /^t1 OK /m);
+      assert.match((await direct.imap(`LOGIN alice "${BACKEND_SECRET}"`)).text, /^t1 OK /m);
     } finally {
       direct.close();
     }
-    const refused = await ImapSession.open(dovecot.port);
+    const refused = await MailSession.open(dovecot.port, /^\* OK/);
     try {
-      assert.match((await refused.command(`LOGIN alice "${ALICE}"`)).text, /^t1 NO \[AUTHENTICATIONFAILED\]/m);
+      assert.match((await refused.imap(`LOGIN alice "${ALICE}"`)).text, /^t1 NO \[AUTHENTICATIONFAILED\]/m);
     } finally {
       refused.close();
+    }
+  });
+});
+
+describe('POP3 and SMTP refusals through nginx mail proxy', () => {
+  let dev: DevAuthorizationServer;
+  let credgate: TestCredgate;
+  let pop3: RunningNginxMail;
+  let smtp: RunningNginxMail;
+
+  before(async () => {
+    dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
+    // Refusals never reach a backend, so the backends need not exist (TEST-NET-1 addresses).
+    credgate = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, mailPop3Backend: '192.0.2.1:110', mailSmtpBackend: '192.0.2.1:587', mailWaitSeconds: WAIT });
+    dev.setResourceServerJwksUrl(credgate.jwksUrl);
+    const authHttp = `${new URL(credgate.url).host}/auth/mail`;
+    pop3 = await startNginxMail({ authHttp, protocol: 'pop3' });
+    smtp = await startNginxMail({ authHttp, protocol: 'smtp' });
+  });
+
+  after(async () => {
+    await pop3?.close();
+    await smtp?.close();
+    await credgate?.close();
+    await dev?.close();
+  });
+
+  test('POP3: a wrong password gets -ERR [AUTH] after Auth-Wait', async () => {
+    const session = await MailSession.open(pop3.port, /^\+OK/);
+    try {
+      await session.send('USER alice', /^\+OK/m);
+      const refused = await session.send('PASS not-alices-password', /^-ERR/m);
+      assert.match(refused.text, /^-ERR \[AUTH\] Invalid login or password\r\n/);
+      assert.ok(refused.ms >= WAIT * 1000 - 50, `waited ${Math.round(refused.ms)} ms`);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('SMTP: a wrong password gets 535 5.7.8 after Auth-Wait; a user without send:mail gets the same', async () => {
+    for (const [username, password] of [['alice', 'not-alices-password'], ['bob', dev.createAppPassword('bob', { scope: 'read:mail' }).password]] as const) {
+      const session = await MailSession.open(smtp.port, /^220 /);
+      try {
+        await session.send('EHLO client.example', /^250 /m);
+        const refused = await session.send(`AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`, /^\d{3} /m);
+        assert.match(refused.text, /^535 5\.7\.8 Invalid login or password\r\n/);
+        assert.ok(refused.ms >= WAIT * 1000 - 50, `waited ${Math.round(refused.ms)} ms`);
+      } finally {
+        session.close();
+      }
     }
   });
 });
