@@ -7,10 +7,13 @@ import type { Config } from './config/schema.js';
 import { CredgateError } from './errors.js';
 import { decisionJson } from './http/render.js';
 import { createLogger } from './log.js';
-import { closeOnSignals, startServer } from './main.js';
+import { closeOnSignals, reloadOnHangup, startServer } from './main.js';
 import { createService, requireServiceConfig, VERSION } from './service.js';
 import { newKeyPair } from './upstream/clientKeys.js';
 import { checkPair, checkUsername } from './http/credentials.js';
+import { parseTarget } from './policy/path.js';
+import { PROTOCOLS, type Protocol } from './policy/schema.js';
+import { loadPolicyFile } from './policy/store.js';
 
 const HELP = `credgate ${VERSION}: verifies usernames and passwords against an OAuth 2.0 authorization server
 
@@ -25,6 +28,12 @@ Usage:
                                        read a password (no echo) and print credgate's decision
   credgate purge USERNAME [--url URL]  drop every cached decision of USERNAME in the running credgate
                                        (admin API: URL or CREDGATE_ADMIN_URL, token CREDGATE_ADMIN_TOKEN)
+  credgate policy check FILE           validate a policy file (exit 0 valid, 2 invalid)
+  credgate policy explain [--file FILE] [--protocol http|imap|pop3|smtp]
+                   [--method M] [--uri URI] [--host H]
+                                       print the rule that decides this request and what it needs
+                                       (FILE default: policyFile / CREDGATE_POLICY_FILE; exit 0 if
+                                       a credential can be allowed, 1 if the policy denies)
   credgate --help | --version
 
 Configuration: --config FILE or CREDGATE_CONFIG (YAML), every key also an environment variable
@@ -77,6 +86,44 @@ async function purgeRemote(base: string, username: string, adminToken: string): 
   throw new CredgateError(`admin API at ${url.origin} answered ${response.status}${typeof body.message === 'string' ? `: ${body.message}` : ''}`);
 }
 
+function policyCommand(args: string[], values: { config?: string; file?: string; method?: string; uri?: string; host?: string; protocol?: string }): number {
+  const [sub, fileArg] = args;
+  if (sub === 'check') {
+    if (!fileArg) throw new CredgateError('usage: credgate policy check FILE');
+    const { policy } = loadPolicyFile(fileArg);
+    const audiences = [...policy.audiences];
+    process.stdout.write(`${fileArg}: valid, ${policy.ruleCount} rule(s), default ${typeof policy.document.default === 'string' ? policy.document.default : 'require'}` + (audiences.length ? `, audiences ${audiences.join(', ')}` : '') + '\n');
+    return 0;
+  }
+  if (sub !== 'explain') throw new CredgateError('usage: credgate policy check FILE | credgate policy explain [--file FILE] [--protocol P] [--method M] [--uri URI] [--host H]');
+  const file = values.file ?? fileArg ?? configFrom(values).policyFile;
+  if (!file) throw new CredgateError('no policy file: pass --file FILE or set policyFile (CREDGATE_POLICY_FILE)');
+  const protocol = (values.protocol ?? 'http').toLowerCase();
+  if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new CredgateError(`--protocol must be one of ${PROTOCOLS.join(', ')}`);
+  const { policy } = loadPolicyFile(file);
+  const request = { protocol: protocol as Protocol, method: values.method, host: values.host, uri: values.uri };
+  const verdict = policy.evaluate(request);
+  const target = values.uri === undefined ? undefined : parseTarget(values.uri);
+  const lines = [
+    `request:   ${protocol}${values.method ? ' ' + values.method.toUpperCase() : ''}${values.host ? ' host ' + values.host : ''}${values.uri ? ' ' + values.uri : ''}`,
+    ...(target ? [`path:      ${target.path} (normalised)`] : []),
+  ];
+  if (verdict.effect === 'deny') {
+    lines.push(`rule:      ${verdict.rule ?? '(none)'}`, `effect:    deny (${verdict.why})`);
+  } else {
+    const index = policy.document.rules.findIndex((r) => r.name === verdict.rule);
+    lines.push(
+      `rule:      ${verdict.rule}${index >= 0 ? ` (rule ${index + 1} of ${policy.ruleCount})` : ' (no rule matched)'}`,
+      'effect:    allow a valid credential that has',
+      `audience:  ${verdict.audience ?? '(the configured audience, CREDGATE_AUDIENCE)'}`,
+      `scopes:    ${verdict.scopes.length ? verdict.scopes.join(' ') : '(none required)'}`,
+      `strategy:  ${verdict.scopeStrategy}`,
+    );
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  return verdict.effect === 'deny' ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -89,6 +136,11 @@ async function main(argv: string[]): Promise<number> {
       out: { type: 'string' },
       scope: { type: 'string', multiple: true },
       url: { type: 'string' },
+      file: { type: 'string' },
+      method: { type: 'string' },
+      uri: { type: 'string' },
+      host: { type: 'string' },
+      protocol: { type: 'string' },
     },
   });
   if (values.help) return process.stdout.write(HELP + '\n'), 0;
@@ -107,6 +159,7 @@ async function main(argv: string[]): Promise<number> {
       const server = await startServer(requireServiceConfig(config), log);
       log.info({ url: server.url, issuer: config.issuer, audience: config.audience }, 'credgate listening');
       closeOnSignals(server, log);
+      reloadOnHangup(server.service);
       return -1; // keep running
     }
     case 'keygen': {
@@ -165,6 +218,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`purged ${purged} cached decision(s) for ${username}\n`);
       return 0;
     }
+    case 'policy':
+      return policyCommand(rest, values);
     default:
       process.stderr.write(`unknown command ${command}\n\n${HELP}\n`);
       return 2;

@@ -38,8 +38,12 @@ export class UpstreamError extends CredgateError {
     message: string,
     readonly endpoint: string,
     readonly failure: UpstreamFailure,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; asError?: string },
   ) {
     super(message, options);
+    this.asError = options?.asError;
   }
+
+  /** The AS's own OAuth `error` code, when it sent one (`invalid_client`, `server_error`, …); logged as `asError`. */
+  readonly asError: string | undefined;
 }

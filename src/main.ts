@@ -35,6 +35,7 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
   await app.listen({ host, port: config.port ?? 8080 });
   if (metricsApp) await metricsApp.listen({ host, port: config.metricsPort! });
   if (adminApp) await adminApp.listen({ host: '127.0.0.1', port: config.adminPort! });
+  service.policy?.watch();
   await service.warmUp();
   let closing: Promise<void> | undefined;
   return {
@@ -52,6 +53,14 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
       return closing;
     },
   };
+}
+
+/** SIGHUP: reload the policy file (an invalid one is refused and the old policy stays). */
+export function reloadOnHangup(service: Service): void {
+  process.on('SIGHUP', () => {
+    if (service.policy) service.policy.reload('SIGHUP');
+    else service.log.info('SIGHUP: no policy file to reload');
+  });
 }
 
 /** SIGTERM/SIGINT: stop accepting, let in-flight decisions finish, exit within `graceMs`. */

@@ -17,6 +17,8 @@ import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
 import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
 import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
 import { Verifier } from './verify/verifier.js';
+import { TrustedProxies } from './http/originalRequest.js';
+import { PolicyStore } from './policy/store.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -49,6 +51,11 @@ export interface Service {
   readonly metrics: Metrics;
   readonly introspection: Introspection;
   readonly log: Logger;
+  /** The access policy; undefined without `policyFile`. */
+  readonly policy: PolicyStore | undefined;
+  readonly trust: TrustedProxies;
+  /** Whether `audience` is one credgate verifies for: the configured one or one the policy names. */
+  servesAudience(audience: string): boolean;
   /** Discovery and JWKS now, so the first request does not pay for them; failures are retried later. */
   warmUp(): Promise<void>;
   close(): Promise<void>;
@@ -57,6 +64,16 @@ export interface Service {
 export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys } = {}): Promise<Service> {
   const keys = options.keys ?? (config.introspectionKeyFile ? await loadClientKeys(config.introspectionKeyFile, config.publishedKeyFiles) : undefined);
   const metrics = new Metrics(VERSION);
+  const policy =
+    config.policyFile === undefined
+      ? undefined
+      : new PolicyStore(config.policyFile, log, {
+          onReload: (result) => {
+            metrics.policyReloads.inc({ result });
+            metrics.policyLastReloadSuccessful.set(result === 'success' ? 1 : 0);
+          },
+        });
+  if (policy) metrics.policyLastReloadSuccessful.set(1);
   let health: Health | undefined;
   const http = new UpstreamHttp({
     timeoutMs: config.upstreamTimeoutMs,
@@ -76,6 +93,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     maxEntries: config.cacheMaxEntries,
     keySecret: config.cacheKeySecret,
     appPasswordMemorySeconds: config.appPasswordMemorySeconds,
+    onEvict: () => metrics.cacheEvictions.inc(),
   });
   const throttle = new Throttle({
     usernameFailures: config.throttleUsernameFailures,
@@ -96,6 +114,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       defaultAudience: config.audience,
       strategyOrder: config.strategyOrder,
       appPasswordPattern: config.appPasswordPattern === '' ? undefined : new RegExp(config.appPasswordPattern, 'u'),
+      tokenUsernames: new Set(config.tokenUsernames.map((u) => u.toLowerCase())),
     },
     metrics,
     health,
@@ -109,6 +128,9 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     metrics,
     introspection,
     log,
+    policy,
+    trust: new TrustedProxies(config.trustedProxies, log),
+    servesAudience: (audience) => audience === config.audience || (policy?.current.audiences.has(audience) ?? false),
     async warmUp() {
       try {
         await metadata.get();
@@ -117,6 +139,9 @@ export async function createService(config: ServiceConfig, log: Logger, options:
         log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
       }
     },
-    close: () => http.close(),
+    async close() {
+      policy?.close();
+      await http.close();
+    },
   };
 }

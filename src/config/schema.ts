@@ -12,6 +12,8 @@ export const ASYMMETRIC_JWS_ALGORITHMS = [
 const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 const list = z.array(z.string().min(1)).min(1, 'must not be empty');
 
+const PROXY_KEYWORDS = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
 /** `10.0.0.0/8`, `::1/128` or a bare address. */
 export function isCidr(value: string): boolean {
   const [address = '', prefix, ...rest] = value.split('/');
@@ -117,8 +119,9 @@ export const configSchema = z
      * scopes pinned by `?scope=` or the `scopes` field. Reloaded on change and on SIGHUP; an invalid new file is refused. */
     policyFile: z.string().min(1).optional(),
     /** Peers (IP addresses or CIDR ranges) whose forwarded headers are believed: `X-Original-*`, `X-Forwarded-*`,
-     * `X-Real-IP`. Default none: forwarded headers are ignored. Once set, any other peer is taken to be the end user. */
-    trustedProxies: z.array(z.string().refine(isCidr, 'must be an IP address or CIDR range (e.g. 10.0.0.0/8, ::1)')).default([]),
+     * `X-Real-IP`. Also `loopback`, `linklocal`, `uniquelocal` (those ranges, IPv4 and IPv6). Default none: forwarded
+     * headers are ignored. Once set, any other peer is taken to be the end user itself. */
+    trustedProxies: z.array(z.string().refine((v) => PROXY_KEYWORDS.has(v) || isCidr(v), 'must be an IP address, a CIDR range (e.g. 10.0.0.0/8, ::1) or loopback/linklocal/uniquelocal')).default([]),
     /** Basic usernames that mean "the password is a token" (GitHub, GitLab): identity from the token alone. Case-insensitive. */
     tokenUsernames: z.array(z.string().min(1).max(64)).default(['x-access-token', 'oauth2', 'x-oauth-basic']),
     /** nginx mail proxy backends (`/auth/mail`), `IP:port`; nginx needs an IP address. Unset: that protocol is refused. */

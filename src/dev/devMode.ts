@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../devserver/index.js';
 import type { Logger } from '../log.js';
-import { closeOnSignals, startServer, type RunningServer } from '../main.js';
+import { closeOnSignals, reloadOnHangup, startServer, type RunningServer } from '../main.js';
 import { generateClientKeys } from '../upstream/clientKeys.js';
 
 export const DEV_AUDIENCE = 'https://api.credgate.dev';
@@ -36,6 +36,8 @@ export async function startDevMode(base: Config, log: Logger): Promise<DevMode> 
     clientId: DEV_CLIENT_ID,
     clientSecret,
     introspectionKeyFile: undefined,
+    // Dev mode listens on loopback: a proxy tried out beside it (nginx, Caddy) is on loopback too.
+    trustedProxies: base.trustedProxies.length > 0 ? base.trustedProxies : ['loopback'],
   };
   let server: RunningServer;
   try {
@@ -85,4 +87,5 @@ export async function runDevMode(base: Config, log: Logger): Promise<void> {
   const dev = await startDevMode(base, log);
   process.stdout.write(devBanner(dev) + '\n');
   closeOnSignals(dev, log);
+  reloadOnHangup(dev.server.service);
 }

@@ -9,9 +9,9 @@ export function badRequest(reply: FastifyReply, reason: 'malformed_request' | 'm
 }
 
 /** A denial decided before the verifier (no or unparseable credentials): counted and logged like any other. */
-export function recordEarlyDenial(service: Service, request: FastifyRequest, iface: Interface, reason: Reason, message: string): void {
+export function recordEarlyDenial(service: Service, request: FastifyRequest, iface: Interface, reason: Reason, message: string, extra: { rule?: string; clientIp?: string } = {}): void {
   service.metrics.observeDecision(iface, false, reason, undefined, 0);
-  service.log.info({ requestId: request.id, interface: iface, result: 'deny', reason, detail: message, clientIp: request.ip }, 'decision');
+  service.log.info({ requestId: request.id, interface: iface, result: 'deny', reason, detail: message, rule: extra.rule, clientIp: extra.clientIp ?? request.ip }, 'decision');
 }
 
 /**

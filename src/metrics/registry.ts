@@ -14,8 +14,8 @@ export class Metrics {
 
   readonly decisions = new Counter({
     name: 'credgate_decisions_total',
-    help: 'Decisions made, by interface, result (allow/deny/error), reason and credential type (none when denied).',
-    labelNames: ['interface', 'result', 'reason', 'credential'] as const,
+    help: 'Decisions made, by interface, result (allow/deny/error), reason, credential type (none when denied) and whether the cache answered.',
+    labelNames: ['interface', 'result', 'reason', 'credential', 'cached'] as const,
     registers: [this.registry],
   });
 
@@ -49,6 +49,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheEvictions = new Counter({
+    name: 'credgate_cache_evictions_total',
+    help: 'Live cache entries pushed out to make room (cacheMaxEntries reached); expiry and purges are not counted.',
+    registers: [this.registry],
+  });
+
+  readonly jwksRefreshes = new Counter({
+    name: 'credgate_jwks_refreshes_total',
+    help: "Fetches of the authorization server's JWKS (start-up, expiry, or an unknown kid; at most one per 30 s), by result.",
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   readonly coalescedRequests = new Counter({
     name: 'credgate_coalesced_requests_total',
     help: 'Requests that waited for an identical request already asking the AS instead of asking again.',
@@ -67,6 +80,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly policyReloads = new Counter({
+    name: 'credgate_policy_reloads_total',
+    help: 'Reloads of a changed policy file, by result (success, or failure: the previous policy stays in force).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly policyLastReloadSuccessful = new Gauge({
+    name: 'credgate_policy_last_reload_successful',
+    help: 'Whether the last attempt to load the policy file succeeded (1) or was refused (0).',
+    registers: [this.registry],
+  });
+
   readonly buildInfo = new Gauge({
     name: 'credgate_build_info',
     help: 'Always 1; labels carry the credgate and Node.js versions.',
@@ -79,6 +105,11 @@ export class Metrics {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
     for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+    for (const result of ['success', 'failure'] as const) {
+      this.policyReloads.inc({ result }, 0);
+      this.jwksRefreshes.inc({ result }, 0);
+    }
+    for (const result of ['hit', 'negative_hit', 'miss'] as const) this.cacheRequests.inc({ result }, 0);
   }
 
   /** `credgate_cache_entries`, read at scrape time. */
@@ -89,11 +120,12 @@ export class Metrics {
   observeUpstream = (endpoint: Endpoint, outcome: CallOutcome, seconds: number): void => {
     this.upstreamRequests.inc({ endpoint, outcome });
     this.upstreamDuration.observe({ endpoint }, seconds);
+    if (endpoint === 'jwks') this.jwksRefreshes.inc({ result: outcome === 'ok' ? 'success' : 'failure' });
   };
 
-  observeDecision(iface: Interface, allow: boolean, reason: Reason, credential: CredentialType | undefined, seconds: number): void {
+  observeDecision(iface: Interface, allow: boolean, reason: Reason, credential: CredentialType | undefined, seconds: number, cached = false): void {
     const result = allow ? 'allow' : reason === 'upstream_unavailable' ? 'error' : 'deny';
-    this.decisions.inc({ interface: iface, result, reason, credential: credential ?? 'none' });
+    this.decisions.inc({ interface: iface, result, reason, credential: credential ?? 'none', cached: cached ? 'true' : 'false' });
     this.decisionDuration.observe({ interface: iface, result }, seconds);
   }
 }

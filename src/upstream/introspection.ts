@@ -15,7 +15,7 @@ export async function processIntrospection(as: oauth.AuthorizationServer, client
   } catch (err) {
     if (err instanceof oauth.ResponseBodyError) {
       const misconfigured = err.error === 'invalid_client' || err.error === 'unauthorized_client' || err.status === 401;
-      throw new UpstreamError(`introspection endpoint answered ${err.status} ${err.error}`, 'introspection', misconfigured ? 'misconfigured' : 'bad_response', { cause: err });
+      throw new UpstreamError(`introspection endpoint answered ${err.status} ${err.error}`, 'introspection', misconfigured ? 'misconfigured' : 'bad_response', { cause: err, asError: err.error });
     }
     if (err instanceof oauth.WWWAuthenticateChallengeError) {
       throw new UpstreamError(`introspection endpoint refused credgate's client authentication (${err.status})`, 'introspection', 'misconfigured');

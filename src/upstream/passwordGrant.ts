@@ -40,7 +40,7 @@ export async function processPasswordGrantResponse(as: oauth.AuthorizationServer
       const description = typeof err.error_description === 'string' ? err.error_description : undefined;
       const kind = classifyGrantError(err.status, err.error, description);
       if (kind === 'rejected') return { ok: false, error: err.error, description };
-      throw new UpstreamError(`token endpoint answered ${err.status} ${err.error}${description ? `: ${description}` : ''}`, 'token', kind, { cause: err });
+      throw new UpstreamError(`token endpoint answered ${err.status} ${err.error}${description ? `: ${description}` : ''}`, 'token', kind, { cause: err, asError: err.error });
     }
     if (err instanceof oauth.WWWAuthenticateChallengeError) {
       throw new UpstreamError(`token endpoint refused credgate's client authentication (${err.status})`, 'token', err.status === 401 ? 'misconfigured' : 'bad_response');

@@ -22,6 +22,8 @@ export interface CacheOptions {
   readonly keySecret?: string;
   /** How long a credential is remembered as an ASP, seconds (0: not remembered). */
   readonly appPasswordMemorySeconds: number;
+  /** Called when a live entry is pushed out to make room (not on expiry, purge or overwrite). */
+  readonly onEvict?: () => void;
 }
 
 function decodeKey(secret: string): Buffer {
@@ -55,7 +57,10 @@ export class CredentialCache {
     this.#lru = new LRUCache<string, Entry>({
       max: options.maxEntries,
       ttl: Math.max(options.ttlSeconds, options.negativeTtlSeconds, 1) * 1000,
-      dispose: (entry, key) => this.#unindex(key, entry.user),
+      dispose: (entry, key, reason) => {
+        this.#unindex(key, entry.user);
+        if (reason === 'evict') options.onEvict?.();
+      },
     });
     this.#appPasswords = new LRUCache<string, true>({ max: options.maxEntries, ttl: Math.max(options.appPasswordMemorySeconds, 1) * 1000 });
   }

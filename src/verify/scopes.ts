@@ -19,8 +19,44 @@ export function scopesOf(claims: JWTPayload | Record<string, unknown>): string[]
   return [...new Set([...splitScope(claims.scope), ...stringArray(claims.scp), ...stringArray(claims.permissions)])];
 }
 
-/** Scopes the request needs that the identity was not granted (exact match). */
-export function missingScopes(required: readonly string[], granted: readonly string[]): string[] {
-  const have = new Set(granted);
-  return required.filter((s) => !have.has(s));
+/**
+ * How a granted scope satisfies a required one (the names Ory Oathkeeper uses):
+ * - `exact`: only the same string;
+ * - `hierarchic`: a granted scope also covers everything below it, segments split on `:`
+ *   (`repo` grants `repo:read` and `repo:read:issues`, not `repository`);
+ * - `wildcard`: a granted `*` segment stands for any one segment, and a trailing `*` for one or
+ *   more (`repo:*` grants `repo:read`; `*:repo` grants `read:repo` and `write:repo`).
+ * The strategy applies to what the token grants; required scopes are always taken literally.
+ */
+export const SCOPE_STRATEGIES = ['exact', 'hierarchic', 'wildcard'] as const;
+export type ScopeStrategy = (typeof SCOPE_STRATEGIES)[number];
+
+function grantsHierarchic(granted: string, required: string): boolean {
+  return required === granted || required.startsWith(granted + ':');
+}
+
+function grantsWildcard(granted: string, required: string): boolean {
+  if (granted === required) return true;
+  if (!granted.includes('*')) return false;
+  const g = granted.split(':');
+  const r = required.split(':');
+  for (let i = 0; i < g.length; i++) {
+    const segment = g[i]!;
+    const last = i === g.length - 1;
+    if (segment === '*' && last) return r.length > i; // one or more remaining segments
+    if (i >= r.length) return false;
+    if (segment !== '*' && segment !== r[i]) return false;
+  }
+  return g.length === r.length;
+}
+
+/** Scopes the request needs that the identity was not granted, under the given strategy (default exact). */
+export function missingScopes(required: readonly string[], granted: readonly string[], strategy: ScopeStrategy = 'exact'): string[] {
+  if (required.length === 0) return [];
+  if (strategy === 'exact') {
+    const have = new Set(granted);
+    return required.filter((s) => !have.has(s));
+  }
+  const grants = strategy === 'hierarchic' ? grantsHierarchic : grantsWildcard;
+  return required.filter((r) => !granted.some((g) => grants(g, r)));
 }

@@ -1,3 +1,5 @@
+import type { ScopeStrategy } from './scopes.js';
+
 /** What a client presented. Produced by an HTTP adapter; the verifier never sees raw headers. */
 export type Credentials =
   | { readonly kind: 'basic'; readonly username: string; readonly password: string }
@@ -29,6 +31,7 @@ export const REASONS = [
   'malformed_credentials',
   'invalid_credentials',
   'insufficient_scope',
+  'denied_by_policy',
   'throttled',
   'upstream_unavailable',
 ] as const;
@@ -51,6 +54,10 @@ export interface RequestContext {
   readonly requiredScopes: readonly string[];
   /** Audience the credential must be for; default the configured one. */
   readonly audience?: string;
+  /** How granted scopes satisfy `requiredScopes`; default `exact`. */
+  readonly scopeStrategy?: ScopeStrategy;
+  /** The policy rule that set the requirements, for the decision log. */
+  readonly rule?: string;
   /** The direct peer or reported client address, for logs. */
   readonly clientIp?: string;
   /** The end user's own IP, only when credgate knows it is theirs (the `clientIp` of `/v1/verify`,

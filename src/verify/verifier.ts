@@ -20,6 +20,8 @@ export interface VerifierOptions {
   readonly strategyOrder: readonly ('password_grant' | 'app_password')[];
   /** Passwords matching this are introspected first; undefined: no shape rule. */
   readonly appPasswordPattern: RegExp | undefined;
+  /** Lower-cased Basic usernames that mean "the password is a token" (`x-access-token`, `oauth2`, …). */
+  readonly tokenUsernames: ReadonlySet<string>;
 }
 
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
@@ -68,15 +70,26 @@ export class Verifier {
     return this.options.strategyOrder.map((name) => (name === 'password_grant' ? passwordGrant : appPassword));
   }
 
-  async verify(credentials: Credentials, context: RequestContext, iface: Interface, requestId?: string): Promise<Decision> {
+  /**
+   * A Basic pair whose username is one of `tokenUsernames` is a token sent the way GitHub and
+   * GitLab take one (`x-access-token:<token>`): the identity comes from the token alone, exactly
+   * as for `Authorization: Bearer`, with no username to bind it to.
+   */
+  asPresented(credentials: Credentials): Credentials {
+    if (credentials.kind === 'basic' && this.options.tokenUsernames.has(credentials.username.toLowerCase())) return { kind: 'bearer', token: credentials.password };
+    return credentials;
+  }
+
+  async verify(presented: Credentials, context: RequestContext, iface: Interface, requestId?: string): Promise<Decision> {
     const started = performance.now();
+    const credentials = this.asPresented(presented);
     const audience = context.audience ?? this.options.defaultAudience;
     const username = credentials.kind === 'basic' ? credentials.username : undefined;
     const key = this.cache.keyFor(credentials, audience);
     const decision = await this.#decide(credentials, context, audience, username, key);
     const identity = decision.identity;
     const seconds = (performance.now() - started) / 1000;
-    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds);
+    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds, decision.cached);
     this.log.info(
       {
         requestId,
@@ -87,6 +100,7 @@ export class Verifier {
         subject: identity?.subject,
         username: username ?? identity?.username,
         clientIp: context.clientIp,
+        rule: context.rule,
         missingScopes: decision.missingScopes,
         retryAfterSeconds: decision.retryAfterSeconds,
         durationMs: Math.round(seconds * 1e4) / 10,
@@ -159,7 +173,7 @@ export class Verifier {
 
   /** Scopes are checked per request, against the identity (cached or fresh), never cached as an allow. */
   #authorize(identity: Identity, context: RequestContext, cached: boolean): Decision {
-    const missing = missingScopes(context.requiredScopes, identity.scopes);
+    const missing = missingScopes(context.requiredScopes, identity.scopes, context.scopeStrategy);
     if (missing.length > 0) return { allow: false, status: 403, reason: 'insufficient_scope', missingScopes: missing, identity, cached };
     return { allow: true, status: 200, reason: 'ok', identity, cached };
   }
@@ -168,9 +182,9 @@ export class Verifier {
     const failure = err instanceof UpstreamError ? err : new UpstreamError(`strategy ${strategy.name} failed unexpectedly`, 'token', 'bad_response', { cause: err });
     if (failure.failure === 'misconfigured') {
       this.health.reportMisconfigured(failure);
-      this.log.error({ endpoint: failure.endpoint, failure: failure.failure, strategy: strategy.name }, `authorization server rejected credgate's configuration: ${failure.message}`);
+      this.log.error({ endpoint: failure.endpoint, failure: failure.failure, asError: failure.asError, strategy: strategy.name }, `authorization server rejected credgate's configuration: ${failure.message}`);
     } else {
-      this.log.warn({ endpoint: failure.endpoint, failure: failure.failure, strategy: strategy.name, err: err instanceof UpstreamError ? undefined : err }, failure.message);
+      this.log.warn({ endpoint: failure.endpoint, failure: failure.failure, asError: failure.asError, strategy: strategy.name, err: err instanceof UpstreamError ? undefined : err }, failure.message);
     }
     return failure;
   }

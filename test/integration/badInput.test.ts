@@ -111,8 +111,10 @@ describe('bad input gets a clear 4xx with a reason, never a 500, and never reach
   }
 
   test('an unknown route is a JSON 404, not an echo of the path', async () => {
-    const response = await fetch(`${credgate.url}/auth/some-secret-token-in-path`);
+    const response = await fetch(`${credgate.url}/v2/some-secret-token-in-path`);
     assert.equal(response.status, 404);
+    // Paths under /auth mean something only from a trusted proxy (Envoy's path_prefix).
+    assert.equal((await fetch(`${credgate.url}/auth/some-secret-token-in-path`)).status, 404);
     assert.ok(!(await response.text()).includes('some-secret-token'));
   });
 

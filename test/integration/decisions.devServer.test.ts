@@ -139,8 +139,8 @@ describe('Auth0 behaviour through the dev server', () => {
     assert.equal(jwks.keys[0]!.kid, credgate.keys.signing.kid);
     assert.equal(jwks.keys[0]!.d, undefined, 'no private key material');
     const metrics = await (await fetch(`${credgate.url}/metrics`)).text();
-    assert.match(metrics, /credgate_decisions_total\{interface="verify",result="allow",reason="ok",credential="app_password"\} [1-9]/);
-    assert.match(metrics, /credgate_decisions_total\{interface="verify",result="deny",reason="invalid_credentials",credential="none"\} [1-9]/);
+    assert.match(metrics, /credgate_decisions_total\{interface="verify",result="allow",reason="ok",credential="app_password",cached="false"\} [1-9]/);
+    assert.match(metrics, /credgate_decisions_total\{interface="verify",result="deny",reason="invalid_credentials",credential="none",cached="false"\} [1-9]/);
     assert.match(metrics, /credgate_upstream_requests_total\{endpoint="token",outcome="client_error"\} [1-9]/);
     assert.match(metrics, /credgate_upstream_requests_total\{endpoint="introspection",outcome="ok"\} [1-9]/);
     assert.match(metrics, /credgate_decision_duration_seconds_bucket\{le="0.0001",interface="verify",result="allow"\}/);

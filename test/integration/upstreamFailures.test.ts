@@ -98,7 +98,7 @@ describe('fail closed when the authorization server cannot be asked', () => {
     const readiness = (await ready.json()) as { checks: { client: { ok: boolean; detail: string } } };
     assert.equal(readiness.checks.client.ok, false);
     assert.match(readiness.checks.client.detail, /access_denied/);
-    assert.ok(credgate.logs.some((l) => l.includes('"level":50') && l.includes("rejected credgate's configuration")));
+    assert.ok(credgate.logs.some((l) => l.includes('"level":50') && l.includes("rejected credgate's configuration") && l.includes('"asError":"access_denied"')), "the AS's error code is a field of its own");
   });
 
   test('no secret reaches the logs in any of these failures', () => {

@@ -48,7 +48,10 @@ test('the environment wins over the YAML file; lists are comma-separated', () =>
 });
 
 test('every list-valued key is comma-separated in the environment', () => {
-  assert.deepEqual([...LIST_KEYS].sort(), ['acceptedTokenTypes', 'jwtAlgorithms', 'publishedKeyFiles', 'strategyOrder', 'usernameClaims']);
+  assert.deepEqual([...LIST_KEYS].sort(), [
+    'acceptedTokenTypes', 'jwtAlgorithms', 'mailImapScopes', 'mailPop3Scopes', 'mailSmtpScopes',
+    'publishedKeyFiles', 'strategyOrder', 'tokenUsernames', 'trustedProxies', 'usernameClaims',
+  ]);
   const config = loadConfig({ env: { ...required, CREDGATE_STRATEGY_ORDER: 'app_password,password_grant', CREDGATE_AUTH_THROTTLED_STATUS: '429' } });
   assert.deepEqual(config.strategyOrder, ['app_password', 'password_grant']);
   assert.equal(config.authThrottledStatus, 429);
@@ -101,5 +104,22 @@ test('secrets never appear in configuration errors', () => {
     assert.fail('should throw');
   } catch (err) {
     assert.ok(!(err as Error).message.includes('topsecretvalue'));
+  }
+});
+
+test('trusted proxies are IP addresses, CIDR ranges or the proxy-addr range names; anything else names the key', () => {
+  const config = loadConfig({ env: { ...required, CREDGATE_TRUSTED_PROXIES: '10.0.0.0/8, ::1, loopback, 192.168.1.7' } });
+  assert.deepEqual(config.trustedProxies, ['10.0.0.0/8', '::1', 'loopback', '192.168.1.7']);
+  for (const bad of ['10.0.0.0/33', 'nginx.internal', '10.0.0.0/8/1', '::1/129']) {
+    assert.throws(() => loadConfig({ env: { ...required, CREDGATE_TRUSTED_PROXIES: bad } }), /trustedProxies\.0 \(CREDGATE_TRUSTED_PROXIES\): must be an IP address/, bad);
+  }
+});
+
+test('mail backends must be IP:port, since nginx does not resolve Auth-Server names', () => {
+  const config = loadConfig({ env: { ...required, CREDGATE_MAIL_IMAP_BACKEND: '127.0.0.1:143', CREDGATE_MAIL_SMTP_BACKEND: '[::1]:587' } });
+  assert.equal(config.mailImapBackend, '127.0.0.1:143');
+  assert.equal(config.mailSmtpBackend, '[::1]:587');
+  for (const bad of ['mail.example.com:143', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:70000', '300.1.1.1:143']) {
+    assert.throws(() => loadConfig({ env: { ...required, CREDGATE_MAIL_IMAP_BACKEND: bad } }), /mailImapBackend/, bad);
   }
 });

@@ -32,7 +32,7 @@ function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; 
     strategies,
     new CredentialCache({ ttlSeconds: 60, negativeTtlSeconds: 0, maxEntries: 100, appPasswordMemorySeconds: 3600 }),
     new Throttle({ usernameFailures: options.usernameFailures ?? 0, ipFailures: 0, windowSeconds: 900, baseDelaySeconds: 30 }, options.now),
-    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/ },
+    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/, tokenUsernames: new Set(['x-access-token', 'oauth2']) },
     metrics,
     new Health({ metadataLoaded: () => true, jwksLoaded: () => true }),
     createLogger({ level: 'silent' }),

@@ -32,7 +32,7 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
       recordEarlyDenial(service, request, 'verify', problem.reason, problem.message);
       return badRequest(reply, problem.reason, problem.message);
     }
-    if (audience !== undefined && audience !== service.config.audience) {
+    if (audience !== undefined && !service.servesAudience(audience)) {
       return badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
     }
     const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: scopes, audience, clientIp: clientIp ?? request.ip, endUserIp: clientIp }, 'verify', request.id);

@@ -1,0 +1,155 @@
+import picomatch from 'picomatch';
+import type { ScopeStrategy } from '../verify/scopes.js';
+import { parseTarget } from './path.js';
+import type { PolicyDocument, Protocol, RuleDocument } from './schema.js';
+
+export type { Protocol } from './schema.js';
+export type { ScopeStrategy } from '../verify/scopes.js';
+
+/** The original request, as far as credgate knows it. `uri` is path and query (`/r.git/info/refs?service=…`). */
+export interface PolicyRequest {
+  readonly protocol: Protocol;
+  readonly method?: string;
+  readonly host?: string;
+  readonly uri?: string;
+}
+
+export type PolicyVerdict =
+  | {
+      readonly effect: 'require';
+      /** The rule that matched; `default` for the policy's default. */
+      readonly rule: string;
+      /** Undefined: the configured audience. */
+      readonly audience: string | undefined;
+      readonly scopes: readonly string[];
+      readonly scopeStrategy: ScopeStrategy;
+    }
+  | { readonly effect: 'deny'; readonly rule: string | undefined; readonly why: string };
+
+/** What `/auth`, `/auth/mail` and the CLI ask; the store swaps the policy behind it on reload. */
+export interface PolicyDecider {
+  evaluate(request: PolicyRequest): PolicyVerdict;
+}
+
+type Test = (request: Prepared) => boolean;
+
+interface Prepared {
+  readonly protocol: Protocol;
+  readonly method: string | undefined;
+  readonly host: string | undefined;
+  readonly path: string | undefined;
+  readonly query: URLSearchParams | undefined;
+}
+
+interface CompiledRule {
+  readonly name: string;
+  readonly tests: readonly Test[];
+  readonly verdict: PolicyVerdict;
+}
+
+const GLOB_OPTIONS = { dot: true, strictSlashes: false } as const;
+
+/** `Git.Example.com:443` → `git.example.com`; `[::1]:8080` → `::1`. */
+export function hostname(host: string): string {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[')) h = h.slice(1, h.indexOf(']') >= 0 ? h.indexOf(']') : undefined);
+  else if (h.indexOf(':') === h.lastIndexOf(':')) h = h.replace(/:\d*$/, '');
+  return h.replace(/\.$/, '');
+}
+
+function compileMatch(match: RuleDocument['match']): Test[] {
+  const tests: Test[] = [];
+  const protocols = new Set<Protocol>(match.protocol ?? ['http']);
+  tests.push((r) => protocols.has(r.protocol));
+  if (match.method && !match.method.includes('*')) {
+    const methods = new Set(match.method);
+    if (methods.has('GET')) methods.add('HEAD'); // HEAD is GET without the body (RFC 9110 §9.3.2)
+    tests.push((r) => r.method !== undefined && methods.has(r.method));
+  }
+  if (match.host) {
+    const isHost = picomatch(match.host.map((h) => h.toLowerCase()), { ...GLOB_OPTIONS, nocase: true });
+    tests.push((r) => r.host !== undefined && isHost(r.host));
+  }
+  if (match.path) {
+    // `/**/x` also matches `/x`, as a globstar does in a shell (picomatch needs the variant spelled out).
+    const globs = match.path.flatMap((g) => (g.startsWith('/**/') ? [g, g.slice(3)] : [g]));
+    const isPath = picomatch(globs, GLOB_OPTIONS);
+    tests.push((r) => r.path !== undefined && isPath(r.path));
+  }
+  for (const [name, want] of Object.entries(match.query ?? {})) {
+    if (want === true) tests.push((r) => r.query?.has(name) === true);
+    else if (want === false) tests.push((r) => r.query?.has(name) !== true);
+    else {
+      const values = new Set(want);
+      tests.push((r) => {
+        const got = r.query?.getAll(name) ?? [];
+        return got.length > 0 && got.every((v) => values.has(v));
+      });
+    }
+  }
+  return tests;
+}
+
+/**
+ * A validated policy, compiled once: first matching rule wins; no match is the default (deny
+ * unless the file says otherwise). Pure and synchronous, so evaluating it is cheap and a reload
+ * is one reference swap.
+ */
+export class Policy implements PolicyDecider {
+  readonly #rules: CompiledRule[];
+  readonly #default: PolicyVerdict;
+  /** Query parameters some rule looks at: a request naming one of them twice with different values is ambiguous. */
+  readonly #queryKeys: ReadonlySet<string>;
+  /** Every audience the policy names. */
+  readonly audiences: ReadonlySet<string>;
+
+  constructor(readonly document: PolicyDocument) {
+    const strategy = document.scopeStrategy;
+    this.#rules = document.rules.map((r) => ({
+      name: r.name,
+      tests: compileMatch(r.match),
+      verdict: r.deny
+        ? { effect: 'deny', rule: r.name, why: `rule ${r.name} denies this request` }
+        : { effect: 'require', rule: r.name, audience: r.audience ?? document.audience, scopes: r.scopes, scopeStrategy: r.scopeStrategy ?? strategy },
+    }));
+    const d = document.default;
+    this.#default =
+      d === 'deny'
+        ? { effect: 'deny', rule: undefined, why: 'no rule matches and the policy has no default' }
+        : d === 'allow'
+          ? { effect: 'require', rule: 'default', audience: document.audience, scopes: [], scopeStrategy: strategy }
+          : { effect: 'require', rule: 'default', audience: d.audience ?? document.audience, scopes: d.scopes, scopeStrategy: d.scopeStrategy ?? strategy };
+    const audiences = [document.audience, ...document.rules.map((r) => r.audience), typeof d === 'object' ? d.audience : undefined];
+    this.audiences = new Set(audiences.filter((a): a is string => a !== undefined));
+    this.#queryKeys = new Set(document.rules.flatMap((r) => Object.keys(r.match.query ?? {})));
+  }
+
+
+  get ruleCount(): number {
+    return this.#rules.length;
+  }
+
+  evaluate(request: PolicyRequest): PolicyVerdict {
+    let path: string | undefined;
+    let query: URLSearchParams | undefined;
+    if (request.uri !== undefined) {
+      const target = parseTarget(request.uri);
+      if (!target) return { effect: 'deny', rule: undefined, why: 'the original URI cannot be normalised (encoded separator, control character or bad escape)' };
+      ({ path, query } = target);
+      for (const key of this.#queryKeys) {
+        if (new Set(query.getAll(key)).size > 1) return { effect: 'deny', rule: undefined, why: `query parameter ${key} is given twice with different values` };
+      }
+    }
+    const prepared: Prepared = {
+      protocol: request.protocol,
+      method: request.method?.toUpperCase(),
+      host: request.host === undefined ? undefined : hostname(request.host),
+      path,
+      query,
+    };
+    for (const rule of this.#rules) {
+      if (rule.tests.every((t) => t(prepared))) return rule.verdict;
+    }
+    return this.#default;
+  }
+}

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import Fastify from 'fastify';
+import { TrustedProxies } from '../../src/http/originalRequest.js';
+import { createLogger } from '../../src/log.js';
+
+/** A route that answers what TrustedProxies made of the request; inject sets the peer address. */
+function appTrusting(list: string[]) {
+  const trust = new TrustedProxies(list, createLogger({ level: 'silent' }));
+  const app = Fastify();
+  app.all('/auth', async (request) => trust.originalRequest(request));
+  app.all('/auth/*', async (request) => trust.originalRequest(request, (request.params as { '*': string })['*']));
+  return app;
+}
+
+async function original(list: string[], remoteAddress: string, headers: Record<string, string>, url = '/auth', method: 'GET' | 'POST' = 'GET') {
+  const response = await appTrusting(list).inject({ method, url, remoteAddress, headers });
+  return response.json() as Record<string, unknown>;
+}
+
+const nginx = { 'x-original-method': 'POST', 'x-original-uri': '/r.git/git-receive-pack', 'x-forwarded-host': 'git.example.com', 'x-forwarded-for': '203.0.113.5' };
+
+describe('original request and client IP', () => {
+  test('a trusted proxy: method, URI, host and client IP come from its headers', async () => {
+    assert.deepEqual(await original(['10.0.0.0/8'], '10.1.2.3', nginx), {
+      trusted: true, method: 'POST', host: 'git.example.com', uri: '/r.git/git-receive-pack', clientIp: '203.0.113.5', endUserIp: '203.0.113.5',
+    });
+  });
+
+  test('an untrusted peer: none of its forwarded headers are believed, and it is the end user', async () => {
+    assert.deepEqual(await original(['10.0.0.0/8'], '192.0.2.7', nginx), { trusted: false, clientIp: '192.0.2.7', endUserIp: '192.0.2.7' });
+  });
+
+  test('no trusted proxies configured: nothing forwarded is believed, and the peer (likely a proxy) is not taken for the user', async () => {
+    assert.deepEqual(await original([], '127.0.0.1', nginx), { trusted: false, clientIp: '127.0.0.1' });
+  });
+
+  test('X-Forwarded-For is walked from the right past trusted hops: a client-planted left entry is not believed', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-forwarded-for': '6.6.6.6, 203.0.113.5, 10.0.0.9' });
+    assert.equal(got.endUserIp, '203.0.113.5');
+  });
+
+  test('a garbage X-Forwarded-For entry gives no end-user IP rather than a bogus one', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-forwarded-for': 'not-an-ip' });
+    assert.equal(got.endUserIp, undefined);
+    assert.equal(got.clientIp, '10.0.0.1');
+  });
+
+  test('X-Real-IP when there is no X-Forwarded-For; ignored unless it is an IP', async () => {
+    assert.equal((await original(['loopback'], '127.0.0.1', { 'x-real-ip': '2001:db8::7' })).endUserIp, '2001:db8::7');
+    assert.equal((await original(['loopback'], '127.0.0.1', { 'x-real-ip': 'evil' })).endUserIp, undefined);
+  });
+
+  test('IPv4-mapped IPv6 peers match IPv4 ranges', async () => {
+    assert.equal((await original(['10.0.0.0/8'], '::ffff:10.0.0.1', nginx)).trusted, true);
+  });
+
+  test('Traefik/Caddy X-Forwarded-Method/-Uri; X-Original-* wins when both are sent', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/a?b=c', 'x-original-uri': '/nginx' });
+    assert.equal(got.method, 'GET');
+    assert.equal(got.uri, '/nginx');
+  });
+
+  test('Envoy: /auth/<path> is the original path, with the request method and query', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', { host: 'git.example.com' }, '/auth/r.git/info/refs?service=git-upload-pack', 'POST');
+    assert.deepEqual([got.method, got.uri, got.host], ['POST', '/r.git/info/refs?service=git-upload-pack', 'git.example.com']);
+  });
+
+  test('a trusted proxy that sends no original-request headers leaves them unknown', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', {});
+    assert.deepEqual([got.trusted, got.method, got.uri], [true, undefined, undefined]);
+  });
+});
