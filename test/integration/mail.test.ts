@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { curlImap, MailSession, type CurlResult } from '../fixtures/mailClients.js';
@@ -20,6 +21,8 @@ const CAROL = users.carol!.password;
 /** `%` and `:` and non-ASCII: nginx percent-escapes some of it, passes the UTF-8 bytes of the rest. */
 const juergen = { username: 'juergen', email: 'juergen@example.com', password: 'pä:ss%wörd:✓ 名 %41', sub: 'auth0|juergen01', permissions: ['read:mail'] };
 const WAIT = 1;
+/** The example policy: IMAP and POP3 need read:mail, SMTP send:mail. */
+const MAIL_POLICY = fileURLToPath(new URL('../../../deploy/policies/mail.yaml', import.meta.url));
 
 const root = process.getuid?.() === 0;
 
@@ -41,6 +44,7 @@ describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'ne
       trustedProxies: ['127.0.0.1'],
       mailWaitSeconds: WAIT,
       mailMaxAttempts: 3,
+      policyFile: MAIL_POLICY,
     });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
     nginx = await startNginxMail({ authHttp: `${new URL(credgate.url).host}/auth/mail`, protocol: 'imap' });
@@ -89,9 +93,11 @@ describe('IMAP through nginx mail proxy and Dovecot', { skip: root ? false : 'ne
     assertIn(await curlImap(nginx.port, 'bob', dev.createAppPassword('bob', { scope: 'read:mail' }).password), 'bob');
   });
 
-  test('a user without read:mail is refused with her correct password, the same way as a wrong one', async () => {
+  test('a user without read:mail (the policy rule for imap) is refused with her correct password, the same way as a wrong one', async () => {
     assertRefused(await curlImap(nginx.port, 'carol', CAROL));
-    assert.ok(credgate.logs.some((line) => line.includes('"interface":"mail"') && line.includes('"reason":"insufficient_scope"') && line.includes('"username":"carol"')));
+    const line = credgate.logs.find((l) => l.includes('"interface":"mail"') && l.includes('"username":"carol"'));
+    assert.match(line ?? '', /"reason":"insufficient_scope"/);
+    assert.match(line ?? '', /"rule":"imap"/);
   });
 
   test('a password with %, : and non-ASCII characters survives nginx percent-encoding (SASL PLAIN and the LOGIN command); one decoded too often is refused', async () => {
@@ -169,6 +175,7 @@ describe('POP3 and SMTP refusals through nginx mail proxy', () => {
   before(async () => {
     dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
     // Refusals never reach a backend, so the backends need not exist (TEST-NET-1 addresses).
+    // No policy file here: the scopes come from mailPop3Scopes/mailSmtpScopes.
     credgate = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, mailPop3Backend: '192.0.2.1:110', mailSmtpBackend: '192.0.2.1:587', mailWaitSeconds: WAIT });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
     const authHttp = `${new URL(credgate.url).host}/auth/mail`;
@@ -235,7 +242,7 @@ describe('/auth/mail and per-IP throttling (nginx headers sent directly)', () =>
     await withCredgate({ trustedProxies: ['127.0.0.1'], throttleBaseDelaySeconds: 20 }, async (credgate) => {
       for (const name of ['nobody-1', 'nobody-2']) assert.equal((await ask(credgate, name, 'wrong', '192.0.2.1')).headers.get('auth-wait'), '3');
       const throttled = await ask(credgate, 'alice', ALICE, '192.0.2.1');
-      assert.equal(throttled.status, 200);
+      assert.equal(throttled.status, 401, 'nginx ignores the status; anything else sees a refusal');
       assert.equal(throttled.headers.get('auth-status'), '[AUTHENTICATIONFAILED] Invalid login or password');
       assert.ok(Number(throttled.headers.get('auth-wait')) >= 19, `Auth-Wait ${throttled.headers.get('auth-wait')}`);
       assert.equal((await ask(credgate, 'alice', ALICE, '192.0.2.2')).headers.get('auth-status'), 'OK');

@@ -5,9 +5,12 @@ import Fastify from 'fastify';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { checkPair } from '../../src/http/credentials.js';
 import { authWait, decodeAuthValue, loginAttempt, MAX_AUTH_WAIT_SECONDS, parseBackend, parseMailRequest, renderMailAnswer, type MailLogin, type MailOutcome } from '../../src/http/mailProtocol.js';
+import { TrustedProxies } from '../../src/http/originalRequest.js';
 import { mailRoute } from '../../src/http/routes/mail.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/registry.js';
+import { Policy } from '../../src/policy/policy.js';
+import { policySchema } from '../../src/policy/schema.js';
 import type { Service } from '../../src/service.js';
 import type { Credentials, Decision, RequestContext } from '../../src/verify/types.js';
 
@@ -124,16 +127,22 @@ describe('answers per protocol', () => {
 });
 
 // The route through fastify's inject with a verifier that answers a fixed decision and records what it was asked.
+// nginx reads only the Auth-* headers; the HTTP status is 200 for an allow only, so that nothing
+// else that might ask this URL (a forward-auth proxy) mistakes a refusal for an allow.
 describe('GET /auth/mail', () => {
   const identity = { subject: 'auth0|alice0001', username: 'alice', credential: 'password' as const, scopes: ['read:mail', 'send:mail'], audience: 'https://mail.example.com', expiresAt: undefined };
   const ALLOW: Decision = { allow: true, status: 200, reason: 'ok', identity, cached: false };
   const DENY: Decision = { allow: false, status: 401, reason: 'invalid_credentials', cached: false };
 
-  async function setUp(decision: Decision, config: Partial<ConfigInput> = {}) {
+  async function setUp(decision: Decision, config: Partial<ConfigInput> = {}, policyDocument?: unknown) {
     const calls: { credentials: Credentials; context: RequestContext }[] = [];
     const logs: string[] = [];
+    const log = createLogger({ level: 'info', destination: new Writable({ write: (c: Buffer, _e, done) => (logs.push(c.toString()), done()) }) });
+    const parsed = configSchema.parse({ issuer: 'https://as.example/', audience: 'https://mail.example.com', clientId: 'c', clientSecret: 's', mailPop3Backend: '10.0.0.5:110', mailSmtpBackend: '[fd00::25]:587', ...config });
     const service = {
-      config: configSchema.parse({ issuer: 'https://as.example/', audience: 'https://mail.example.com', clientId: 'c', clientSecret: 's', mailPop3Backend: '10.0.0.5:110', mailSmtpBackend: '[fd00::25]:587', ...config }),
+      config: parsed,
+      trust: new TrustedProxies(parsed.trustedProxies, log),
+      policy: policyDocument === undefined ? undefined : new Policy(policySchema.parse(policyDocument)),
       verifier: {
         async verify(credentials: Credentials, context: RequestContext) {
           calls.push({ credentials, context });
@@ -141,10 +150,11 @@ describe('GET /auth/mail', () => {
         },
       },
       metrics: new Metrics('test'),
-      log: createLogger({ level: 'info', destination: new Writable({ write: (c: Buffer, _e, done) => (logs.push(c.toString()), done()) }) }),
+      log,
     } as unknown as Service;
     const app = Fastify();
     mailRoute(app, service);
+    app.get('/auth/*', async () => 'the /auth/* route');
     const ask = (headers: Record<string, string>) =>
       app.inject({ method: 'GET', url: '/auth/mail', headers: { 'auth-method': 'plain', 'auth-user': 'alice', 'auth-pass': 'pa%25ss%20w%C3%B6rd', 'auth-login-attempt': '1', 'client-ip': '192.0.2.7', ...headers } });
     return { ask, calls, logs };
@@ -164,7 +174,9 @@ describe('GET /auth/mail', () => {
   test('POP3 deny: the same answer for a wrong password and a missing scope, HTTP 200 with Auth-Wait', async () => {
     const wrong = await (await setUp(DENY)).ask({ 'auth-protocol': 'pop3' });
     const scope = await (await setUp({ allow: false, status: 403, reason: 'insufficient_scope', identity, missingScopes: ['read:mail'], cached: false })).ask({ 'auth-protocol': 'pop3' });
-    assert.equal(wrong.statusCode, 200);
+    assert.equal(wrong.statusCode, 401);
+    assert.equal(scope.statusCode, 401);
+    assert.equal(wrong.body, '');
     assert.deepEqual(authHeaders(wrong), { 'auth-status': '[AUTH] Invalid login or password', 'auth-wait': '3' });
     assert.deepEqual(authHeaders(scope), authHeaders(wrong));
   });
@@ -178,6 +190,7 @@ describe('GET /auth/mail', () => {
   test('SMTP deny: Auth-Error-Code 535 5.7.8; upstream trouble 454 4.7.0; throttled waits the retry-after', async () => {
     assert.deepEqual(authHeaders(await (await setUp(DENY)).ask({ 'auth-protocol': 'smtp' })), { 'auth-status': 'Invalid login or password', 'auth-wait': '3', 'auth-error-code': '535 5.7.8' });
     const unavailable = await (await setUp({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false })).ask({ 'auth-protocol': 'smtp' });
+    assert.equal(unavailable.statusCode, 503);
     assert.deepEqual(authHeaders(unavailable), { 'auth-status': 'Temporary server problem, try again later', 'auth-wait': '3', 'auth-error-code': '454 4.7.0' });
     const throttled = await (await setUp({ allow: false, status: 429, reason: 'throttled', retryAfterSeconds: 60, cached: false })).ask({ 'auth-protocol': 'smtp' });
     assert.deepEqual(authHeaders(throttled), { 'auth-status': 'Invalid login or password', 'auth-wait': '60', 'auth-error-code': '535 5.7.8' });
@@ -226,6 +239,33 @@ describe('GET /auth/mail', () => {
     assert.equal(response.headers['auth-status'], '[SYS/TEMP] Temporary server problem, try again later');
     assert.equal(untrusted.calls.length, 0);
     assert.match(untrusted.logs.join(''), /trustedProxies/);
+  });
+
+  test('with a policy, its protocol rules decide the scopes and audience; a protocol no rule allows is refused without verifying', async () => {
+    const policy = {
+      rules: [
+        { name: 'pop3', match: { protocol: 'pop3' }, scopes: ['mail:pop'], audience: 'https://pop.example.com' },
+        { name: 'web', match: { path: '/**' }, scopes: ['read:web'] },
+      ],
+    };
+    const { ask, calls, logs } = await setUp(ALLOW, {}, policy);
+    assert.equal((await ask({ 'auth-protocol': 'pop3' })).headers['auth-status'], 'OK');
+    assert.deepEqual(calls[0]!.context.requiredScopes, ['mail:pop']);
+    assert.equal(calls[0]!.context.audience, 'https://pop.example.com');
+    assert.equal(calls[0]!.context.rule, 'pop3');
+    const smtp = await ask({ 'auth-protocol': 'smtp' });
+    assert.equal(smtp.statusCode, 401);
+    assert.deepEqual(authHeaders(smtp), { 'auth-status': 'Invalid login or password', 'auth-wait': '3', 'auth-error-code': '535 5.7.8' }, 'an HTTP-only rule never opens mail');
+    assert.equal(calls.length, 1);
+    assert.match(logs.join(''), /"reason":"denied_by_policy"/);
+  });
+
+  test('only requests carrying Auth-Protocol reach the mail route; any other GET /auth/mail is the /auth/* route (Envoy asking about /mail)', async () => {
+    const { ask } = await setUp(ALLOW);
+    assert.equal((await ask({ 'auth-protocol': 'pop3' })).headers['auth-status'], 'OK');
+    const other = await ask({});
+    assert.equal(other.body, 'the /auth/* route');
+    assert.equal(other.headers['auth-status'], undefined);
   });
 
   test('a backend secret nginx could not carry in a header stops start-up', async () => {

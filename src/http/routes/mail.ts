@@ -1,5 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import proxyAddr from 'proxy-addr';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Config } from '../../config/schema.js';
 import { ConfigError } from '../../errors.js';
 import type { Service } from '../../service.js';
@@ -7,23 +6,33 @@ import type { Decision, RequestContext } from '../../verify/types.js';
 import { checkPair } from '../credentials.js';
 import { recordEarlyDenial } from '../errors.js';
 import { headersByName, parseBackend, parseMailRequest, renderMailAnswer, type MailAnswerOptions, type MailBackend, type MailOutcome, type MailProtocol } from '../mailProtocol.js';
+import { isTrustedPeer } from '../originalRequest.js';
 
 const BACKEND_KEYS = { imap: 'mailImapBackend', pop3: 'mailPop3Backend', smtp: 'mailSmtpBackend' } as const;
 const SCOPE_KEYS = { imap: 'mailImapScopes', pop3: 'mailPop3Scopes', smtp: 'mailSmtpScopes' } as const;
 
-/** What a mail protocol needs: from the policy (`protocol: imap` rules) when there is one, else `mail*Scopes`. */
-type Requirement = { readonly effect: 'require'; readonly context: Pick<RequestContext, 'requiredScopes' | 'audience'> } | { readonly effect: 'deny'; readonly why: string };
+type Requirement =
+  | { readonly effect: 'require'; readonly context: Pick<RequestContext, 'requiredScopes' | 'audience' | 'scopeStrategy' | 'rule'> }
+  | { readonly effect: 'deny'; readonly rule: string | undefined; readonly why: string };
 
+/** What a mail protocol needs: the policy's rules with `protocol:` when there is a policy, else `mail*Scopes`. */
 function requirement(service: Service, protocol: MailProtocol): Requirement {
-  // STUB until the policy engine lands on main: configuration only.
-  return { effect: 'require', context: { requiredScopes: service.config[SCOPE_KEYS[protocol]] } };
+  if (!service.policy) return { effect: 'require', context: { requiredScopes: service.config[SCOPE_KEYS[protocol]] } };
+  const verdict = service.policy.evaluate({ protocol });
+  if (verdict.effect === 'deny') return verdict;
+  return { effect: 'require', context: { requiredScopes: verdict.scopes, audience: verdict.audience, scopeStrategy: verdict.scopeStrategy, rule: verdict.rule } };
 }
 
-// STUB until main exports isTrustedPeer (src/http/originalRequest.ts).
-function trustedPeer(config: Config): (request: FastifyRequest) => boolean {
-  if (config.trustedProxies.length === 0) return () => false;
-  const trust = proxyAddr.compile([...config.trustedProxies]);
-  return (request) => trust(request.socket.remoteAddress ?? '', 0);
+/** Route constraint: requests that carry `Auth-Protocol`, as nginx's always do (see mailRoute). */
+const NGINX_MAIL = { name: 'nginxMailAuth', value: 'auth_http' } as const;
+
+/**
+ * HTTP status of an answer. nginx ignores the status line (it reads only the `Auth-*` headers), so
+ * only an allow is 200: anything else that might ask this URL and heed the status (a misrouted
+ * forward-auth proxy) sees a refusal.
+ */
+function statusOf(outcome: MailOutcome): 200 | 401 | 503 {
+  return outcome.kind === 'ok' ? 200 : outcome.kind === 'unavailable' ? 503 : 401;
 }
 
 /** `Auth-Pass` goes into an HTTP header that nginx copies byte for byte: visible ASCII only. */
@@ -36,16 +45,15 @@ function backendPassword(config: Config): string | undefined {
 }
 
 /**
- * `GET /auth/mail`: nginx's mail proxy `auth_http` (IMAP, POP3, SMTP). Always HTTP 200: nginx reads
- * only the headers (see mailProtocol.ts). A login is verified like a Basic pair, needing the
- * protocol's scopes; any denial reads "Invalid login or password" with a growing `Auth-Wait`.
+ * `GET /auth/mail`: nginx's mail proxy `auth_http` (IMAP, POP3, SMTP); the protocol is in
+ * mailProtocol.ts. A login is verified like a Basic pair, needing the protocol's scopes (policy or
+ * configuration); any denial reads "Invalid login or password" with a growing `Auth-Wait`.
  * nginx's `Client-IP` is the end user's address (per-IP throttling) only when the peer is a trusted
  * proxy, and the backend secret (`mailBackendPassword`) is handed only to a trusted proxy.
  */
 export function mailRoute(app: FastifyInstance, service: Service): void {
   const config = service.config;
   const secret = backendPassword(config);
-  const isTrusted = trustedPeer(config);
   const backends: Partial<Record<MailProtocol, MailBackend>> = {};
   for (const [protocol, key] of Object.entries(BACKEND_KEYS) as [MailProtocol, (typeof BACKEND_KEYS)[MailProtocol]][]) {
     const value = config[key];
@@ -54,9 +62,21 @@ export function mailRoute(app: FastifyInstance, service: Service): void {
   const options: MailAnswerOptions = { maxAttempts: config.mailMaxAttempts, waitSeconds: config.mailWaitSeconds, smtpErrorCode: config.mailSmtpErrorCode };
 
   const answer = (reply: FastifyReply, protocol: MailProtocol | undefined, attempt: number, outcome: MailOutcome) =>
-    reply.code(200).headers(renderMailAnswer(protocol, attempt, outcome, options)).header('cache-control', 'no-store').send();
+    reply.code(statusOf(outcome)).headers(renderMailAnswer(protocol, attempt, outcome, options)).header('cache-control', 'no-store').send();
 
-  app.get('/auth/mail', async (request, reply) => {
+  // Only requests that carry `Auth-Protocol` reach this route. Any other `GET /auth/mail` falls
+  // through to `/auth/*` (Envoy ext_authz asking about an original path `/mail`), so neither
+  // interface can answer for the other.
+  app.addConstraintStrategy({
+    name: NGINX_MAIL.name,
+    mustMatchWhenDerived: false,
+    storage() {
+      const handlers = new Map();
+      return { get: (value) => handlers.get(value) ?? null, set: (value, handler) => void handlers.set(value, handler) };
+    },
+    deriveConstraint: (request) => (request.headers['auth-protocol'] !== undefined ? NGINX_MAIL.value : undefined),
+  });
+  app.get('/auth/mail', { constraints: { [NGINX_MAIL.name]: NGINX_MAIL.value } }, async (request, reply) => {
     const login = parseMailRequest(headersByName(request.raw.rawHeaders), checkPair);
     if ('outcome' in login) {
       recordEarlyDenial(service, request, 'mail', login.reason, login.message);
@@ -64,7 +84,7 @@ export function mailRoute(app: FastifyInstance, service: Service): void {
     }
     const { protocol, attempt } = login;
     const backend = backends[protocol];
-    const trusted = isTrusted(request);
+    const trusted = isTrustedPeer(service.trust, request);
     // Deployment faults: the client is told to come back later, the operator is told what to fix.
     if (backend === undefined) {
       service.log.error({ requestId: request.id, interface: 'mail', protocol }, `no ${protocol} backend configured (${BACKEND_KEYS[protocol]}): ${protocol} logins are refused`);
@@ -75,15 +95,16 @@ export function mailRoute(app: FastifyInstance, service: Service): void {
       return answer(reply, protocol, attempt, { kind: 'unavailable', retry: false });
     }
     const needs = requirement(service, protocol);
+    const endUserIp = trusted ? login.clientIp : undefined;
+    const clientIp = endUserIp ?? request.ip;
     if (needs.effect === 'deny') {
-      // STUB: reason becomes 'denied_by_policy' when the policy engine lands.
-      recordEarlyDenial(service, request, 'mail', 'insufficient_scope', needs.why);
+      // Asked before the credentials, as on /auth: the AS is not asked about a login no rule allows.
+      recordEarlyDenial(service, request, 'mail', 'denied_by_policy', needs.why, { rule: needs.rule, clientIp });
       return answer(reply, protocol, attempt, { kind: 'invalid' });
     }
-    const endUserIp = trusted ? login.clientIp : undefined;
     const decision: Decision = await service.verifier.verify(
       { kind: 'basic', username: login.username, password: login.password },
-      { ...needs.context, clientIp: endUserIp ?? request.ip, endUserIp },
+      { ...needs.context, clientIp, endUserIp },
       'mail',
       request.id,
     );
