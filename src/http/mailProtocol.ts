@@ -2,14 +2,15 @@
  * nginx's mail proxy `auth_http` header protocol (ngx_mail_auth_http_module), as pure functions:
  * request headers in, answer headers out. The route (`routes/mail.ts`) adds the verifier.
  *
- * nginx sends `Auth-Method`, `Auth-User` and `Auth-Pass` (both percent-escaped: space, `%`,
- * control characters and bytes ≥ 0x7f), `Auth-Protocol`, `Auth-Login-Attempt` and `Client-IP`.
+ * nginx sends `Auth-Method`, `Auth-User` and `Auth-Pass` (both percent-escaped: space, `%` and
+ * control characters; other bytes, such as UTF-8, as they are), `Auth-Protocol`,
+ * `Auth-Login-Attempt` and `Client-IP`.
  * It reads only the answer's headers, whatever the HTTP status: `Auth-Status: OK` with
  * `Auth-Server` (an IP address: nginx does not resolve names) and `Auth-Port`, or any other
  * `Auth-Status` text, which nginx hands to the client (IMAP `NO <text>`, POP3 `-ERR <text>`,
  * SMTP `<Auth-Error-Code> <text>`). With `Auth-Wait: n` it sends that text after n seconds and lets
  * the client try again on the same connection; without it (or with 0) it closes the connection.
- * nginx reads at most 1 KiB of answer, so answers carry no body.
+ * nginx reads the answer into a 1 KiB buffer: the headers stay short and there is no body.
  */
 import { isIP } from 'node:net';
 
@@ -81,9 +82,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 const HEX = /^[0-9A-Fa-f]{2}$/;
 
 /**
- * `Auth-User`/`Auth-Pass` → the text the client typed. nginx percent-escapes the raw bytes
- * (ngx_escape_uri, NGX_ESCAPE_MAIL_AUTH); Node hands header bytes over as Latin-1, so the value is
- * turned back into bytes, unescaped, and decoded as UTF-8 without replacement characters.
+ * `Auth-User`/`Auth-Pass` → the text the client typed. nginx percent-escapes some bytes
+ * (ngx_escape_uri, NGX_ESCAPE_MAIL_AUTH) and sends the rest raw; Node hands header bytes over as
+ * Latin-1, so the value is turned back into bytes, unescaped, and decoded as UTF-8 without
+ * replacement characters.
  * Undefined for a broken escape or bytes that are not UTF-8.
  */
 export function decodeAuthValue(value: string): string | undefined {
