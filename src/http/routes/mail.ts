@@ -1,6 +1,4 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { Config } from '../../config/schema.js';
-import { ConfigError } from '../../errors.js';
 import type { Service } from '../../service.js';
 import type { Decision, RequestContext } from '../../verify/types.js';
 import { checkPair } from '../credentials.js';
@@ -35,15 +33,6 @@ function statusOf(outcome: MailOutcome): 200 | 401 | 503 {
   return outcome.kind === 'ok' ? 200 : outcome.kind === 'unavailable' ? 503 : 401;
 }
 
-/** `Auth-Pass` goes into an HTTP header that nginx copies byte for byte: visible ASCII only. */
-function backendPassword(config: Config): string | undefined {
-  const secret = config.mailBackendPassword;
-  if (secret !== undefined && !/^[\x21-\x7e]+$/.test(secret)) {
-    throw new ConfigError('invalid configuration: mailBackendPassword (CREDGATE_MAIL_BACKEND_PASSWORD) must be printable ASCII without spaces (nginx receives it in a header)', 'mailBackendPassword');
-  }
-  return secret;
-}
-
 /**
  * `GET /auth/mail`: nginx's mail proxy `auth_http` (IMAP, POP3, SMTP); the protocol is in
  * mailProtocol.ts. A login is verified like a Basic pair, needing the protocol's scopes (policy or
@@ -53,7 +42,8 @@ function backendPassword(config: Config): string | undefined {
  */
 export function mailRoute(app: FastifyInstance, service: Service): void {
   const config = service.config;
-  const secret = backendPassword(config);
+  // The schema holds it to printable ASCII without spaces: it travels in a header.
+  const secret = config.mailBackendPassword;
   const backends: Partial<Record<MailProtocol, MailBackend>> = {};
   for (const [protocol, key] of Object.entries(BACKEND_KEYS) as [MailProtocol, (typeof BACKEND_KEYS)[MailProtocol]][]) {
     const value = config[key];
