@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 import { Metrics } from './metrics/registry.js';
 import { AccessTokenVerifier } from './upstream/accessToken.js';
 import { loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
+import { deadlineIn, withDeadline } from './upstream/deadline.js';
 import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
@@ -154,8 +155,11 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     servesAudience: (audience) => audience === config.audience || (policy?.current.audiences.has(audience) ?? false),
     async warmUp() {
       try {
-        await metadata.get();
-        await accessTokens.warmUp();
+        // Bounded like a decision, so that retries against a silent AS cannot hold up start-up.
+        await withDeadline(deadlineIn(config.decisionTimeoutMs), async () => {
+          await metadata.get();
+          await accessTokens.warmUp();
+        });
       } catch (err) {
         log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
       }
