@@ -156,10 +156,11 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     async warmUp() {
       try {
         // Bounded like a decision, so that retries against a silent AS cannot hold up start-up.
-        await withDeadline(deadlineIn(config.decisionTimeoutMs), async () => {
+        const deadline = deadlineIn(config.decisionTimeoutMs);
+        await withDeadline(deadline, async () => {
           await metadata.get();
           await accessTokens.warmUp();
-        });
+        }).finally(() => deadline.dispose());
       } catch (err) {
         log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
       }

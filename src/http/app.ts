@@ -32,7 +32,8 @@ function baseApp(service: Service): FastifyInstance {
     requestTimeout: clientTimeoutMs,
     connectionTimeout: clientTimeoutMs * 3,
     keepAliveTimeout: keepAliveTimeoutMs,
-    http: { maxHeaderSize: HEADER_LIMIT_BYTES },
+    // Node enforces the request and headers timeouts only when it checks (every 30 s by default).
+    http: { maxHeaderSize: HEADER_LIMIT_BYTES, connectionsCheckingInterval: Math.min(1000, clientTimeoutMs) },
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',

@@ -11,12 +11,18 @@ export interface Deadline {
   readonly at: number;
   /** Aborts at `at`. */
   readonly signal: AbortSignal;
+  /** Stops the timer once the decision is made (it would keep a short-lived process, the CLI, alive). */
+  dispose(): void;
 }
 
 const storage = new AsyncLocalStorage<Deadline>();
 
+/** A deadline `ms` from now. Its timer keeps the process alive (unlike AbortSignal.timeout's), so
+ * that a decision waiting on nothing else still gets its answer; `dispose` it when done. */
 export function deadlineIn(ms: number): Deadline {
-  return { at: Date.now() + ms, signal: AbortSignal.timeout(Math.max(0, ms)) };
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException('decision deadline reached', 'TimeoutError')), Math.max(0, ms));
+  return { at: Date.now() + ms, signal: controller.signal, dispose: () => clearTimeout(timer) };
 }
 
 /** Runs `fn` with `deadline` as the current decision deadline. */

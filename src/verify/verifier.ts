@@ -174,22 +174,18 @@ export class Verifier {
     }
   }
 
-  /** The flight's result, or 'deadline' if the decision's deadline passes first. */
+  /** The flight's result, or 'deadline' if the decision's deadline passes first; disposes the deadline. */
   #within(flight: Promise<FlightResult>, deadline: Deadline): Promise<Waited> {
     if (deadline.signal.aborted) return Promise.resolve('deadline');
     return new Promise<Waited>((resolve) => {
-      const expire = () => resolve('deadline');
+      const settle = (result: Waited) => {
+        deadline.signal.removeEventListener('abort', expire);
+        deadline.dispose();
+        resolve(result);
+      };
+      const expire = () => settle('deadline');
       deadline.signal.addEventListener('abort', expire, { once: true });
-      flight.then(
-        (result) => {
-          deadline.signal.removeEventListener('abort', expire);
-          resolve(result);
-        },
-        () => {
-          deadline.signal.removeEventListener('abort', expire);
-          resolve('upstream_unavailable');
-        },
-      );
+      flight.then(settle, () => settle('upstream_unavailable'));
     });
   }
 
