@@ -56,7 +56,13 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
         service.health.shutDown();
         // Load balancers and Kubernetes endpoints take a moment to stop sending: keep serving meanwhile.
         if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs);
-        await Promise.all([app.close(), metricsApp?.close(), adminApp?.close()]);
+        const apps = [app, metricsApp, adminApp].filter((a) => a !== undefined);
+        // Every decision under way has answered by its deadline; a connection still open after that
+        // is a client sending slowly (or not at all), which must not hold the exit up.
+        const force = setTimeout(() => apps.forEach((a) => a.server.closeAllConnections()), config.decisionTimeoutMs + 500);
+        force.unref();
+        await Promise.all(apps.map((a) => a.close()));
+        clearTimeout(force);
         await service.close();
       })();
       return closing;
