@@ -85,6 +85,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       breakerFailureThreshold: config.breakerFailureThreshold,
       breakerHalfOpenAfterMs: config.breakerHalfOpenAfterMs,
       maxConcurrent: config.maxConcurrentUpstream,
+      maxQueued: config.maxQueuedUpstream,
       onCircuitChange: (endpoint, state, lastFailure) => {
         metrics.upstreamCircuitState.set({ endpoint }, state);
         if (state === 2) log.warn({ endpoint, lastFailure, halfOpenAfterMs: config.breakerHalfOpenAfterMs }, `circuit open: ${endpoint} calls refused at once (503) until a probe succeeds`);

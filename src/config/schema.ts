@@ -99,9 +99,11 @@ export const configSchema = z
     /** How long an open circuit refuses calls before it lets one probe through (half-open); the probe's success closes
      * it, its failure opens it again. Milliseconds, default 5000: recovery within seconds once the AS is back. */
     breakerHalfOpenAfterMs: z.coerce.number().int().min(100).max(600_000).default(5000),
-    /** Most calls to the AS under way at once (all endpoints together); a decision that would need one more is answered
-     * 503 at once rather than queued. Default 64. */
+    /** Most calls to the AS under way at once (all endpoints together). Default 64. */
     maxConcurrentUpstream: z.coerce.number().int().min(1).max(10_000).default(64),
+    /** Calls that may wait for one of those slots, each at most until its decision's deadline (a short burst is absorbed);
+     * a decision needing a call beyond them is answered 503 at once. Default 256; 0: no waiting. */
+    maxQueuedUpstream: z.coerce.number().int().min(0).max(100_000).default(256),
     /** Stale-if-error: when the AS cannot be asked, a credential whose verified identity left the cache less than this
      * many seconds ago is still allowed (scopes still checked; never past the credential's own `exp`; never after the AS
      * denied it). Default 0: off. RISK: a revoked ASP or changed password keeps working through an AS outage for up to

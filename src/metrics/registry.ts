@@ -109,7 +109,7 @@ export class Metrics {
 
   readonly upstreamRejections = new Counter({
     name: 'credgate_upstream_rejections_total',
-    help: 'Calls to the AS not made: circuit_open (the breaker is open) or concurrency_limit (maxConcurrentUpstream calls already under way).',
+    help: 'Calls to the AS not made: circuit_open (the breaker is open) or concurrency_limit (maxConcurrentUpstream calls under way and maxQueuedUpstream waiting).',
     labelNames: ['endpoint', 'cause'] as const,
     registers: [this.registry],
   });

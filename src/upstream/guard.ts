@@ -17,7 +17,7 @@ import {
   type RetryPolicy,
 } from 'cockatiel';
 import { UpstreamError } from '../errors.js';
-import { remainingMs } from './deadline.js';
+import { currentDeadline, remainingMs } from './deadline.js';
 
 /** Which authorization-server endpoint a call goes to; a fixed set, safe as a metric label. */
 export type Endpoint = 'discovery' | 'token' | 'introspection' | 'jwks';
@@ -45,8 +45,10 @@ export interface GuardOptions {
   readonly breakerFailureThreshold: number;
   /** How long an open circuit refuses calls before it lets one probe through. */
   readonly breakerHalfOpenAfterMs: number;
-  /** Calls to the AS under way at once; more are refused at once (503), never queued. */
+  /** Calls to the AS under way at once. */
   readonly maxConcurrent: number;
+  /** Calls that may wait for a free slot (each no longer than its decision's deadline); beyond that, refused at once. Default 0. */
+  readonly maxQueued?: number;
   readonly onCircuitChange?: (endpoint: Endpoint, state: CircuitGauge, lastFailure: string | undefined) => void;
   readonly onRetry?: (endpoint: Endpoint, failure: string) => void;
   readonly onRejected?: (endpoint: Endpoint, cause: 'circuit_open' | 'concurrency_limit') => void;
@@ -85,9 +87,9 @@ const GAUGE: Record<CircuitState, CircuitGauge> = {
 
 /**
  * Discipline around every call to the authorization server (cockatiel policies):
- * retry (per endpoint, by RetryMode) → concurrency limit (one for the whole process) →
- * circuit breaker (one per endpoint) → the call. An open circuit or a full concurrency limit
- * answers at once with an UpstreamError, which the verifier turns into 503
+ * retry (per endpoint, by RetryMode) → concurrency limit with a short queue (one for the whole
+ * process) → circuit breaker (one per endpoint) → the call. An open circuit or a full limit and
+ * queue answer at once with an UpstreamError, which the verifier turns into 503
  * `upstream_unavailable`, never an allow.
  */
 export class UpstreamGuard {
@@ -98,7 +100,7 @@ export class UpstreamGuard {
 
   constructor(options: GuardOptions) {
     this.#options = options;
-    this.#bulkhead = bulkhead(options.maxConcurrent, 0);
+    this.#bulkhead = bulkhead(options.maxConcurrent, options.maxQueued ?? 0);
     if (options.breakerFailureThreshold > 0) {
       for (const endpoint of ENDPOINTS) {
         const breaker = circuitBreaker(handleWhen(countsAgainstCircuit), {
@@ -128,8 +130,9 @@ export class UpstreamGuard {
   /** Runs one operation against `endpoint` (request and parsing together: a retry repeats both). */
   run<T>(endpoint: Endpoint, operation: () => Promise<T>): Promise<T> {
     const breaker: IPolicy = this.#breakers.get(endpoint) ?? noop;
+    // A call queued for a slot is dropped when its decision's deadline passes (TaskCancelledError).
     const guarded = () =>
-      this.#bulkhead.execute(() => breaker.execute(operation)).catch((err: unknown) => {
+      this.#bulkhead.execute(() => breaker.execute(operation), currentDeadline()?.signal).catch((err: unknown) => {
         throw this.#translate(endpoint, err);
       });
     return this.#retries.get(endpoint)?.execute(guarded) ?? guarded();
@@ -159,9 +162,9 @@ export class UpstreamGuard {
     }
     if (err instanceof BulkheadRejectedError) {
       this.#options.onRejected?.(endpoint, 'concurrency_limit');
-      return new UpstreamError(`${endpoint}: ${this.#options.maxConcurrent} calls to the authorization server already under way`, endpoint, 'overloaded', { sent: false });
+      return new UpstreamError(`${endpoint}: ${this.#options.maxConcurrent} calls to the authorization server already under way and ${this.#options.maxQueued ?? 0} waiting`, endpoint, 'overloaded', { sent: false });
     }
-    if (err instanceof TaskCancelledError) return new UpstreamError(`${endpoint}: cancelled at the decision's deadline`, endpoint, 'timeout', { cause: err });
+    if (err instanceof TaskCancelledError) return new UpstreamError(`${endpoint}: still waiting for a free slot at the decision's deadline`, endpoint, 'timeout', { cause: err, sent: false });
     return err;
   }
 }

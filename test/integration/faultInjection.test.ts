@@ -253,9 +253,9 @@ describe('circuit breaker', () => {
   });
 });
 
-test('more concurrent AS calls than maxConcurrentUpstream: the excess is refused at once with 503', async () => {
+test('more concurrent AS calls than maxConcurrentUpstream and maxQueuedUpstream: the excess is refused at once with 503', async () => {
   const fake = await startFakeAuthorizationServer();
-  const credgate = await startCredgate({ ...base(fake.issuer), maxConcurrentUpstream: 2, breakerFailureThreshold: 0, upstreamTimeoutMs: 2000, decisionTimeoutMs: 3000 });
+  const credgate = await startCredgate({ ...base(fake.issuer), maxConcurrentUpstream: 2, maxQueuedUpstream: 0, breakerFailureThreshold: 0, upstreamTimeoutMs: 2000, decisionTimeoutMs: 3000 });
   try {
     fake.introspection = { ...answers.json(200, { ...validAsp, username: undefined }), delayMs: 600 };
     // Opaque bearer tokens: one introspection each, all distinct (no coalescing).
@@ -273,6 +273,37 @@ test('more concurrent AS calls than maxConcurrentUpstream: the excess is refused
     for (const r of refused) assert.ok(r.ms < 400, `refused after ${r.ms} ms`);
     assert.equal(fake.calls.introspection, 2);
     assert.equal(await metricValue(credgate, 'credgate_upstream_rejections_total', { cause: 'concurrency_limit' }), 4);
+  } finally {
+    await credgate.close();
+    await fake.close();
+  }
+});
+
+test('a short burst waits for a free slot; a call still waiting at its deadline is dropped without reaching the AS', async () => {
+  const fake = await startFakeAuthorizationServer();
+  const credgate = await startCredgate({ ...base(fake.issuer), maxConcurrentUpstream: 1, maxQueuedUpstream: 2, breakerFailureThreshold: 0, upstreamTimeoutMs: 2000, decisionTimeoutMs: 1000 });
+  const burst = (n: number, tag: string) =>
+    Promise.all(Array.from({ length: n }, async (_, i) => {
+      const started = Date.now();
+      const status = (await credgate.auth(`Bearer opaque-token-${tag}-${i}-abcdefgh`)).status;
+      return { status, ms: Date.now() - started };
+    }));
+  try {
+    // One runs, two wait their turn and run: all allowed. A fourth finds the queue full: 503 at once.
+    fake.introspection = { ...answers.json(200, { ...validAsp, username: undefined }), delayMs: 150 };
+    const absorbed = await burst(4, 'a');
+    assert.deepEqual(absorbed.map((r) => r.status).sort(), [200, 200, 200, 503]);
+    assert.ok(absorbed.find((r) => r.status === 503)!.ms < 100);
+    assert.equal(fake.calls.introspection, 3);
+
+    // The AS is slow: the running call is cut at the deadline, and the two waiting behind it are
+    // dropped from the queue at their deadline instead of being sent late.
+    fake.introspection = { ...fake.introspection, delayMs: 1500 };
+    const calls = fake.calls.introspection;
+    const expired = await burst(3, 'b');
+    assert.deepEqual(expired.map((r) => r.status), [503, 503, 503]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(fake.calls.introspection, calls + 1, 'only the running call reached the AS');
   } finally {
     await credgate.close();
     await fake.close();

@@ -83,13 +83,18 @@ describe('overload: requests are refused at once with 503 in each interface\'s t
   });
 
   test('a blocked event loop: the requests that waited are refused at once, then the service recovers on its own', async () => {
-    const credgate = await startCredgate({ ...base(fake.issuer), maxEventLoopDelayMs: 300 });
+    const credgate = await startCredgate({ ...base(fake.issuer), maxEventLoopDelayMs: 100 });
     try {
       fake.introspection = answers.json(200, { active: false });
       assert.equal((await credgate.verify({ username: 'alice', password: 'pw-123456' })).status, 200);
-      const blockedUntil = Date.now() + 1500;
-      while (Date.now() < blockedUntil); // a 1.5 s stall of this process (credgate runs in it)
-      await sleep(20);
+      // 2.5 s of 250 ms stalls of this process (credgate runs in it). under-pressure measures the
+      // mean delay over each second, so every one of its samples taken meanwhile sees ~250 ms.
+      const stalledUntil = Date.now() + 2500;
+      while (Date.now() < stalledUntil) {
+        const until = Date.now() + 250;
+        while (Date.now() < until);
+        await sleep(0);
+      }
       const shed = await credgate.verify({ username: 'alice', password: 'pw-123456' });
       assert.equal(shed.status, 503);
       assert.equal(shed.body.reason, 'upstream_unavailable');

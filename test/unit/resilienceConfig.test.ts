@@ -21,6 +21,7 @@ test('resilience defaults: well under proxies\' auth timeouts, retries on, break
   assert.equal(c.breakerFailureThreshold, 5);
   assert.equal(c.breakerHalfOpenAfterMs, 5000);
   assert.equal(c.maxConcurrentUpstream, 64);
+  assert.equal(c.maxQueuedUpstream, 256);
   assert.equal(c.staleIfErrorSeconds, 0, 'off unless asked for: it lets revoked credentials through an outage');
   assert.equal(c.maxEventLoopDelayMs, 1000);
   assert.equal(c.maxHeapUsedBytes, Math.floor(getHeapStatistics().heap_size_limit * 0.9));
