@@ -11,6 +11,7 @@ export const REDACT_PATHS = [
   'introspectionClientSecret', '*.introspectionClientSecret', 'client_assertion', '*.client_assertion',
   'access_token', '*.access_token', 'refresh_token', '*.refresh_token',
   'adminToken', '*.adminToken', 'cacheKeySecret', '*.cacheKeySecret', 'mailBackendPassword', '*.mailBackendPassword',
+  'redisUrl', '*.redisUrl', // may carry the Redis password
   'authPass', '*.authPass',
   'req.headers.authorization', 'req.headers["proxy-authorization"]', 'req.headers["auth-pass"]', 'req.headers.cookie',
   'headers.authorization', 'headers["auth-pass"]',
