@@ -10,6 +10,8 @@ export const REDACT_PATHS = [
   'password', '*.password', 'token', '*.token', 'secret', '*.secret', 'clientSecret', '*.clientSecret',
   'introspectionClientSecret', '*.introspectionClientSecret', 'client_assertion', '*.client_assertion',
   'access_token', '*.access_token', 'refresh_token', '*.refresh_token',
+  'adminToken', '*.adminToken', 'cacheKeySecret', '*.cacheKeySecret', 'mailBackendPassword', '*.mailBackendPassword',
+  'authPass', '*.authPass',
   'req.headers.authorization', 'req.headers["proxy-authorization"]', 'req.headers["auth-pass"]', 'req.headers.cookie',
   'headers.authorization', 'headers["auth-pass"]',
 ];

@@ -134,11 +134,12 @@ export const configSchema = z
     mailSmtpScopes: z.array(z.string().regex(SCOPE_TOKEN)).default(['send:mail']),
     /** Login attempts per mail connection after which nginx is told not to retry (no `Auth-Wait`: it closes the connection). */
     mailMaxAttempts: z.coerce.number().int().min(1).max(20).default(3),
-    /** `Auth-Wait` for the first failed attempt, seconds; it doubles with each further attempt and is at least the throttle's retry-after. */
+    /** `Auth-Wait` for the first failed attempt, seconds; it doubles with each further attempt and is at least the throttle's
+     * retry-after and at least 1 (nginx reads 0 as "close"); a wait over 300 s closes the connection instead. */
     mailWaitSeconds: z.coerce.number().int().min(0).max(60).default(3),
     /** Sent back as `Auth-Pass` on success so the backend receives this shared secret instead of the user's password.
-     * Unset: the user's password is passed through. */
-    mailBackendPassword: z.string().min(16, 'must be at least 16 characters').optional(),
+     * Handed only to peers in `trustedProxies`. Unset: the user's password is passed through. */
+    mailBackendPassword: z.string().min(16, 'must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces (nginx receives it in a header)').optional(),
     /** `Auth-Error-Code` for a refused SMTP login (RFC 4954 §6 / RFC 3463). */
     mailSmtpErrorCode: z.string().regex(/^[45]\d\d [45]\.\d{1,3}\.\d{1,3}$/, 'must look like "535 5.7.8"').default('535 5.7.8'),
     /** Bearer token for the admin API (`POST /admin/purge`); unset: the admin API is off. */

@@ -4,6 +4,7 @@ import type { Service } from '../service.js';
 import { installErrorHandlers } from './errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { authRoute } from './routes/auth.js';
+import { mailRoute } from './routes/mail.js';
 import { metricsRoute, operationsRoutes } from './routes/operations.js';
 import { verifyRoute } from './routes/verify.js';
 
@@ -36,6 +37,7 @@ function baseApp(service: Service): FastifyInstance {
 export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
   const app = baseApp(service);
   authRoute(app, service);
+  mailRoute(app, service);
   verifyRoute(app, service);
   operationsRoutes(app, service);
   if (options.metricsOnMainPort) metricsRoute(app, service);

@@ -123,3 +123,8 @@ test('mail backends must be IP:port, since nginx does not resolve Auth-Server na
     assert.throws(() => loadConfig({ env: { ...required, CREDGATE_MAIL_IMAP_BACKEND: bad } }), /mailImapBackend/, bad);
   }
 });
+
+test('a mail backend secret nginx could not carry in a header stops start-up, naming the key', () => {
+  assert.throws(() => loadConfig({ env: { ...required, CREDGATE_MAIL_BACKEND_PASSWORD: 'has a space in it!!' } }), /mailBackendPassword \(CREDGATE_MAIL_BACKEND_PASSWORD\): must be printable ASCII/);
+  assert.equal(loadConfig({ env: { ...required, CREDGATE_MAIL_BACKEND_PASSWORD: 'Visible-ASCII_only.1234' } }).mailBackendPassword, 'Visible-ASCII_only.1234');
+});
