@@ -20,7 +20,7 @@ import {
 } from '../fixtures/monitoring.js';
 
 // A real credgate in front of the embedded dev AS, driven through a scripted mix of decisions on
-// /v1/verify and /auth (allows by password, ASP and Bearer JWT; wrong passwords; missing scope;
+// /v1/verify, /auth and /auth/mail (allows by password, ASP and Bearer JWT; wrong passwords; missing scope;
 // a policy denial; missing and malformed credentials; cached repeats; throttling; coalesced
 // concurrent requests; an admin purge; a refused and an accepted policy reload; the AS going
 // away). Its /metrics (on its own port, as metrics/prometheus.yml recommends) is scraped before
@@ -32,6 +32,7 @@ const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-observability', clientSecret: `client-secret-${randomBytes(12).toString('hex')}` };
 const ADMIN_TOKEN = `admin-token-${randomBytes(24).toString('hex')}`;
 const CACHE_KEY_SECRET = randomBytes(32).toString('hex');
+const MAIL_BACKEND_PASSWORD = `mail-backend-${randomBytes(12).toString('hex')}`;
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 const ALICE_PASSWORD = users.alice!.password;
 const CAROL_PASSWORD = users.carol!.password;
@@ -48,6 +49,9 @@ rules:
   - name: git-fetch
     match: { method: [GET, POST], path: ["/**/info/refs", "/**/git-upload-pack"] }
     scopes: [read:repo]
+  - name: imap
+    match: { protocol: imap }
+    scopes: [read:mail]
 `;
 const push = { 'x-original-method': 'GET', 'x-original-uri': '/team/r.git/info/refs?service=git-receive-pack' };
 const fetchRefs = { 'x-original-method': 'GET', 'x-original-uri': '/team/r.git/info/refs?service=git-upload-pack' };
@@ -110,6 +114,7 @@ describe('observability: a scripted run through a real credgate, checked against
     ['client secret', CLIENT.clientSecret],
     ['admin token', ADMIN_TOKEN],
     ['cache key secret', CACHE_KEY_SECRET],
+    ['mail backend password', MAIL_BACKEND_PASSWORD],
     ...defaultDevUsers().map((u): [string, string] => [`${u.username}'s password`, u.password]),
   ]);
   const secret = (what: string, value: string): string => {
@@ -137,6 +142,14 @@ describe('observability: a scripted run through a real credgate, checked against
     byKey(parseExposition(await scrape())).get(seriesKey(name, labels)) ?? 0;
   const auth = (headers: Record<string, string>, path = '/auth') => fetch(`${credgate.url}${path}`, { headers });
   const verify = (body: Record<string, unknown>) => credgate.verify(body);
+  /** What nginx's mail proxy sends to auth_http for one login (user and password percent-escaped as nginx does). */
+  const mailLogin = (protocol: string, username: string, password: string) => {
+    const escaped = encodeURIComponent(password);
+    if (escaped !== password) secret(`${username}'s password as nginx escapes it`, escaped);
+    return fetch(`${credgate.url}/auth/mail`, {
+      headers: { 'auth-method': 'plain', 'auth-user': encodeURIComponent(username), 'auth-pass': escaped, 'auth-protocol': protocol, 'auth-login-attempt': '1', 'client-ip': '192.0.2.10', 'client-host': '[UNAVAILABLE]' },
+    });
+  };
   const writeAtomically = (text: string) => {
     // As editors do: a new file renamed over the old one.
     const tmp = join(dir, `.policy-${randomBytes(4).toString('hex')}.tmp`);
@@ -156,6 +169,9 @@ describe('observability: a scripted run through a real credgate, checked against
       adminToken: ADMIN_TOKEN,
       cacheKeySecret: CACHE_KEY_SECRET,
       metricsPort: 0,
+      mailImapBackend: '127.0.0.1:1143',
+      mailSmtpBackend: '127.0.0.1:1025',
+      mailBackendPassword: MAIL_BACKEND_PASSWORD,
       throttleUsernameFailures: 3,
       throttleIpFailures: 0,
     });
@@ -221,6 +237,19 @@ describe('observability: a scripted run through a real credgate, checked against
     expected.decision('verify', 'allow', 'ok', 'app_password', true, 5 - coalesced);
     expected.cache('miss', 1 + coalesced); expected.cache('hit', 5 - coalesced); expected.upstream('introspection', 'ok');
     expected.add('credgate_coalesced_requests_total', {}, coalesced);
+
+    // nginx's mail proxy: alice's IMAP login (her identity is cached), carol lacks read:mail, the
+    // policy has no SMTP rule, and SMTP without AUTH.
+    const imap = await mailLogin('imap', 'alice', ALICE_PASSWORD);
+    assert.equal(imap.headers.get('auth-status'), 'OK');
+    expected.decision('mail', 'allow', 'ok', 'password', true); expected.cache('hit');
+    assert.notEqual((await mailLogin('imap', 'carol', CAROL_PASSWORD)).headers.get('auth-status'), 'OK');
+    expected.decision('mail', 'deny', 'insufficient_scope', 'none', true); expected.cache('hit');
+    assert.notEqual((await mailLogin('smtp', 'alice', ALICE_PASSWORD)).headers.get('auth-status'), 'OK');
+    expected.decision('mail', 'deny', 'denied_by_policy', 'none', false);
+    const noAuth = await fetch(`${credgate.url}/auth/mail`, { headers: { 'auth-method': 'none', 'auth-protocol': 'smtp', 'auth-login-attempt': '1', 'client-ip': '192.0.2.10' } });
+    assert.notEqual(noAuth.headers.get('auth-status'), 'OK');
+    expected.decision('mail', 'deny', 'missing_credentials', 'none', false);
 
     // An admin purge drops alice's cached identity: her password goes to the AS again.
     const purge = await fetch(`${credgate.url}/admin/purge`, {
