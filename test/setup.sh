@@ -6,6 +6,7 @@ set -euo pipefail
 # command → package that provides it
 declare -A pkg=(
   [curl]=curl
+  [openssl]=openssl
   [git]=git
   [nginx]=nginx
   [fcgiwrap]=fcgiwrap
