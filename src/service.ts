@@ -79,7 +79,9 @@ export async function createService(config: ServiceConfig, log: Logger, options:
             metrics.policyLastReloadSuccessful.set(result === 'success' ? 1 : 0);
           },
         });
+  // Without a policy file the gauge would read 0 ("failed"): it is not exposed at all.
   if (policy) metrics.policyLastReloadSuccessful.set(1);
+  else metrics.registry.removeSingleMetric('credgate_policy_last_reload_successful');
   let health: Health | undefined;
   const http = new UpstreamHttp({
     timeoutMs: config.upstreamTimeoutMs,

@@ -113,6 +113,10 @@ export class Metrics {
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names three gauges `*_total`, a suffix Prometheus reserves for counters
+    // (prometheus/client_js#283; `promtool check metrics` flags them). The labelled gauges without
+    // the suffix (nodejs_active_handles{type}, …) hold the same numbers.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
     for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
