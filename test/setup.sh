@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests run for real (nginx with the mail module, git
-# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis, promtool, systemd-analyze for the unit file). Called by `npm test`
-# (pretest). Idempotent: does nothing when everything is already there.
+# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis, promtool; systemd-analyze checks the
+# unit file). Called by `npm test` (pretest). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 # command → package that provides it
 declare -A pkg=(

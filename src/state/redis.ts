@@ -190,9 +190,10 @@ export class SharedRedis {
       this.#logError(err as Error);
       return;
     }
+    // Drop what may be stale before reporting "up": purges sent while unsubscribed were missed.
+    this.#options.onSubscribed();
     this.#subscribed = true;
     this.#transition();
-    this.#options.onSubscribed();
   }
 
   async #publishPending(): Promise<void> {
