@@ -13,6 +13,7 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set(
     'password', 'token', 'secret', 'clientSecret', 'client_secret', 'introspectionClientSecret', 'client_assertion',
     'access_token', 'refresh_token', 'id_token', 'assertion', 'authorization', 'proxy-authorization', 'auth-pass', 'authPass',
     'cookie', 'set-cookie', 'adminToken', 'cacheKeySecret', 'mailBackendPassword',
+    'redisUrl', // may carry the Redis password
   ].map((k) => k.toLowerCase()),
 );
 

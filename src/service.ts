@@ -19,6 +19,7 @@ import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
 import { Verifier } from './verify/verifier.js';
 import { TrustedProxies } from './http/originalRequest.js';
 import { PolicyStore } from './policy/store.js';
+import { startSharedState, type SharedState } from './state/sharedState.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -56,6 +57,11 @@ export interface Service {
   readonly trust: TrustedProxies;
   /** Whether `audience` is one credgate verifies for: the configured one or one the policy names. */
   servesAudience(audience: string): boolean;
+  /**
+   * Drops every cached decision of one user (admin purge) here and, with `redisUrl`, in every replica.
+   * `broadcast` (only with `redisUrl`): whether the other replicas were told now; if not, they are once Redis is back.
+   */
+  purge(username: string): Promise<{ purged: number; broadcast?: boolean }>;
   /** Discovery and JWKS now, so the first request does not pay for them; failures are retried later. */
   warmUp(): Promise<void>;
   close(): Promise<void>;
@@ -86,7 +92,12 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   });
   const metadata = new AuthorizationServerMetadata(config, http);
   const accessTokens = new AccessTokenVerifier(config, metadata, http);
-  health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded });
+  let shared: SharedState | undefined;
+  health = new Health({
+    metadataLoaded: () => metadata.current !== undefined,
+    jwksLoaded: () => accessTokens.loaded,
+    sharedState: config.redisUrl === undefined ? undefined : () => shared?.status() ?? { ok: false, detail: 'not started' },
+  });
   const introspection = new Introspection(config, keys, metadata, http);
   const grant = new PasswordGrant(config, metadata, http);
   const cache = new CredentialCache({
@@ -104,6 +115,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     baseDelaySeconds: config.throttleBaseDelaySeconds,
   });
   metrics.trackCacheSize(() => cache.size);
+  if (config.redisUrl !== undefined) shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, log, metrics });
   const verifier = new Verifier(
     {
       passwordGrant: new PasswordGrantStrategy(grant, accessTokens, introspection, log),
@@ -111,7 +123,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       jwt: new JwtAccessTokenStrategy(config, accessTokens),
     },
     cache,
-    throttle,
+    shared?.throttle ?? throttle,
     {
       defaultAudience: config.audience,
       strategyOrder: config.strategyOrder,
@@ -121,6 +133,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     metrics,
     health,
     log,
+    shared?.memory,
   );
   return {
     config,
@@ -133,6 +146,11 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     policy,
     trust: new TrustedProxies(config.trustedProxies, log),
     servesAudience: (audience) => audience === config.audience || (policy?.current.audiences.has(audience) ?? false),
+    async purge(username) {
+      const purged = verifier.purgeUser(username);
+      if (!shared) return { purged };
+      return { purged, broadcast: await shared.memory.purge(username) };
+    },
     async warmUp() {
       try {
         await metadata.get();
@@ -143,7 +161,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     },
     async close() {
       policy?.close();
-      await http.close();
+      await Promise.all([http.close(), shared?.close()]);
     },
   };
 }
