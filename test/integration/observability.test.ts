@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
+import { startRedis, type TestRedis } from '../fixtures/redis.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import {
   dashboardExpressions,
@@ -106,6 +107,7 @@ async function waitFor(what: string, condition: () => Promise<boolean>, ms = 500
 describe('observability: a scripted run through a real credgate, checked against metrics/', { timeout: 30_000 }, () => {
   let dev: DevAuthorizationServer | undefined;
   let credgate: TestCredgate;
+  let redis: TestRedis | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'credgate-observability-'));
   const policyFile = join(dir, 'policy.yaml');
   const expected = new Expected();
@@ -160,7 +162,10 @@ describe('observability: a scripted run through a real credgate, checked against
   before(async () => {
     writeFileSync(policyFile, POLICY);
     dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1000 });
+    // With Redis, as a replicated deployment runs: the shared-state metrics the alerts read exist.
+    redis = await startRedis();
     credgate = await startCredgate({
+      redisUrl: redis.url,
       issuer: dev.issuer,
       audience: AUDIENCE,
       ...CLIENT,
@@ -293,6 +298,7 @@ describe('observability: a scripted run through a real credgate, checked against
   after(async () => {
     await credgate?.close();
     await dev?.close();
+    await redis?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
