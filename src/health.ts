@@ -5,11 +5,16 @@ export interface HealthProbes {
   jwksLoaded(): boolean;
   /** Circuit breaker of each AS endpoint. */
   circuits?(): Record<string, { state: 'closed' | 'half_open' | 'open'; lastFailure?: string }>;
+  /** The shared state (Redis), when configured. Reported, but never makes the replica unready: without it
+   * credgate decides with local state (README "Several replicas"), which beats taking every replica out. */
+  sharedState?(): { ok: boolean; detail?: string };
 }
 
 export interface Check {
   ok: boolean;
   detail?: string;
+  /** false: reported, but does not decide readiness. */
+  required?: false;
 }
 
 /**
@@ -53,6 +58,7 @@ export class Health {
     return this.#shuttingDown;
   }
 
+  /** `required: false` marks a check that is reported but does not decide readiness. */
   status(): { ready: boolean; checks: Record<string, Check> } {
     const pressure = this.#pressure();
     const circuits = this.probes.circuits?.() ?? {};
@@ -62,11 +68,12 @@ export class Health {
       discovery: { ok: this.probes.metadataLoaded() },
       jwks: { ok: this.probes.jwksLoaded() },
       client: this.#misconfigured.size === 0 ? { ok: true } : { ok: false, detail: [...this.#misconfigured.values()].join('; ') },
-      // Informational: see the class comment for why an open circuit does not fail readiness.
-      upstream: open.length === 0 ? { ok: true } : { ok: true, detail: open.map(([endpoint, c]) => `${endpoint} circuit ${c.state.replace('_', '-')}${c.lastFailure ? ` (${c.lastFailure})` : ''}`).join('; ') },
+      // Reported, not required: see the class comment for why an open circuit does not fail readiness.
+      upstream: open.length === 0 ? { ok: true } : { ok: false, required: false, detail: open.map(([endpoint, c]) => `${endpoint} circuit ${c.state.replace('_', '-')}${c.lastFailure ? ` (${c.lastFailure})` : ''}`).join('; ') },
       load: pressure === undefined ? { ok: true } : { ok: false, detail: pressure },
       lifecycle: this.#shuttingDown ? { ok: false, detail: 'shutting down' } : { ok: true },
     };
-    return { ready: Object.values(checks).every((c) => c.ok), checks };
+    if (this.probes.sharedState) checks.sharedState = { ...this.probes.sharedState(), required: false };
+    return { ready: Object.values(checks).every((c) => c.ok || c.required === false), checks };
   }
 }

@@ -21,6 +21,7 @@ import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
 import { Verifier } from './verify/verifier.js';
 import { TrustedProxies } from './http/originalRequest.js';
 import { PolicyStore } from './policy/store.js';
+import { startSharedState, type SharedState } from './state/sharedState.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -58,6 +59,11 @@ export interface Service {
   readonly trust: TrustedProxies;
   /** Whether `audience` is one credgate verifies for: the configured one or one the policy names. */
   servesAudience(audience: string): boolean;
+  /**
+   * Drops every cached decision of one user (admin purge) here and, with `redisUrl`, in every replica.
+   * `broadcast` (only with `redisUrl`): whether the other replicas were told now; if not, they are once Redis is back.
+   */
+  purge(username: string): Promise<{ purged: number; broadcast?: boolean }>;
   /** Discovery and JWKS now, so the first request does not pay for them; failures are retried later. */
   warmUp(): Promise<void>;
   close(): Promise<void>;
@@ -75,7 +81,9 @@ export async function createService(config: ServiceConfig, log: Logger, options:
             metrics.policyLastReloadSuccessful.set(result === 'success' ? 1 : 0);
           },
         });
+  // Without a policy file the gauge would read 0 ("failed"): it is not exposed at all.
   if (policy) metrics.policyLastReloadSuccessful.set(1);
+  else metrics.registry.removeSingleMetric('credgate_policy_last_reload_successful');
   let health: Health | undefined;
   const http = new UpstreamHttp({
     timeoutMs: config.upstreamTimeoutMs,
@@ -105,7 +113,13 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   metrics.trackUpstreamInFlight(() => http.guard.inFlight);
   const metadata = new AuthorizationServerMetadata(config, http);
   const accessTokens = new AccessTokenVerifier(config, metadata, http);
-  health = new Health({ metadataLoaded: () => metadata.current !== undefined, jwksLoaded: () => accessTokens.loaded, circuits: () => http.guard.circuits() });
+  let shared: SharedState | undefined;
+  health = new Health({
+    metadataLoaded: () => metadata.current !== undefined,
+    jwksLoaded: () => accessTokens.loaded,
+    circuits: () => http.guard.circuits(),
+    sharedState: config.redisUrl === undefined ? undefined : () => shared?.status() ?? { ok: false, detail: 'not started' },
+  });
   const introspection = new Introspection(config, keys, metadata, http);
   const grant = new PasswordGrant(config, metadata, http);
   const cache = new CredentialCache({
@@ -123,6 +137,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     baseDelaySeconds: config.throttleBaseDelaySeconds,
   });
   metrics.trackCacheSize(() => cache.size);
+  if (config.redisUrl !== undefined) shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, log, metrics });
   const verifier = new Verifier(
     {
       passwordGrant: new PasswordGrantStrategy(grant, accessTokens, introspection, log),
@@ -130,7 +145,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       jwt: new JwtAccessTokenStrategy(config, accessTokens),
     },
     cache,
-    throttle,
+    shared?.throttle ?? throttle,
     {
       defaultAudience: config.audience,
       strategyOrder: config.strategyOrder,
@@ -142,6 +157,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     metrics,
     health,
     log,
+    shared?.memory,
   );
   return {
     config,
@@ -154,6 +170,11 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     policy,
     trust: new TrustedProxies(config.trustedProxies, log),
     servesAudience: (audience) => audience === config.audience || (policy?.current.audiences.has(audience) ?? false),
+    async purge(username) {
+      const purged = verifier.purgeUser(username);
+      if (!shared) return { purged };
+      return { purged, broadcast: await shared.memory.purge(username) };
+    },
     async warmUp() {
       try {
         // Bounded like a decision, so that retries against a silent AS cannot hold up start-up.
@@ -168,7 +189,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     },
     async close() {
       policy?.close();
-      await http.close();
+      await Promise.all([http.close(), shared?.close()]);
     },
   };
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests run for real (nginx with the mail module, git
-# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis, promtool). Called by `npm test`
-# (pretest). Idempotent: does nothing when everything is already there.
+# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis, promtool; systemd-analyze checks the
+# unit file). Called by `npm test` (pretest). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 # command → package that provides it
 declare -A pkg=(
   [curl]=curl
+  [openssl]=openssl
   [git]=git
   [nginx]=nginx
   [fcgiwrap]=fcgiwrap
@@ -13,6 +14,7 @@ declare -A pkg=(
   [dovecot]=dovecot-imapd
   [redis-server]=redis-server
   [promtool]=prometheus
+  [systemd-analyze]=systemd
 )
 need=()
 for cmd in "${!pkg[@]}"; do

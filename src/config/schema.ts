@@ -192,6 +192,14 @@ export const configSchema = z
     mailBackendPassword: z.string().min(16, 'must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces (nginx receives it in a header)').optional(),
     /** `Auth-Error-Code` for a refused SMTP login (RFC 4954 §6 / RFC 3463). */
     mailSmtpErrorCode: z.string().regex(/^[45]\d\d [45]\.\d{1,3}\.\d{1,3}$/, 'must look like "535 5.7.8"').default('535 5.7.8'),
+    /** Redis shared by several replicas (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS): throttling counters,
+     * known-wrong credentials, "this credential is an ASP" markers and purges. Positive decisions stay in each process.
+     * Unset: every process keeps its own state. Needs `cacheKeySecret` (the same in every replica). See README "Several replicas". */
+    redisUrl: z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional(),
+    /** Prefix of every Redis key and of the purge channel, so that several credgate deployments can share one Redis. */
+    redisKeyPrefix: z.string().min(1).max(64).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').default('credgate:'),
+    /** Longest a decision waits for Redis, milliseconds; past it (or with Redis down) the local state decides. */
+    redisTimeoutMs: z.coerce.number().int().min(5).max(5000).default(100),
     /** Bearer token for the admin API (`POST /admin/purge`); unset: the admin API is off. */
     adminToken: z.string().min(32, 'must be at least 32 characters').optional(),
     /** Serve the admin API on this port (bound to loopback) instead of on the main listener's loopback connections. */
@@ -218,6 +226,10 @@ export const configSchema = z
     }
     if (c.shutdownTimeoutMs <= c.decisionTimeoutMs) {
       ctx.addIssue({ code: 'custom', path: ['shutdownTimeoutMs'], message: 'must exceed decisionTimeoutMs, so that in-flight decisions can finish' });
+    }
+    if (c.redisUrl !== undefined && c.cacheKeySecret === undefined) {
+      // Shared keys are HMACs: with a random per-process key no two replicas would name anything alike.
+      ctx.addIssue({ code: 'custom', path: ['cacheKeySecret'], message: 'is required when redisUrl (CREDGATE_REDIS_URL) is set: replicas sharing state must name it with the same HMAC key' });
     }
     if (c.metricsPort !== undefined && c.metricsPort !== 0 && c.metricsPort === c.port) {
       ctx.addIssue({ code: 'custom', path: ['metricsPort'], message: 'must differ from port' });

@@ -22,6 +22,13 @@ export interface OriginalRequest {
 
 const ORIGINAL_HEADERS = ['x-original-method', 'x-original-uri', 'x-forwarded-method', 'x-forwarded-uri', 'x-forwarded-host', 'x-original-host', 'x-real-ip'] as const;
 
+/** Pairs that name the same thing; a trusted proxy that sends both must send the same value. */
+const CONFLICTING: ReadonlyArray<readonly [(typeof ORIGINAL_HEADERS)[number], (typeof ORIGINAL_HEADERS)[number]]> = [
+  ['x-original-method', 'x-forwarded-method'],
+  ['x-original-uri', 'x-forwarded-uri'],
+  ['x-original-host', 'x-forwarded-host'],
+];
+
 const WATCHED: ReadonlySet<string> = new Set([...ORIGINAL_HEADERS, 'x-forwarded-for', 'host']);
 
 /** Each watched header with every line it came in, so that a duplicated one can be told apart from a joined one. */
@@ -74,8 +81,13 @@ export class TrustedProxies {
       // Once trusted proxies are configured, any other peer talks to credgate directly: it is the end user.
       return { trusted: false, method: undefined, host: undefined, uri: undefined, clientIp: peer, endUserIp: this.configured ? peer : undefined, ambiguous: undefined };
     }
-    const ambiguous = ORIGINAL_HEADERS.find((h) => (headers[h]?.length ?? 0) > 1);
     const one = (name: (typeof ORIGINAL_HEADERS)[number]) => headers[name]?.[0];
+    // A header sent twice, or the nginx-style and the Traefik/Caddy-style header disagreeing: the
+    // proxy set one family and passed the client's copy of the other through. Believing either
+    // could turn a push into a fetch, so the request is ambiguous (and denied by the policy).
+    const ambiguous =
+      ORIGINAL_HEADERS.find((h) => (headers[h]?.length ?? 0) > 1) ??
+      CONFLICTING.find(([a, b]) => one(a) !== undefined && one(b) !== undefined && one(a) !== one(b))?.join(' and ');
     let endUserIp: string | undefined;
     if (headers['x-forwarded-for'] !== undefined) {
       const address = plainIp(proxyAddr(request.raw, this.#trust));

@@ -4,6 +4,17 @@ import type { CredentialType, Reason } from '../verify/types.js';
 
 export type Interface = 'auth' | 'verify' | 'mail' | 'cli';
 
+/** What credgate asks of the shared state (Redis), for `credgate_shared_state_errors_total{operation}`. */
+export type SharedOperation = 'recall' | 'remember' | 'throttle_check' | 'throttle_record' | 'purge_publish';
+/** Why a shared-state operation fell back to local state: not connected, no answer within `redisTimeoutMs`, an error reply. */
+export type SharedFailure = 'unavailable' | 'timeout' | 'error';
+
+export interface SharedStateMetrics {
+  readonly up: Gauge;
+  readonly errors: Counter<'operation' | 'reason'>;
+  readonly purgesReceived: Counter;
+}
+
 /**
  * credgate's own registry (never prom-client's global one). Label values come only from fixed
  * sets — interface, result, reason, credential type, endpoint, outcome — never a username, IP or
@@ -142,6 +153,10 @@ export class Metrics {
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names three gauges `*_total`, a suffix Prometheus reserves for counters
+    // (prometheus/client_js#283; `promtool check metrics` flags them). The labelled gauges without
+    // the suffix (nodejs_active_handles{type}, …) hold the same numbers.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
     for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) {
@@ -156,6 +171,33 @@ export class Metrics {
       this.jwksRefreshes.inc({ result }, 0);
     }
     for (const result of ['hit', 'negative_hit', 'miss'] as const) this.cacheRequests.inc({ result }, 0);
+  }
+
+  /** Shared-state (Redis) metrics, created only when `redisUrl` is set: a lone replica shows none. */
+  sharedState(): SharedStateMetrics {
+    const metrics: SharedStateMetrics = {
+      up: new Gauge({
+        name: 'credgate_shared_state_up',
+        help: 'Whether the shared state (Redis) is connected and subscribed to purges (1); 0: deciding with local state only.',
+        registers: [this.registry],
+      }),
+      errors: new Counter({
+        name: 'credgate_shared_state_errors_total',
+        help: 'Shared-state operations that fell back to local state, by operation and reason (unavailable, timeout, error).',
+        labelNames: ['operation', 'reason'] as const,
+        registers: [this.registry],
+      }),
+      purgesReceived: new Counter({
+        name: 'credgate_shared_state_purges_received_total',
+        help: "Purges received from the shared state's broadcast (this replica's own included).",
+        registers: [this.registry],
+      }),
+    };
+    metrics.up.set(0);
+    for (const operation of ['recall', 'remember', 'throttle_check', 'throttle_record', 'purge_publish'] satisfies SharedOperation[]) {
+      metrics.errors.inc({ operation, reason: 'unavailable' }, 0);
+    }
+    return metrics;
   }
 
   /** `credgate_cache_entries`, read at scrape time. */

@@ -72,6 +72,8 @@ export class PolicyStore implements PolicyDecider {
   #digest: string;
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** The last reload attempt was refused: the file on disk is not the policy in force. */
+  #lastAttemptFailed = false;
 
   constructor(
     readonly file: string,
@@ -98,15 +100,24 @@ export class PolicyStore implements PolicyDecider {
     try {
       loaded = loadPolicyFile(this.file);
     } catch (err) {
+      this.#lastAttemptFailed = true;
       this.events.onReload?.('failure');
       this.log.error({ policyFile: this.file, trigger: reason, err: (err as Error).message }, 'policy reload refused; the previous policy stays in force');
       return false;
     }
     if (loaded.digest === this.#digest) {
-      // An explicit reload (SIGHUP) is answered in the log even when nothing changed.
-      if (reason !== 'file changed') this.log.info({ policyFile: this.file, trigger: reason, rules: loaded.policy.ruleCount }, 'policy unchanged');
+      // The file is back to the policy in force (say, a refused edit reverted): that is a success.
+      if (this.#lastAttemptFailed) {
+        this.#lastAttemptFailed = false;
+        this.events.onReload?.('success');
+        this.log.info({ policyFile: this.file, trigger: reason, rules: loaded.policy.ruleCount }, 'policy file matches the policy in force again');
+      } else if (reason !== 'file changed') {
+        // An explicit reload (SIGHUP) is answered in the log even when nothing changed.
+        this.log.info({ policyFile: this.file, trigger: reason, rules: loaded.policy.ruleCount }, 'policy unchanged');
+      }
       return true;
     }
+    this.#lastAttemptFailed = false;
     this.#policy = loaded.policy;
     this.#digest = loaded.digest;
     this.events.onReload?.('success');

@@ -5,7 +5,7 @@ import type { Credentials, Identity } from './types.js';
 
 interface Entry {
   readonly outcome: Outcome;
-  /** Normalised username the entry is indexed under, for purges. */
+  /** `userKey` of the username the entry is indexed under, for purges. */
   readonly user: string | undefined;
 }
 
@@ -45,7 +45,8 @@ function decodeKey(secret: string): Buffer {
 export class CredentialCache {
   readonly #hmacKey: Buffer;
   readonly #lru: LRUCache<string, Entry>;
-  /** username (normalised) → keys, so that one user's entries can be purged. */
+  /** userKey (HMAC of the normalised username) → keys, so that one user's entries can be purged, also by
+   * a purge another replica broadcast (which carries only the HMAC). */
   readonly #byUser = new Map<string, Set<string>>();
   readonly #options: CacheOptions;
   /** HMAC keys of credentials that turned out to be ASPs; lives much longer than decisions. */
@@ -72,6 +73,19 @@ export class CredentialCache {
     return mac.update('\0').update(audience).digest('base64url');
   }
 
+  /**
+   * HMAC of a labelled value under the cache key, base64url: how shared state (Redis) names a username or
+   * an IP address without holding it. The label keeps these apart from credential keys (`basic`, `bearer`).
+   */
+  digest(label: string, value: string): string {
+    return createHmac('sha256', this.#hmacKey).update(label).update('\0').update(value).digest('base64url');
+  }
+
+  /** A username's purge-index key: the same in every replica that shares `cacheKeySecret`. */
+  userKey(username: string): string {
+    return this.digest('user', normaliseUsername(username));
+  }
+
   get(key: string): Outcome | undefined {
     return this.#lru.get(key)?.outcome;
   }
@@ -86,7 +100,7 @@ export class CredentialCache {
     const ttl = outcome.kind === 'identity' ? this.positiveTtlSeconds(outcome.identity) : this.#options.negativeTtlSeconds;
     if (ttl <= 0) return;
     const name = username ?? (outcome.kind === 'identity' ? outcome.identity.username : undefined);
-    const user = name === undefined ? undefined : normaliseUsername(name);
+    const user = name === undefined ? undefined : this.userKey(name);
     this.#lru.set(key, { outcome, user }, { ttl: ttl * 1000 });
     if (user !== undefined) {
       let keys = this.#byUser.get(user);
@@ -97,12 +111,25 @@ export class CredentialCache {
 
   /** Drops every entry of one user (after an ASP is revoked or a password changed). Returns how many. */
   purgeUser(username: string): number {
-    const keys = this.#byUser.get(normaliseUsername(username));
+    return this.purgeUserKey(this.userKey(username));
+  }
+
+  /** `purgeUser` by the username's `userKey` (a purge broadcast by another replica). */
+  purgeUserKey(userKey: string): number {
+    const keys = this.#byUser.get(userKey);
     if (!keys) return 0;
     let purged = 0;
     for (const key of [...keys]) if (this.#lru.delete(key)) purged++;
-    this.#byUser.delete(normaliseUsername(username));
+    this.#byUser.delete(userKey);
     return purged;
+  }
+
+  /** Drops every decision (positive and negative; remembered ASPs stay). Returns how many. */
+  clear(): number {
+    const size = this.#lru.size;
+    this.#lru.clear();
+    this.#byUser.clear();
+    return size;
   }
 
   /** Remember (by HMAC key) that this credential proved to be an ASP, so it is introspected first next time. */

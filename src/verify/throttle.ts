@@ -15,6 +15,16 @@ export interface ThrottleOptions {
 
 export type ThrottleVerdict = { readonly throttled: false } | { readonly throttled: true; readonly retryAfterSeconds: number };
 
+/**
+ * What the verifier asks of a throttle. The local `Throttle` answers at once; the shared one
+ * (`src/state/sharedThrottle.ts`) asks Redis first, so its answers are promises.
+ */
+export interface FailureThrottle {
+  check(username: string | undefined, ip: string | undefined): ThrottleVerdict | Promise<ThrottleVerdict>;
+  recordFailure(username: string | undefined, ip: string | undefined): void | Promise<void>;
+  recordSuccess(username: string | undefined): void | Promise<void>;
+}
+
 const OPEN: ThrottleVerdict = Object.freeze({ throttled: false });
 
 /**
@@ -24,11 +34,11 @@ const OPEN: ThrottleVerdict = Object.freeze({ throttled: false });
  * bounded number of times and the user's own AS lockout counter is spared. Not a lockout weapon:
  * the verifier serves known-good (cached) credentials and remembered ASPs before asking here.
  */
-export class Throttle {
+export class Throttle implements FailureThrottle {
   readonly #failures: LRUCache<string, number[]>;
 
   constructor(
-    private readonly options: ThrottleOptions,
+    readonly options: ThrottleOptions,
     private readonly now: () => number = Date.now,
   ) {
     this.#failures = new LRUCache<string, number[]>({ max: options.maxTracked ?? 100_000, ttl: options.windowSeconds * 1000, updateAgeOnGet: false });

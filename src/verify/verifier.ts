@@ -5,9 +5,10 @@ import type { Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
 import type { CredentialCache, Outcome } from './cache.js';
 import { missingScopes } from './scopes.js';
+import type { SharedMemory } from './shared.js';
 import { looksLikeJwt, type Strategy, type StrategyContext } from './strategy.js';
 import type { StaleIdentities } from './staleIdentities.js';
-import type { Throttle } from './throttle.js';
+import type { FailureThrottle } from './throttle.js';
 import type { Credentials, Decision, Identity, RequestContext } from './types.js';
 
 export interface Strategies {
@@ -32,6 +33,7 @@ export interface VerifierOptions {
 
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
 const DENIED_CACHED: Decision = Object.freeze({ ...DENIED, cached: true });
+const DENIED_OUTCOME: Outcome = Object.freeze({ kind: 'denied' });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
 type FlightResult = Outcome | 'upstream_unavailable';
@@ -61,11 +63,13 @@ export class Verifier {
   constructor(
     private readonly strategies: Strategies,
     private readonly cache: CredentialCache,
-    private readonly throttle: Throttle,
+    private readonly throttle: FailureThrottle,
     private readonly options: VerifierOptions,
     private readonly metrics: Metrics,
     private readonly health: Health,
     private readonly log: Logger,
+    /** State shared with other replicas (Redis); undefined: this process decides alone. */
+    private readonly shared?: SharedMemory,
   ) {}
 
   /**
@@ -130,13 +134,14 @@ export class Verifier {
   }
 
   async #decide(credentials: Credentials, context: RequestContext, audience: string, username: string | undefined, key: string): Promise<Decision> {
-    const cached = this.cache.get(key);
+    let cached = this.cache.get(key);
+    if (cached === undefined && this.shared) cached = await this.#recall(key, username);
     this.metrics.cacheRequests.inc({ result: cached === undefined ? 'miss' : cached.kind === 'identity' ? 'hit' : 'negative_hit' });
     if (cached?.kind === 'identity') return this.#authorize(cached.identity, context, true);
     if (cached?.kind === 'denied') return DENIED_CACHED;
 
     const endUserIp = context.endUserIp;
-    const verdict = this.throttle.check(username, endUserIp);
+    const verdict = await this.throttle.check(username, endUserIp);
     const introspectionOnly = verdict.throttled && this.cache.isKnownAppPassword(key);
     if (verdict.throttled && !introspectionOnly) {
       this.metrics.throttledRequests.inc();
@@ -153,25 +158,48 @@ export class Verifier {
     }
     flight = withDeadline(deadline, () => this.#authenticate(credentials, key, { audience, endUserIp }, introspectionOnly))
       // Recorded inside the flight, so that an answer arriving after a waiter's deadline still counts.
-      .then((result) => (this.#record(key, result, username, endUserIp), result))
+      .then(async (result) => {
+        try {
+          await this.#record(key, result, username, endUserIp);
+        } catch (err) {
+          this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not record the outcome in shared state');
+        }
+        return result;
+      })
       .finally(() => this.#inFlight.delete(key));
     this.#inFlight.set(key, flight);
     return this.#fromResult(await this.#within(flight, deadline), context, key);
   }
 
-  #record(key: string, result: FlightResult, username: string | undefined, endUserIp: string | undefined): void {
+  async #record(key: string, result: FlightResult, username: string | undefined, endUserIp: string | undefined): Promise<void> {
     if (result === 'upstream_unavailable') return; // never cached: the next request asks again
     this.cache.set(key, result, username);
     if (result.kind === 'identity') {
       this.options.staleIdentities?.remember(key, result.identity, this.cache.positiveTtlSeconds(result.identity), username);
       // Only a password login clears the username's failures, as only it clears the AS's own
       // lockout counter: frequent ASP use must not hand an attacker fresh guesses.
-      if (result.identity.credential === 'password') this.throttle.recordSuccess(username);
-      else this.cache.rememberAppPassword(key);
+      if (result.identity.credential === 'password') await this.throttle.recordSuccess(username);
+      else {
+        this.cache.rememberAppPassword(key);
+        await this.shared?.rememberAppPassword(key);
+      }
     } else {
       this.options.staleIdentities?.forget(key);
-      this.throttle.recordFailure(username, endUserIp);
+      // Awaited (each bounded by the shared store's timeout) so that the next request, on any
+      // replica, already counts this failure.
+      await Promise.all([this.throttle.recordFailure(username, endUserIp), this.shared?.rememberDenied(key)]);
     }
+  }
+
+  /**
+   * What other replicas know of credentials this one has not cached: a known-wrong credential is
+   * denied as a cached one is; a known ASP is remembered locally, so `order` introspects it first and
+   * a throttled username still lets it in.
+   */
+  async #recall(key: string, username: string | undefined): Promise<Outcome | undefined> {
+    const recalled = await this.shared!.recall(key, username);
+    if (recalled.appPassword) this.cache.rememberAppPassword(key);
+    return recalled.denied ? DENIED_OUTCOME : undefined;
   }
 
   /** The flight's result, or 'deadline' if the decision's deadline passes first; disposes the deadline. */

@@ -141,6 +141,7 @@ describe('Auth0 behaviour through the dev server', () => {
     const metrics = await (await fetch(`${credgate.url}/metrics`)).text();
     assert.match(metrics, /credgate_decisions_total\{interface="verify",result="allow",reason="ok",credential="app_password",cached="false"\} [1-9]/);
     assert.match(metrics, /credgate_decisions_total\{interface="verify",result="deny",reason="invalid_credentials",credential="none",cached="false"\} [1-9]/);
+    assert.doesNotMatch(metrics, /credgate_policy_last_reload_successful/, 'without a policy file there is no reload state to report');
     assert.match(metrics, /credgate_upstream_requests_total\{endpoint="token",outcome="client_error"\} [1-9]/);
     assert.match(metrics, /credgate_upstream_requests_total\{endpoint="introspection",outcome="ok"\} [1-9]/);
     assert.match(metrics, /credgate_decision_duration_seconds_bucket\{le="0.0001",interface="verify",result="allow"\}/);

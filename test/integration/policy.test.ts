@@ -105,6 +105,10 @@ describe('policy, trusted proxies and tokens as passwords, with the dev authoriz
     // Joined into one value with ", " they are not a request-target either.
     assert.equal((await auth(trusting, { authorization: alice, 'x-original-method': 'GET', 'x-original-uri': '/r.git/HEAD, /admin' })).status, 403);
     assert.equal((await auth(trusting, { authorization: alice, 'x-original-method': 'GET', 'x-original-uri': '/r.git/HEAD' })).status, 200);
+    // A proxy that sets X-Forwarded-Uri but passes the client's X-Original-URI through: the two disagree.
+    const smuggled = { 'x-original-method': 'GET', 'x-original-uri': '/r.git/info/refs?service=git-upload-pack', 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/r.git/info/refs?service=git-receive-pack' };
+    assert.equal((await auth(trusting, { authorization: carol, ...smuggled })).status, 403);
+    assert.equal((await auth(trusting, { authorization: alice, ...smuggled })).status, 403, 'denied for everyone: the request is ambiguous');
   });
 
   test('from an untrusted peer, forwarded headers are ignored: the original request is unknown and no rule matches', async () => {

@@ -55,10 +55,18 @@ describe('original request and client IP', () => {
     assert.equal((await original(['10.0.0.0/8'], '::ffff:10.0.0.1', nginx)).trusted, true);
   });
 
-  test('Traefik/Caddy X-Forwarded-Method/-Uri; X-Original-* wins when both are sent', async () => {
-    const got = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/a?b=c', 'x-original-uri': '/nginx' });
-    assert.equal(got.method, 'GET');
-    assert.equal(got.uri, '/nginx');
+  test('Traefik/Caddy X-Forwarded-Method/-Uri are read when no X-Original-* is sent', async () => {
+    const got = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/a?b=c' });
+    assert.deepEqual([got.method, got.uri, got.ambiguous], ['GET', '/a?b=c', undefined]);
+  });
+
+  test("both header families agreeing is fine; disagreeing (a client's copy passed through) is ambiguous", async () => {
+    const same = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-original-uri': '/r.git/HEAD', 'x-forwarded-uri': '/r.git/HEAD' });
+    assert.equal(same.ambiguous, undefined);
+    const uri = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-original-uri': '/r.git/info/refs?service=git-upload-pack', 'x-forwarded-uri': '/r.git/info/refs?service=git-receive-pack' });
+    assert.equal(uri.ambiguous, 'x-original-uri and x-forwarded-uri');
+    const method = await original(['10.0.0.0/8'], '10.0.0.1', { 'x-original-method': 'GET', 'x-forwarded-method': 'POST' });
+    assert.equal(method.ambiguous, 'x-original-method and x-forwarded-method');
   });
 
   test('Envoy: /auth/<path> is the original path, with the request method and query', async () => {

@@ -31,7 +31,7 @@ function hasAdminToken(header: string | string[] | undefined, adminToken: string
 
 /**
  * The admin API: `POST /admin/purge {"username"}` drops every cached decision of one user (after an
- * ASP is revoked or a password changed) and answers `{"purged": N}`. Registered only when
+ * ASP is revoked or a password changed) and answers `{"purged": N}` (with `redisUrl`, also `"broadcast"`: whether the other replicas were told now). Registered only when
  * `adminToken` is set. `loopbackOnly` (on the main listener) answers connections from other hosts
  * with the ordinary 404, before authentication or body parsing, as if the route did not exist.
  */
@@ -58,9 +58,10 @@ export function adminRoutes(app: FastifyInstance, service: Service, options: { l
     const { username } = parsed.data;
     const problem = checkUsername(username);
     if (problem) return badRequest(reply, 'malformed_request', problem);
-    const purged = service.verifier.purgeUser(username);
+    const { purged, broadcast } = await service.purge(username);
     service.metrics.purges.inc();
-    service.log.info({ requestId: request.id, username, purged }, 'purged cached decisions');
-    return reply.header('cache-control', 'no-store').send({ purged });
+    service.log.info({ requestId: request.id, username, purged, broadcast }, 'purged cached decisions');
+    if (broadcast === false) service.log.warn({ requestId: request.id, username }, 'purge not broadcast (shared state unreachable): other replicas are told once redis is back');
+    return reply.header('cache-control', 'no-store').send(broadcast === undefined ? { purged } : { purged, broadcast });
   });
 }

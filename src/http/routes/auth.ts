@@ -29,6 +29,8 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as 
  * a trusted proxy's headers), plus any scopes pinned with `?scope=`.
  */
 export function authRoute(app: FastifyInstance, service: Service): void {
+  // Basic first: nginx's auth_request passes only the first WWW-Authenticate to the client, and
+  // git, curl and mail-era clients answer a Basic challenge.
   const challenge = [`Basic realm="${service.config.realm}", charset="UTF-8"`, `Bearer realm="${service.config.realm}"`];
 
   const deny = (reply: FastifyReply, status: number, body: Record<string, unknown>) => {
@@ -48,7 +50,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
       // The policy is asked before the credentials: a request no rule allows is refused without
       // asking the AS, and the answer says nothing about the credentials.
       const verdict = original.ambiguous
-        ? ({ effect: 'deny', rule: undefined, why: `the trusted proxy sent ${original.ambiguous} twice (it must replace, not append, the client's copy)` } as const)
+        ? ({ effect: 'deny', rule: undefined, why: `ambiguous original request: the trusted proxy sent ${original.ambiguous} twice or with different values (it must set or strip the client's copies)` } as const)
         : service.policy.evaluate({ protocol: 'http', method: original.method, host: original.host, uri: original.uri });
       if (verdict.effect === 'deny') {
         recordEarlyDenial(service, request, 'auth', 'denied_by_policy', verdict.why, { rule: verdict.rule, clientIp: original.clientIp });

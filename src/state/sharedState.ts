@@ -1,0 +1,56 @@
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/registry.js';
+import type { CredentialCache } from '../verify/cache.js';
+import type { Throttle } from '../verify/throttle.js';
+import { SharedRedis } from './redis.js';
+import { RedisSharedMemory } from './sharedMemory.js';
+import { SharedThrottle } from './sharedThrottle.js';
+
+/** How long start-up waits for Redis before serving with local state (it keeps connecting in the background). */
+const START_WAIT_MS = 2000;
+
+/** State shared by the replicas of one deployment through Redis (`redisUrl`). */
+export interface SharedState {
+  readonly throttle: SharedThrottle;
+  readonly memory: RedisSharedMemory;
+  /** For `/readyz` (reported, never failing readiness). */
+  status(): { ok: boolean; detail?: string };
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to Redis and wires it to this replica's cache: purges from other replicas drop local
+ * entries, and each time the purge subscription is (re)established every local decision is dropped,
+ * because purges published while it was down were lost — a revoked ASP must not outlive a Redis
+ * outage in some replica's memory. Waits up to 2 s for Redis, then serves with local state and keeps
+ * reconnecting by itself.
+ */
+export async function startSharedState(config: Config & { redisUrl: string }, deps: { cache: CredentialCache; throttle: Throttle; log: Logger; metrics: Metrics }): Promise<SharedState> {
+  const { cache, log } = deps;
+  let subscriptions = 0;
+  const redis = new SharedRedis({
+    url: config.redisUrl,
+    keyPrefix: config.redisKeyPrefix,
+    timeoutMs: config.redisTimeoutMs,
+    log,
+    metrics: deps.metrics.sharedState(),
+    onPurge: (userKey) => {
+      const purged = cache.purgeUserKey(userKey);
+      if (purged > 0) log.info({ purged }, 'purge received from the shared state: dropped cached decisions');
+    },
+    onSubscribed: () => {
+      const dropped = cache.clear();
+      if (subscriptions++ > 0 || dropped > 0) log.info({ dropped }, 'purge subscription renewed: dropped every cached decision (purges sent meanwhile were missed)');
+    },
+  });
+  SharedThrottle.define(redis.commandConnection);
+  const shared: SharedState = {
+    throttle: new SharedThrottle(deps.throttle, redis, cache),
+    memory: new RedisSharedMemory(redis, cache, { negativeTtlSeconds: config.negativeCacheTtlSeconds, appPasswordMemorySeconds: config.appPasswordMemorySeconds }),
+    status: () => redis.status(),
+    close: () => redis.close(),
+  };
+  await redis.start(START_WAIT_MS);
+  return shared;
+}

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { cleanCopy, followDockerfile, parseDockerfile, type Stage } from '../fixtures/dockerfile.js';
+
+const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
+const DOCKERFILE = join(REPOSITORY, 'deploy/docker/Dockerfile');
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer().once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+
+/** Every file under `dir` with its size and mtime, to show that the running service wrote nothing. */
+function snapshot(dir: string): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else {
+        const s = statSync(path);
+        files.set(relative(dir, path), `${s.size}:${s.mtimeMs}`);
+      }
+    }
+  };
+  walk(dir);
+  return files;
+}
+
+/**
+ * The Dockerfile's own steps build credgate from a clean copy of the repository and start it.
+ * There is no container engine here or in CI, so test/fixtures/dockerfile.ts follows the file:
+ * COPY into a directory per stage, RUN verbatim there, then ENTRYPOINT + CMD, then the HEALTHCHECK.
+ *
+ * `npm ci` runs as written; npm is told to prefer its local cache (npm_config_prefer_offline), the
+ * stand-in for the Dockerfile's cache mount on /root/.npm: packages already downloaded for this
+ * repository are not fetched again, which keeps this test at about half a minute instead of
+ * depending on the registry's speed. Copying or symlinking the repository's node_modules was not
+ * chosen: it would skip `npm ci --omit=dev`, the step that decides what the image ships.
+ */
+describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy', { timeout: 180_000 }, () => {
+  let workspace: string;
+  let stages: Stage[];
+  let runtime: Stage;
+  let child: ChildProcess | undefined;
+  let output = '';
+
+  before(async () => {
+    workspace = mkdtempSync(join(tmpdir(), 'credgate-docker-'));
+    const context = join(workspace, 'context');
+    cleanCopy(REPOSITORY, context);
+    assert.ok(!existsSync(join(context, 'node_modules')) && !existsSync(join(context, 'dist')), 'the copy is clean');
+    stages = await followDockerfile(parseDockerfile(readFileSync(DOCKERFILE, 'utf8')), {
+      context,
+      workspace: join(workspace, 'stages'),
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? '/root',
+        npm_config_prefer_offline: 'true',
+        npm_config_update_notifier: 'false',
+      },
+    });
+    runtime = stages.at(-1)!;
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await new Promise((r) => child!.once('exit', r));
+    }
+    if (workspace) rmSync(workspace, { recursive: true, force: true });
+  });
+
+  test('two stages: the image is built with dev dependencies, the runtime stage ships production ones only, on a Node LTS image, as a non-root user', () => {
+    assert.deepEqual(stages.map((s) => s.name), ['build', 'runtime']);
+    assert.match(runtime.image, /^node:(22|24)-[a-z]+-slim$/);
+    assert.equal(stages[0]!.image, runtime.image);
+    assert.ok(stages[0]!.runs.some((r) => /^npm ci\b/.test(r)) && stages[0]!.runs.includes('npm run build'));
+    assert.ok(runtime.runs.some((r) => /^npm ci .*--omit=dev/.test(r)));
+    const app = join(runtime.root, runtime.workdir);
+    assert.ok(existsSync(join(app, 'dist/src/cli.js')));
+    assert.ok(existsSync(join(app, 'node_modules/fastify')) && existsSync(join(app, 'node_modules/ioredis')));
+    for (const dev of ['typescript', 'oidc-provider', 'autocannon']) assert.ok(!existsSync(join(app, 'node_modules', dev)), `${dev} is a dev dependency`);
+    assert.ok(!existsSync(join(app, 'src')) && !existsSync(join(app, 'dist/test')), 'no sources or tests in the image');
+    assert.ok(runtime.user !== undefined && !['root', '0', '0:0'].includes(runtime.user), `USER ${runtime.user}`);
+    assert.equal(runtime.env.NODE_ENV, 'production');
+    assert.deepEqual(runtime.exposed, ['8080']);
+    assert.ok(runtime.healthcheck, 'HEALTHCHECK');
+    assert.equal(runtime.healthcheck[0], 'node', 'slim images have no curl');
+  });
+
+  test('ENTRYPOINT + CMD start credgate (dev mode, no AS configured): /healthz, /readyz and a decision answer; the HEALTHCHECK passes, then fails once it is gone', async () => {
+    const port = await freePort();
+    const app = join(runtime.root, runtime.workdir);
+    const before = snapshot(app);
+    const [command, ...args] = [...runtime.entrypoint!, ...runtime.cmd!];
+    // The container's environment: the image's ENV, a port, and nothing from the test process.
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', ...runtime.env, PORT: String(port) };
+    child = spawn(command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const base = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null) assert.fail(`credgate exited ${child.exitCode}:\n${output}`);
+      // Dev mode prints its banner once credgate and the embedded AS are both up.
+      const ok = /DEV MODE/.test(output) && (await fetch(`${base}/healthz`).then((r) => r.ok, () => false));
+      if (ok) break;
+      if (Date.now() > deadline) assert.fail(`no /healthz within 20 s:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const verify = (password: string) =>
+      fetch(`${base}/v1/verify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password }) }).then((r) => r.json() as Promise<{ allow: boolean; reason: string }>);
+    assert.deepEqual(await verify('correct horse battery staple').then((d) => [d.allow, d.reason]), [true, 'ok']);
+    assert.deepEqual(await verify('not the password').then((d) => [d.allow, d.reason]), [false, 'invalid_credentials']);
+
+    const [hcCommand, ...hcArgs] = runtime.healthcheck!;
+    const healthcheck = () => spawnSync(hcCommand!, hcArgs, { cwd: app, env, timeout: 10_000 }).status;
+    assert.equal(healthcheck(), 0);
+
+    assert.deepEqual(snapshot(app), before, 'credgate wrote nothing under its root (read-only root filesystem)');
+
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => child!.once('exit', (c) => r(c)));
+    assert.equal(code, 0, output);
+    assert.equal(healthcheck(), 1, 'the health check fails once credgate is gone');
+  });
+});

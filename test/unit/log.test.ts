@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { createLogger, redact } from '../../src/log.js';
+
+function capture() {
+  const lines: string[] = [];
+  const destination = new Writable({ write(chunk: Buffer, _e, done) { lines.push(chunk.toString()); done(); } });
+  return { log: createLogger({ level: 'info', destination }), lines };
+}
+
+test('credentials under any listed name, at any depth and in any case, are redacted in the log line', () => {
+  const { log, lines } = capture();
+  log.info({
+    password: 'pw-1', Token: 'tok-2', nested: { deeper: { client_secret: 'sec-3', list: [{ Authorization: 'Basic abc-4' }] } },
+    headers: { 'auth-pass': 'mail-5', 'proxy-authorization': 'Basic pq-6' }, adminToken: 'admin-7', username: 'alice',
+  }, 'something');
+  const text = lines.join('');
+  for (const secret of ['pw-1', 'tok-2', 'sec-3', 'abc-4', 'mail-5', 'pq-6', 'admin-7']) assert.ok(!text.includes(secret), secret);
+  assert.match(text, /"username":"alice"/);
+  assert.equal((text.match(/\[redacted\]/g) ?? []).length, 7);
+});
+
+test("the caller's object is left as it was", () => {
+  const input = { user: { password: 'keep-me' } };
+  const out = redact(input);
+  assert.equal(input.user.password, 'keep-me');
+  assert.deepEqual(out, { user: { password: '[redacted]' } });
+});
+
+test('a line with nothing to redact is passed through untouched (the decision line)', () => {
+  const decision = { requestId: 'r', interface: 'auth', result: 'allow', reason: 'ok', username: 'alice', cached: true };
+  assert.equal(redact(decision), decision);
+});
+
+test('errors keep their message and stack; their enumerable secrets are redacted', () => {
+  const err = Object.assign(new Error('boom'), { token: 'err-secret' });
+  const { log, lines } = capture();
+  log.warn({ err }, 'failed');
+  assert.ok(!lines.join('').includes('err-secret'));
+  assert.match(lines.join(''), /"message":"boom"/);
+});
+
+test('cyclic objects do not hang or crash the logger', () => {
+  const a: Record<string, unknown> = { password: 'cyc-1' };
+  a.self = a;
+  const { log, lines } = capture();
+  log.info({ a }, 'cycle');
+  assert.ok(!lines.join('').includes('cyc-1'));
+});
