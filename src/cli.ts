@@ -158,7 +158,7 @@ async function main(argv: string[]): Promise<number> {
       const log = createLogger({ level: config.logLevel });
       const server = await startServer(requireServiceConfig(config), log);
       log.info({ url: server.url, issuer: config.issuer, audience: config.audience }, 'credgate listening');
-      closeOnSignals(server, log);
+      closeOnSignals(server, log, config);
       reloadOnHangup(server.service);
       return -1; // keep running
     }

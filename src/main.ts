@@ -1,4 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
+import type { Config } from './config/schema.js';
 import { buildAdminApp, buildApp, buildMetricsApp } from './http/app.js';
 import type { Logger } from './log.js';
 import { createService, type Service, type ServiceConfig } from './service.js';
@@ -12,6 +14,11 @@ export interface RunningServer {
   readonly metricsUrl: string | undefined;
   /** `http://127.0.0.1:port` of the admin listener, when `adminPort` and `adminToken` are set. */
   readonly adminUrl: string | undefined;
+  /**
+   * Graceful stop: `/readyz` fails at once and every answer asks for `Connection: close`; after
+   * `shutdownDelayMs` the listeners stop accepting, in-flight decisions finish, idle connections
+   * close; then the AS connection pool closes. Calling it again returns the same promise.
+   */
   close(): Promise<void>;
 }
 
@@ -47,7 +54,15 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
     close() {
       closing ??= (async () => {
         service.health.shutDown();
-        await Promise.all([app.close(), metricsApp?.close(), adminApp?.close()]);
+        // Load balancers and Kubernetes endpoints take a moment to stop sending: keep serving meanwhile.
+        if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs);
+        const apps = [app, metricsApp, adminApp].filter((a) => a !== undefined);
+        // Every decision under way has answered by its deadline; a connection still open after that
+        // is a client sending slowly (or not at all), which must not hold the exit up.
+        const force = setTimeout(() => apps.forEach((a) => a.server.closeAllConnections()), config.decisionTimeoutMs + 500);
+        force.unref();
+        await Promise.all(apps.map((a) => a.close()));
+        clearTimeout(force);
         await service.close();
       })();
       return closing;
@@ -63,17 +78,27 @@ export function reloadOnHangup(service: Service): void {
   });
 }
 
-/** SIGTERM/SIGINT: stop accepting, let in-flight decisions finish, exit within `graceMs`. */
-export function closeOnSignals(server: { close(): Promise<void> }, log: Logger, graceMs = 10_000): void {
+/**
+ * SIGTERM/SIGINT: `server.close()` (readiness fails at once, serving goes on for `shutdownDelayMs`,
+ * then the listeners stop accepting and in-flight decisions finish); exit 0 when done, or 1 if that
+ * takes longer than `shutdownDelayMs + shutdownTimeoutMs`. A second signal is not caught: it ends
+ * the process at once.
+ */
+export function closeOnSignals(server: { close(): Promise<void> }, log: Logger, config: Pick<Config, 'shutdownDelayMs' | 'shutdownTimeoutMs'>): void {
+  const graceMs = config.shutdownDelayMs + config.shutdownTimeoutMs;
   const stop = (signal: string) => {
-    log.info({ signal }, 'shutting down');
+    const started = Date.now();
+    log.info({ signal, shutdownDelayMs: config.shutdownDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs }, 'shutting down: not ready any more; finishing in-flight decisions');
     const timer = setTimeout(() => {
-      log.error('shutdown took too long; exiting');
+      log.error({ graceMs }, 'shutdown took too long; exiting');
       process.exit(1);
     }, graceMs);
     timer.unref();
     server.close().then(
-      () => process.exit(0),
+      () => {
+        log.info({ durationMs: Date.now() - started }, 'stopped');
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'error while shutting down');
         process.exit(1);

@@ -7,11 +7,13 @@ import type { Logger } from './log.js';
 import { Metrics } from './metrics/registry.js';
 import { AccessTokenVerifier } from './upstream/accessToken.js';
 import { loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
+import { deadlineIn, withDeadline } from './upstream/deadline.js';
 import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
 import { PasswordGrant } from './upstream/passwordGrant.js';
 import { CredentialCache } from './verify/cache.js';
+import { StaleIdentities } from './verify/staleIdentities.js';
 import { Throttle } from './verify/throttle.js';
 import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
 import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
@@ -85,17 +87,37 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   let health: Health | undefined;
   const http = new UpstreamHttp({
     timeoutMs: config.upstreamTimeoutMs,
+    connectTimeoutMs: config.upstreamConnectTimeoutMs,
+    guard: {
+      retries: config.upstreamRetries,
+      breakerFailureThreshold: config.breakerFailureThreshold,
+      breakerHalfOpenAfterMs: config.breakerHalfOpenAfterMs,
+      maxConcurrent: config.maxConcurrentUpstream,
+      maxQueued: config.maxQueuedUpstream,
+      onCircuitChange: (endpoint, state, lastFailure) => {
+        metrics.upstreamCircuitState.set({ endpoint }, state);
+        if (state === 2) log.warn({ endpoint, lastFailure, halfOpenAfterMs: config.breakerHalfOpenAfterMs }, `circuit open: ${endpoint} calls refused at once (503) until a probe succeeds`);
+        else log.info({ endpoint }, state === 1 ? `circuit half-open: probing ${endpoint}` : `circuit closed: ${endpoint} answers again`);
+      },
+      onRetry: (endpoint, failure) => {
+        metrics.upstreamRetries.inc({ endpoint });
+        log.debug({ endpoint, failure }, `retrying ${endpoint}`);
+      },
+      onRejected: (endpoint, cause) => metrics.upstreamRejections.inc({ endpoint, cause }),
+    },
     observe: (endpoint, outcome, seconds) => {
       metrics.observeUpstream(endpoint, outcome, seconds);
       if (outcome === 'ok') health?.reportOk(endpoint);
     },
   });
+  metrics.trackUpstreamInFlight(() => http.guard.inFlight);
   const metadata = new AuthorizationServerMetadata(config, http);
   const accessTokens = new AccessTokenVerifier(config, metadata, http);
   let shared: SharedState | undefined;
   health = new Health({
     metadataLoaded: () => metadata.current !== undefined,
     jwksLoaded: () => accessTokens.loaded,
+    circuits: () => http.guard.circuits(),
     sharedState: config.redisUrl === undefined ? undefined : () => shared?.status() ?? { ok: false, detail: 'not started' },
   });
   const introspection = new Introspection(config, keys, metadata, http);
@@ -129,6 +151,8 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       strategyOrder: config.strategyOrder,
       appPasswordPattern: config.appPasswordPattern === '' ? undefined : new RegExp(config.appPasswordPattern, 'u'),
       tokenUsernames: new Set(config.tokenUsernames.map((u) => u.toLowerCase())),
+      decisionTimeoutMs: config.decisionTimeoutMs,
+      staleIdentities: config.staleIfErrorSeconds > 0 ? new StaleIdentities(config.staleIfErrorSeconds, config.cacheMaxEntries) : undefined,
     },
     metrics,
     health,
@@ -153,8 +177,12 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     },
     async warmUp() {
       try {
-        await metadata.get();
-        await accessTokens.warmUp();
+        // Bounded like a decision, so that retries against a silent AS cannot hold up start-up.
+        const deadline = deadlineIn(config.decisionTimeoutMs);
+        await withDeadline(deadline, async () => {
+          await metadata.get();
+          await accessTokens.warmUp();
+        }).finally(() => deadline.dispose());
       } catch (err) {
         log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
       }

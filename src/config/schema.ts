@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BlockList, isIP } from 'node:net';
+import { getHeapStatistics } from 'node:v8';
 import { SCOPE_TOKEN } from '../verify/scopes.js';
 import { APP_PASSWORD_TOKEN_TYPE } from '../verify/types.js';
 
@@ -75,8 +76,57 @@ export const configSchema = z
     jwtAlgorithms: z.array(z.enum(ASYMMETRIC_JWS_ALGORITHMS)).min(1).default(['RS256', 'PS256', 'ES256', 'EdDSA']),
     /** Clock tolerance for `exp`/`nbf`/`iat`, seconds. Default 30. */
     clockToleranceSeconds: z.coerce.number().int().min(0).max(300).default(30),
-    /** Time limit for each call to the authorization server, milliseconds. Default 3000. */
+    /** Time limit for each call to the authorization server (connect, headers and the whole body), milliseconds.
+     * Default 3000. Cut shorter when less is left of `decisionTimeoutMs`. */
     upstreamTimeoutMs: z.coerce.number().int().min(50).max(60_000).default(3000),
+    /** Time limit for opening a connection (TCP and TLS) to the authorization server, milliseconds; at most
+     * `upstreamTimeoutMs`. Default 1500. A connect that times out never sent anything, so even a password grant is retried. */
+    upstreamConnectTimeoutMs: z.coerce.number().int().min(50).max(60_000).default(1500),
+    /** Longest credgate takes to decide, milliseconds, all calls to the AS and retries included; past it the answer is
+     * 503 `upstream_unavailable` (or a stale identity, see `staleIfErrorSeconds`). Default 5000. Keep it below the proxy's
+     * own timeout for the auth request: nginx `proxy_read_timeout` (60 s), Traefik/Caddy (none by default), and
+     * Envoy ext_authz, whose default of 200 ms must be raised (e.g. `timeout: 6s`). */
+    decisionTimeoutMs: z.coerce.number().int().min(100).max(60_000).default(5000),
+    /** Further attempts after a failed call, where a retry is safe: discovery, JWKS and introspection after a network
+     * failure, a timeout or a 5xx; the password grant only when the request surely never reached the AS (connection
+     * refused, DNS failure, connect timeout). Jittered back-off (50–400 ms); never past the decision's deadline.
+     * Default 2; 0: no retries. */
+    upstreamRetries: z.coerce.number().int().min(0).max(5).default(2),
+    /** Consecutive failures of one AS endpoint (no answer, 5xx, 429, garbage) that open its circuit: while open, calls
+     * to it are refused at once (503 `upstream_unavailable`, never an allow) instead of waiting for timeouts.
+     * Default 5; 0: no circuit breaker. */
+    breakerFailureThreshold: z.coerce.number().int().min(0).max(1000).default(5),
+    /** How long an open circuit refuses calls before it lets one probe through (half-open); the probe's success closes
+     * it, its failure opens it again. Milliseconds, default 5000: recovery within seconds once the AS is back. */
+    breakerHalfOpenAfterMs: z.coerce.number().int().min(100).max(600_000).default(5000),
+    /** Most calls to the AS under way at once (all endpoints together). Default 64. */
+    maxConcurrentUpstream: z.coerce.number().int().min(1).max(10_000).default(64),
+    /** Calls that may wait for one of those slots, each at most until its decision's deadline (a short burst is absorbed);
+     * a decision needing a call beyond them is answered 503 at once. Default 256; 0: no waiting. */
+    maxQueuedUpstream: z.coerce.number().int().min(0).max(100_000).default(256),
+    /** Stale-if-error: when the AS cannot be asked, a credential whose verified identity left the cache less than this
+     * many seconds ago is still allowed (scopes still checked; never past the credential's own `exp`; never after the AS
+     * denied it). Default 0: off. RISK: a revoked ASP or changed password keeps working through an AS outage for up to
+     * `cacheTtlSeconds + staleIfErrorSeconds`. */
+    staleIfErrorSeconds: z.coerce.number().int().min(0).max(86_400).default(0),
+    /** Event-loop delay (mean over one second), milliseconds, beyond which requests are answered 503 at once rather than
+     * queued until they time out; `/readyz` fails meanwhile. `/healthz` and `/metrics` are always answered. Default 1000; 0: off. */
+    maxEventLoopDelayMs: z.coerce.number().int().min(0).max(60_000).default(1000),
+    /** Heap in use, bytes, beyond which requests are answered 503 at once (as `maxEventLoopDelayMs`).
+     * Default 90 % of V8's heap limit (`--max-old-space-size`); 0: off. */
+    maxHeapUsedBytes: z.coerce.number().int().min(0).default(() => Math.floor(getHeapStatistics().heap_size_limit * 0.9)),
+    /** Time a client has to send a request's headers and body, milliseconds (slow clients are cut off). Default 10000. */
+    clientTimeoutMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+    /** How long an idle keep-alive connection from a client (the proxy) stays open, milliseconds. Default 65000: longer
+     * than nginx's and most load balancers' 60 s, so that the proxy, not credgate, closes idle connections. */
+    keepAliveTimeoutMs: z.coerce.number().int().min(0).max(600_000).default(65_000),
+    /** On SIGTERM/SIGINT, how long to go on serving (with `/readyz` failing and `Connection: close` on every answer)
+     * before the listeners close, milliseconds, so that load balancers and Kubernetes endpoints stop sending new requests
+     * first. Default 0; behind Kubernetes use ~5000. */
+    shutdownDelayMs: z.coerce.number().int().min(0).max(120_000).default(0),
+    /** After the listeners close, how long in-flight decisions get to finish before the process exits anyway (code 1),
+     * milliseconds. Default 10000; must exceed `decisionTimeoutMs`. */
+    shutdownTimeoutMs: z.coerce.number().int().min(1000).max(300_000).default(10_000),
     /** Permit `http://` endpoints that are not on loopback. Default false: TLS is required off-box. */
     allowInsecureHttp: z.stringbool().or(z.boolean()).default(false),
     /** Longest a verified identity is reused without asking the AS again, seconds; never beyond the token's `exp`.
@@ -173,6 +223,9 @@ export const configSchema = z
     }
     if (c.introspectionKeyFile !== undefined && c.introspectionClientSecret !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['introspectionClientSecret'], message: 'set either introspectionKeyFile or introspectionClientSecret, not both' });
+    }
+    if (c.shutdownTimeoutMs <= c.decisionTimeoutMs) {
+      ctx.addIssue({ code: 'custom', path: ['shutdownTimeoutMs'], message: 'must exceed decisionTimeoutMs, so that in-flight decisions can finish' });
     }
     if (c.redisUrl !== undefined && c.cacheKeySecret === undefined) {
       // Shared keys are HMACs: with a random per-process key no two replicas would name anything alike.

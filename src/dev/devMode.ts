@@ -86,6 +86,6 @@ export function devBanner(dev: DevMode): string {
 export async function runDevMode(base: Config, log: Logger): Promise<void> {
   const dev = await startDevMode(base, log);
   process.stdout.write(devBanner(dev) + '\n');
-  closeOnSignals(dev, log);
+  closeOnSignals(dev, log, base);
   reloadOnHangup(dev.server.service);
 }

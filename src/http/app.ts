@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Service } from '../service.js';
 import { installErrorHandlers } from './errors.js';
+import { shedLoad } from './loadShedding.js';
 import { adminRoutes } from './routes/admin.js';
 import { authRoute } from './routes/auth.js';
 import { mailRoute } from './routes/mail.js';
@@ -10,25 +11,40 @@ import { verifyRoute } from './routes/verify.js';
 
 /** Limits against oversized and slow clients. Credentials fit easily; nothing legitimate is larger. */
 export const BODY_LIMIT_BYTES = 16 * 1024;
-export const REQUEST_TIMEOUT_MS = 10_000;
+/** Request headers, all together (Node's default, made explicit): more is 431. */
+export const HEADER_LIMIT_BYTES = 16 * 1024;
 
-/** A fastify instance with credgate's logger and limits; every listener (main, metrics, admin) starts here. */
+/**
+ * A fastify instance with credgate's logger and limits; every listener (main, metrics, admin)
+ * starts here. Against slow clients: `clientTimeoutMs` to send the headers and the whole request,
+ * an idle socket closed after three times that, idle keep-alive connections after
+ * `keepAliveTimeoutMs`. While shutting down, every answer carries `Connection: close`, so that
+ * clients stop reusing connections before the listener closes them.
+ */
 function baseApp(service: Service): FastifyInstance {
+  const { clientTimeoutMs, keepAliveTimeoutMs } = service.config;
   const app = Fastify({
     loggerInstance: service.log as FastifyBaseLogger,
     // credgate logs one line per decision itself; fastify's per-request lines would double them.
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     bodyLimit: BODY_LIMIT_BYTES,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    connectionTimeout: REQUEST_TIMEOUT_MS * 3,
-    keepAliveTimeout: 65_000,
+    requestTimeout: clientTimeoutMs,
+    connectionTimeout: clientTimeoutMs * 3,
+    keepAliveTimeout: keepAliveTimeoutMs,
+    // Node enforces the request and headers timeouts only when it checks (every 30 s by default).
+    http: { maxHeaderSize: HEADER_LIMIT_BYTES, connectionsCheckingInterval: Math.min(1000, clientTimeoutMs) },
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     routerOptions: { maxParamLength: 200 },
   });
-  app.server.headersTimeout = REQUEST_TIMEOUT_MS;
+  app.server.headersTimeout = clientTimeoutMs;
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    // Also for requests already under way when shutdown began.
+    if (service.health.shuttingDown) reply.header('connection', 'close');
+    done(null, payload);
+  });
   installErrorHandlers(app);
   return app;
 }
@@ -36,6 +52,7 @@ function baseApp(service: Service): FastifyInstance {
 /** Builds the HTTP application (no listening: `main` does that, tests use `inject`). */
 export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
   const app = baseApp(service);
+  shedLoad(app, service);
   authRoute(app, service);
   mailRoute(app, service);
   verifyRoute(app, service);

@@ -79,6 +79,24 @@ export function parseAuthorization(header: string | string[] | undefined): Crede
   return problem ?? { kind: 'basic', username, password };
 }
 
+/**
+ * Every `Authorization` header of a request, from Node's `rawHeaders`: a string for one, an array
+ * for several. Node's `request.headers` silently keeps only the first of a repeated
+ * `Authorization`, while a proxy or the application behind it may take another, so credgate could
+ * approve one credential while the upstream acts on a different one (a Basic pair for alice, a
+ * Bearer token for someone else). RFC 9110 §5.3 forbids repeating a field that is not a list:
+ * `parseAuthorization` refuses an array.
+ */
+export function authorizationHeaders(rawHeaders: readonly string[]): string | string[] | undefined {
+  let found: string | string[] | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length !== 13 || rawHeaders[i]!.toLowerCase() !== 'authorization') continue;
+    const value = rawHeaders[i + 1]!;
+    found = found === undefined ? value : Array.isArray(found) ? [...found, value] : [found, value];
+  }
+  return found;
+}
+
 export function isProblem(value: Credentials | CredentialsProblem): value is CredentialsProblem {
   return 'reason' in value;
 }

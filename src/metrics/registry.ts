@@ -104,6 +104,46 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly upstreamCircuitState = new Gauge({
+    name: 'credgate_upstream_circuit_state',
+    help: "Circuit breaker of each AS endpoint: 0 closed, 1 half-open (a probe is under way), 2 open (calls refused at once). Stays 2 until the next call after breakerHalfOpenAfterMs probes.",
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamRetries = new Counter({
+    name: 'credgate_upstream_retries_total',
+    help: 'Calls to the AS made again after a failure (safe endpoints; the password grant only when the request never left).',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamRejections = new Counter({
+    name: 'credgate_upstream_rejections_total',
+    help: 'Calls to the AS not made: circuit_open (the breaker is open) or concurrency_limit (maxConcurrentUpstream calls under way and maxQueuedUpstream waiting).',
+    labelNames: ['endpoint', 'cause'] as const,
+    registers: [this.registry],
+  });
+
+  readonly decisionTimeouts = new Counter({
+    name: 'credgate_decision_timeouts_total',
+    help: 'Decisions that reached decisionTimeoutMs before the AS answered (answered 503, or from a stale identity).',
+    registers: [this.registry],
+  });
+
+  readonly staleIdentitiesServed = new Counter({
+    name: 'credgate_stale_identities_served_total',
+    help: 'Requests answered from an expired cached identity because the AS could not be asked (staleIfErrorSeconds).',
+    registers: [this.registry],
+  });
+
+  readonly loadShed = new Counter({
+    name: 'credgate_load_shed_total',
+    help: 'Requests answered 503 at once because the process was overloaded: event_loop_delay or heap.',
+    labelNames: ['cause'] as const,
+    registers: [this.registry],
+  });
+
   readonly buildInfo = new Gauge({
     name: 'credgate_build_info',
     help: 'Always 1; labels carry the credgate and Node.js versions.',
@@ -119,7 +159,13 @@ export class Metrics {
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Pre-create the common series so dashboards and alerts see zeros rather than gaps.
-    for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+    for (const endpoint of ['discovery', 'token', 'introspection', 'jwks'] as const) {
+      this.upstreamRequests.inc({ endpoint, outcome: 'ok' }, 0);
+      this.upstreamCircuitState.set({ endpoint }, 0);
+      this.upstreamRetries.inc({ endpoint }, 0);
+      for (const cause of ['circuit_open', 'concurrency_limit'] as const) this.upstreamRejections.inc({ endpoint, cause }, 0);
+    }
+    for (const cause of ['event_loop_delay', 'heap'] as const) this.loadShed.inc({ cause }, 0);
     for (const result of ['success', 'failure'] as const) {
       this.policyReloads.inc({ result }, 0);
       this.jwksRefreshes.inc({ result }, 0);
@@ -157,6 +203,11 @@ export class Metrics {
   /** `credgate_cache_entries`, read at scrape time. */
   trackCacheSize(size: () => number): void {
     new Gauge({ name: 'credgate_cache_entries', help: 'Entries in the decision cache (positive and negative).', registers: [this.registry], collect() { this.set(size()); } });
+  }
+
+  /** `credgate_upstream_in_flight`, read at scrape time. */
+  trackUpstreamInFlight(inFlight: () => number): void {
+    new Gauge({ name: 'credgate_upstream_in_flight', help: 'Calls to the AS under way now (bounded by maxConcurrentUpstream).', registers: [this.registry], collect() { this.set(inFlight()); } });
   }
 
   observeUpstream = (endpoint: Endpoint, outcome: CallOutcome, seconds: number): void => {

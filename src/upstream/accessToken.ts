@@ -9,8 +9,13 @@ import type { AuthorizationServerMetadata } from './metadata.js';
  * allow-listed asymmetric algorithm, `iss`, `aud`, `exp`/`nbf` with a small clock tolerance.
  * Returns the claims, or null for any token that does not pass. Throws UpstreamError only when
  * the JWKS itself cannot be had. jose refetches the JWKS for an unknown `kid` at most once per
- * 30 s cooldown, so unknown kids cannot be turned into a flood of requests to the AS.
+ * 30 s cooldown (`JWKS_COOLDOWN_MS`) and shares one pending fetch among concurrent callers, so
+ * unknown kids cannot be turned into a flood of requests to the AS; a failing JWKS endpoint is
+ * shielded by its circuit breaker.
  */
+/** Shortest time between two JWKS fetches caused by an unknown `kid` (jose's default, made explicit). */
+export const JWKS_COOLDOWN_MS = 30_000;
+
 export class AccessTokenVerifier {
   #jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
 
@@ -23,11 +28,13 @@ export class AccessTokenVerifier {
   async #keySet() {
     if (this.#jwks) return this.#jwks;
     const as = await this.metadata.get();
+    const fetchJwks = strictJwksFetch(this.http.fetcher('jwks'));
     this.#jwks = createRemoteJWKSet(new URL(as.jwks_uri!), {
-      timeoutDuration: this.config.upstreamTimeoutMs,
-      cooldownDuration: 30_000,
+      // Each attempt has its own deadline (upstreamTimeoutMs); this one bounds them all, retries included.
+      timeoutDuration: Math.max(this.config.upstreamTimeoutMs, this.config.decisionTimeoutMs),
+      cooldownDuration: JWKS_COOLDOWN_MS,
       cacheMaxAge: 10 * 60_000,
-      [customFetch]: strictJwksFetch(this.http.fetcher("jwks")) as never,
+      [customFetch]: ((url: string, init: Parameters<FetchLike>[1]) => this.http.run('jwks', () => fetchJwks(url, init))) as never,
     });
     return this.#jwks;
   }
@@ -66,16 +73,17 @@ export class AccessTokenVerifier {
 function strictJwksFetch(fetch: FetchLike): FetchLike {
   return async (url, init) => {
     const response = await fetch(url, init);
-    if (response.status !== 200) throw new UpstreamError(`JWKS answered HTTP ${response.status}`, 'jwks', 'bad_response');
+    const status = response.status;
+    if (status !== 200) throw new UpstreamError(`JWKS answered HTTP ${status}`, 'jwks', 'bad_response', { status });
     const text = await response.text();
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
-      throw new UpstreamError('JWKS answer is not JSON', 'jwks', 'bad_response');
+      throw new UpstreamError('JWKS answer is not JSON', 'jwks', 'bad_response', { status });
     }
     if (!parsed || typeof parsed !== 'object' || !Array.isArray((parsed as { keys?: unknown }).keys)) {
-      throw new UpstreamError('JWKS answer has no keys array', 'jwks', 'bad_response');
+      throw new UpstreamError('JWKS answer has no keys array', 'jwks', 'bad_response', { status });
     }
     return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
   };

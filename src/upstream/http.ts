@@ -1,8 +1,10 @@
 import { Agent, fetch as undiciFetch } from 'undici';
 import { UpstreamError } from '../errors.js';
+import { currentDeadline } from './deadline.js';
+import { UpstreamGuard, type Endpoint, type GuardOptions } from './guard.js';
+import { duplicateMemberName } from './strictJson.js';
 
-/** Which authorization-server endpoint a call goes to; a fixed set, safe as a metric label. */
-export type Endpoint = 'discovery' | 'token' | 'introspection' | 'jwks';
+export type { Endpoint } from './guard.js';
 /** How a call ended; a fixed set, safe as a metric label. */
 export type CallOutcome = 'ok' | 'client_error' | 'server_error' | 'timeout' | 'unreachable' | 'too_large';
 
@@ -15,23 +17,40 @@ export type FetchLike = (url: string, init: { method?: string; headers?: Record<
 /** Largest answer read from the authorization server. A JWKS or an introspection answer is a few KiB. */
 export const MAX_RESPONSE_BYTES = 256 * 1024;
 
+/** Connection errors that prove the request never left: no connection was ever made. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
+
+export interface UpstreamHttpOptions {
+  /** Deadline of one call: connect, headers and the whole body. */
+  readonly timeoutMs: number;
+  /** Deadline of the TCP (and TLS) connect alone. Default `timeoutMs`. */
+  readonly connectTimeoutMs?: number;
+  /** Retries, circuit breakers and the concurrency limit; default: none of them. */
+  readonly guard?: GuardOptions;
+  readonly observe?: CallObserver;
+}
+
 /**
  * One keep-alive connection pool for every call to the authorization server. Each call gets a
- * deadline covering connect, headers and the whole body (a slow-drip body times out too), never
- * follows redirects, and reads at most MAX_RESPONSE_BYTES. Failures become UpstreamError.
+ * deadline covering connect, headers and the whole body (a slow-drip body times out too), cut
+ * shorter by the deadline of the decision being made; never follows redirects; reads at most
+ * MAX_RESPONSE_BYTES; refuses JSON whose objects repeat a member name. Failures become
+ * UpstreamError. `run` puts an operation under the guard's retries, breaker and concurrency limit.
  */
 export class UpstreamHttp {
   readonly #agent: Agent;
   readonly #timeoutMs: number;
   readonly #observe: CallObserver;
+  readonly guard: UpstreamGuard;
 
-  constructor(options: { timeoutMs: number; observe?: CallObserver }) {
+  constructor(options: UpstreamHttpOptions) {
     this.#timeoutMs = options.timeoutMs;
     this.#observe = options.observe ?? (() => {});
+    this.guard = new UpstreamGuard(options.guard ?? { retries: 0, breakerFailureThreshold: 0, breakerHalfOpenAfterMs: 1000, maxConcurrent: 1024 });
     this.#agent = new Agent({
       keepAliveTimeout: 30_000,
       connections: 128,
-      connect: { timeout: options.timeoutMs },
+      connect: { timeout: Math.min(options.connectTimeoutMs ?? options.timeoutMs, options.timeoutMs) },
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
     });
@@ -42,10 +61,20 @@ export class UpstreamHttp {
     return (url, init) => this.#call(endpoint, url, init);
   }
 
+  /** Runs one operation against `endpoint` (sending and parsing) under retries, breaker and concurrency limit. */
+  run<T>(endpoint: Endpoint, operation: () => Promise<T>): Promise<T> {
+    return this.guard.run(endpoint, operation);
+  }
+
   async #call(endpoint: Endpoint, url: string, init: Parameters<FetchLike>[1]): Promise<Response> {
     const started = performance.now();
-    const deadline = AbortSignal.timeout(this.#timeoutMs);
-    const signal = init.signal ? AbortSignal.any([init.signal, deadline]) : deadline;
+    const decision = currentDeadline();
+    const left = decision === undefined ? Infinity : decision.at - Date.now();
+    if (left <= 0) throw new UpstreamError(`${endpoint}: no time left before the decision's deadline`, endpoint, 'timeout', { sent: false });
+    const budget = Math.min(this.#timeoutMs, left);
+    const deadline = AbortSignal.timeout(budget);
+    const signals = [deadline, ...(init.signal ? [init.signal] : []), ...(decision ? [decision.signal] : [])];
+    const signal = signals.length === 1 ? deadline : AbortSignal.any(signals);
     const done = (outcome: CallOutcome) => this.#observe(endpoint, outcome, (performance.now() - started) / 1000);
     let response;
     let body: Uint8Array;
@@ -64,16 +93,21 @@ export class UpstreamHttp {
         done('too_large');
         throw new UpstreamError(`${endpoint} answer larger than ${MAX_RESPONSE_BYTES} bytes`, endpoint, 'bad_response');
       }
-      const timedOut = deadline.aborted || isTimeout(err);
+      const timedOut = signal.aborted || isTimeout(err);
+      const code = describe(err);
       done(timedOut ? 'timeout' : 'unreachable');
       throw new UpstreamError(
-        timedOut ? `${endpoint} did not answer within ${this.#timeoutMs} ms` : `${endpoint} unreachable: ${describe(err)}`,
+        timedOut ? `${endpoint} did not answer within ${Math.round(budget)} ms` : `${endpoint} unreachable: ${code}`,
         endpoint,
         timedOut ? 'timeout' : 'unreachable',
-        { cause: err },
+        { cause: err, ...(NEVER_SENT.has(code) ? { sent: false as const } : {}) },
       );
     }
     done(response.status >= 500 ? 'server_error' : response.status >= 400 ? 'client_error' : 'ok');
+    const duplicate = jsonDuplicate(body);
+    if (duplicate !== undefined) {
+      throw new UpstreamError(`${endpoint} answer repeats the JSON member "${duplicate.slice(0, 40)}"; refusing an ambiguous answer`, endpoint, 'bad_response', { status: response.status });
+    }
     // Hand back a standard Response over the bytes already read, so parsers never touch the socket.
     const nullBody = response.status === 204 || response.status === 205 || response.status === 304;
     return new Response(nullBody ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers as unknown as Headers });
@@ -96,6 +130,20 @@ async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: numb
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/** A repeated member name if `body` is a JSON object or array that JSON.parse accepts; else undefined. */
+function jsonDuplicate(body: Uint8Array): string | undefined {
+  let i = 0;
+  while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
+  if (body[i] !== 0x7b && body[i] !== 0x5b) return undefined;
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  try {
+    JSON.parse(text);
+  } catch {
+    return undefined; // not JSON at all: the protocol parser refuses it
+  }
+  return duplicateMemberName(text);
 }
 
 function isTimeout(err: unknown): boolean {

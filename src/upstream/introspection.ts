@@ -15,12 +15,12 @@ export async function processIntrospection(as: oauth.AuthorizationServer, client
   } catch (err) {
     if (err instanceof oauth.ResponseBodyError) {
       const misconfigured = err.error === 'invalid_client' || err.error === 'unauthorized_client' || err.status === 401;
-      throw new UpstreamError(`introspection endpoint answered ${err.status} ${err.error}`, 'introspection', misconfigured ? 'misconfigured' : 'bad_response', { cause: err, asError: err.error });
+      throw new UpstreamError(`introspection endpoint answered ${err.status} ${err.error}`, 'introspection', misconfigured ? 'misconfigured' : 'bad_response', { cause: err, asError: err.error, status: err.status });
     }
     if (err instanceof oauth.WWWAuthenticateChallengeError) {
-      throw new UpstreamError(`introspection endpoint refused credgate's client authentication (${err.status})`, 'introspection', 'misconfigured');
+      throw new UpstreamError(`introspection endpoint refused credgate's client authentication (${err.status})`, 'introspection', 'misconfigured', { status: err.status });
     }
-    throw new UpstreamError(`introspection answer is not valid (HTTP ${response.status})`, 'introspection', 'bad_response', { cause: err });
+    throw new UpstreamError(`introspection answer is not valid (HTTP ${response.status})`, 'introspection', 'bad_response', { cause: err, status: response.status });
   }
 }
 
@@ -47,10 +47,13 @@ export class Introspection {
 
   async introspect(token: string): Promise<oauth.IntrospectionResponse> {
     const as = await this.metadata.get();
-    const response = await oauth.introspectionRequest(as, this.#client, this.#auth, token, {
-      [oauth.customFetch]: this.http.fetcher('introspection'),
-      [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
+    // Each attempt builds its own request, so a retry signs a fresh client assertion (new jti).
+    return this.http.run('introspection', async () => {
+      const response = await oauth.introspectionRequest(as, this.#client, this.#auth, token, {
+        [oauth.customFetch]: this.http.fetcher('introspection'),
+        [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
+      });
+      return processIntrospection(as, this.#client, response);
     });
-    return processIntrospection(as, this.#client, response);
   }
 }

@@ -66,12 +66,14 @@ export class AuthorizationServerMetadata {
     } else {
       const issuerUrl = new URL(issuer);
       const options = { [oauth.customFetch]: this.http.fetcher('discovery'), [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:' };
-      const response = await oauth.discoveryRequest(issuerUrl, options);
-      try {
-        discovered = await oauth.processDiscoveryResponse(issuerUrl, response);
-      } catch (err) {
-        throw new UpstreamError(`discovery document rejected: ${(err as Error).message}`, 'discovery', 'bad_response', { cause: err });
-      }
+      discovered = await this.http.run('discovery', async () => {
+        const response = await oauth.discoveryRequest(issuerUrl, options);
+        try {
+          return await oauth.processDiscoveryResponse(issuerUrl, response);
+        } catch (err) {
+          throw new UpstreamError(`discovery document rejected: ${(err as Error).message}`, 'discovery', 'bad_response', { cause: err, status: response.status });
+        }
+      });
     }
     const as: oauth.AuthorizationServer = {
       ...discovered,

@@ -40,12 +40,12 @@ export async function processPasswordGrantResponse(as: oauth.AuthorizationServer
       const description = typeof err.error_description === 'string' ? err.error_description : undefined;
       const kind = classifyGrantError(err.status, err.error, description);
       if (kind === 'rejected') return { ok: false, error: err.error, description };
-      throw new UpstreamError(`token endpoint answered ${err.status} ${err.error}${description ? `: ${description}` : ''}`, 'token', kind, { cause: err, asError: err.error });
+      throw new UpstreamError(`token endpoint answered ${err.status} ${err.error}${description ? `: ${description}` : ''}`, 'token', kind, { cause: err, asError: err.error, status: err.status });
     }
     if (err instanceof oauth.WWWAuthenticateChallengeError) {
-      throw new UpstreamError(`token endpoint refused credgate's client authentication (${err.status})`, 'token', err.status === 401 ? 'misconfigured' : 'bad_response');
+      throw new UpstreamError(`token endpoint refused credgate's client authentication (${err.status})`, 'token', err.status === 401 ? 'misconfigured' : 'bad_response', { status: err.status });
     }
-    throw new UpstreamError(`token endpoint answer is not a valid OAuth response (HTTP ${response.status})`, 'token', 'bad_response', { cause: err });
+    throw new UpstreamError(`token endpoint answer is not a valid OAuth response (HTTP ${response.status})`, 'token', 'bad_response', { cause: err, status: response.status });
   }
 }
 
@@ -71,11 +71,15 @@ export class PasswordGrant {
     const parameters = new URLSearchParams({ username, password, audience });
     if (this.config.passwordGrantScope) parameters.set('scope', this.config.passwordGrantScope);
     const headers = this.config.forwardClientIp && endUserIp ? { 'auth0-forwarded-for': endUserIp } : undefined;
-    const response = await oauth.genericTokenEndpointRequest(as, this.#client, this.#auth, 'password', parameters, {
-      headers,
-      [oauth.customFetch]: this.http.fetcher('token'),
-      [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
+    // Retried only if the request surely never left (the guard's `unsent` mode for the token
+    // endpoint): every attempt that reaches the AS may count as a login.
+    return this.http.run('token', async () => {
+      const response = await oauth.genericTokenEndpointRequest(as, this.#client, this.#auth, 'password', parameters, {
+        headers,
+        [oauth.customFetch]: this.http.fetcher('token'),
+        [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
+      });
+      return processPasswordGrantResponse(as, this.#client, response);
     });
-    return processPasswordGrantResponse(as, this.#client, response);
   }
 }

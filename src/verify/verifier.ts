@@ -1,4 +1,5 @@
 import { UpstreamError } from '../errors.js';
+import { deadlineIn, withDeadline, type Deadline } from '../upstream/deadline.js';
 import type { Health } from '../health.js';
 import type { Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
@@ -6,6 +7,7 @@ import type { CredentialCache, Outcome } from './cache.js';
 import { missingScopes } from './scopes.js';
 import type { SharedMemory } from './shared.js';
 import { looksLikeJwt, type Strategy, type StrategyContext } from './strategy.js';
+import type { StaleIdentities } from './staleIdentities.js';
 import type { FailureThrottle } from './throttle.js';
 import type { Credentials, Decision, Identity, RequestContext } from './types.js';
 
@@ -23,6 +25,10 @@ export interface VerifierOptions {
   readonly appPasswordPattern: RegExp | undefined;
   /** Lower-cased Basic usernames that mean "the password is a token" (`x-access-token`, `oauth2`, …). */
   readonly tokenUsernames: ReadonlySet<string>;
+  /** Longest a decision that has to ask the AS may take, ms; then `upstream_unavailable`. */
+  readonly decisionTimeoutMs: number;
+  /** Stale-if-error store; undefined when `staleIfErrorSeconds` is 0. */
+  readonly staleIdentities?: StaleIdentities;
 }
 
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
@@ -31,6 +37,8 @@ const DENIED_OUTCOME: Outcome = Object.freeze({ kind: 'denied' });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
 type FlightResult = Outcome | 'upstream_unavailable';
+/** The decision's deadline passed before the flight ended. */
+type Waited = FlightResult | 'deadline';
 
 /**
  * Credentials + context → Decision.
@@ -44,6 +52,10 @@ type FlightResult = Outcome | 'upstream_unavailable';
  *    wins; `null` moves on; an upstream failure is remembered and, if no later strategy allows,
  *    the answer is 503 `upstream_unavailable` — credgate fails closed. Every kind of wrong
  *    credential ends in the same `invalid_credentials`.
+ * 4. The whole of step 3 has `decisionTimeoutMs`: every call to the AS inside it is cut short at
+ *    that deadline (see upstream/deadline.ts), and the answer does not wait past it.
+ * 5. Stale-if-error (off by default): when step 3 could not ask the AS, an identity verified
+ *    recently enough may still answer (scopes checked as ever); never when the AS said no.
  */
 export class Verifier {
   readonly #inFlight = new Map<string, Promise<FlightResult>>();
@@ -115,8 +127,9 @@ export class Verifier {
     return decision;
   }
 
-  /** Drops every cached outcome of one user (admin purge). */
+  /** Drops every cached outcome of one user (admin purge), stale-if-error copies included. */
   purgeUser(username: string): number {
+    this.options.staleIdentities?.purgeUser(username);
     return this.cache.purgeUser(username);
   }
 
@@ -135,32 +148,47 @@ export class Verifier {
       return { allow: false, status: 429, reason: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds, cached: false };
     }
 
+    // The deadline is made only here, on a miss: cached answers never pay for a timer.
+    const deadline = deadlineIn(this.options.decisionTimeoutMs);
     // Singleflight: concurrent requests with the same credentials share one upstream round trip.
     let flight = this.#inFlight.get(key);
     if (flight) {
       this.metrics.coalescedRequests.inc();
-      return this.#fromResult(await flight, context);
+      return this.#fromResult(await this.#within(flight, deadline), context, key);
     }
-    flight = this.#authenticate(credentials, key, { audience, endUserIp }, introspectionOnly).finally(() => this.#inFlight.delete(key));
-    this.#inFlight.set(key, flight);
-    const result = await flight;
-    if (result !== 'upstream_unavailable') {
-      this.cache.set(key, result, username);
-      if (result.kind === 'identity') {
-        // Only a password login clears the username's failures, as only it clears the AS's own
-        // lockout counter: frequent ASP use must not hand an attacker fresh guesses.
-        if (result.identity.credential === 'password') await this.throttle.recordSuccess(username);
-        else {
-          this.cache.rememberAppPassword(key);
-          await this.shared?.rememberAppPassword(key);
+    flight = withDeadline(deadline, () => this.#authenticate(credentials, key, { audience, endUserIp }, introspectionOnly))
+      // Recorded inside the flight, so that an answer arriving after a waiter's deadline still counts.
+      .then(async (result) => {
+        try {
+          await this.#record(key, result, username, endUserIp);
+        } catch (err) {
+          this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not record the outcome in shared state');
         }
-      } else {
-        // Awaited (each bounded by the shared store's timeout) so that the next request, on any
-        // replica, already counts this failure.
-        await Promise.all([this.throttle.recordFailure(username, endUserIp), this.shared?.rememberDenied(key)]);
+        return result;
+      })
+      .finally(() => this.#inFlight.delete(key));
+    this.#inFlight.set(key, flight);
+    return this.#fromResult(await this.#within(flight, deadline), context, key);
+  }
+
+  async #record(key: string, result: FlightResult, username: string | undefined, endUserIp: string | undefined): Promise<void> {
+    if (result === 'upstream_unavailable') return; // never cached: the next request asks again
+    this.cache.set(key, result, username);
+    if (result.kind === 'identity') {
+      this.options.staleIdentities?.remember(key, result.identity, this.cache.positiveTtlSeconds(result.identity), username);
+      // Only a password login clears the username's failures, as only it clears the AS's own
+      // lockout counter: frequent ASP use must not hand an attacker fresh guesses.
+      if (result.identity.credential === 'password') await this.throttle.recordSuccess(username);
+      else {
+        this.cache.rememberAppPassword(key);
+        await this.shared?.rememberAppPassword(key);
       }
+    } else {
+      this.options.staleIdentities?.forget(key);
+      // Awaited (each bounded by the shared store's timeout) so that the next request, on any
+      // replica, already counts this failure.
+      await Promise.all([this.throttle.recordFailure(username, endUserIp), this.shared?.rememberDenied(key)]);
     }
-    return this.#fromResult(result, context);
   }
 
   /**
@@ -174,8 +202,36 @@ export class Verifier {
     return recalled.denied ? DENIED_OUTCOME : undefined;
   }
 
-  #fromResult(result: FlightResult, context: RequestContext): Decision {
-    if (result === 'upstream_unavailable') return UNAVAILABLE;
+  /** The flight's result, or 'deadline' if the decision's deadline passes first; disposes the deadline. */
+  #within(flight: Promise<FlightResult>, deadline: Deadline): Promise<Waited> {
+    if (deadline.signal.aborted) return Promise.resolve('deadline');
+    return new Promise<Waited>((resolve) => {
+      const settle = (result: Waited) => {
+        deadline.signal.removeEventListener('abort', expire);
+        deadline.dispose();
+        resolve(result);
+      };
+      const expire = () => settle('deadline');
+      deadline.signal.addEventListener('abort', expire, { once: true });
+      flight.then(settle, () => settle('upstream_unavailable'));
+    });
+  }
+
+  #fromResult(result: Waited, context: RequestContext, key: string): Decision {
+    if (result === 'deadline') {
+      this.metrics.decisionTimeouts.inc();
+      this.log.warn({ decisionTimeoutMs: this.options.decisionTimeoutMs }, 'no answer from the authorization server within the decision deadline');
+    }
+    if (result === 'upstream_unavailable' || result === 'deadline') {
+      const stale = this.options.staleIdentities?.get(key);
+      if (!stale) return UNAVAILABLE;
+      this.metrics.staleIdentitiesServed.inc();
+      this.log.warn(
+        { subject: stale.identity.subject, username: stale.identity.username, credential: stale.identity.credential, staleForSeconds: stale.staleForSeconds },
+        'authorization server unavailable: answering from a stale identity (staleIfErrorSeconds)',
+      );
+      return this.#authorize(stale.identity, context, true);
+    }
     return result.kind === 'identity' ? this.#authorize(result.identity, context, false) : DENIED;
   }
 

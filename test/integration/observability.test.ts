@@ -70,6 +70,11 @@ const COUNTERS = [
   'credgate_purges_total',
   'credgate_policy_reloads_total',
   'credgate_jwks_refreshes_total',
+  'credgate_upstream_retries_total',
+  'credgate_upstream_rejections_total',
+  'credgate_decision_timeouts_total',
+  'credgate_stale_identities_served_total',
+  'credgate_load_shed_total',
 ];
 
 /** What the script expects each counter series to have moved by. */
@@ -289,7 +294,14 @@ describe('observability: a scripted run through a real credgate, checked against
     const unreachable = await verify({ username: 'alice', password: secret('a password tried while the AS is down', 'while-the-as-is-down-1') });
     assert.equal(unreachable.status, 503);
     assert.equal(unreachable.body.reason, 'upstream_unavailable');
-    expected.decision('verify', 'error', 'upstream_unavailable', 'none', false); expected.cache('miss'); expected.upstream('token', 'unreachable'); expected.upstream('introspection', 'unreachable');
+    expected.decision('verify', 'error', 'upstream_unavailable', 'none', false); expected.cache('miss');
+    // A refused connection never reached the AS, so each is retried (upstreamRetries, default 2): three calls each.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      expected.upstream('token', 'unreachable');
+      expected.upstream('introspection', 'unreachable');
+    }
+    expected.add('credgate_upstream_retries_total', { endpoint: 'token' }, 2);
+    expected.add('credgate_upstream_retries_total', { endpoint: 'introspection' }, 2);
 
     scrapeText = await scrape();
     after_ = parseExposition(scrapeText);

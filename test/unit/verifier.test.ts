@@ -8,7 +8,7 @@ import { CredentialCache } from '../../src/verify/cache.js';
 import type { Strategy } from '../../src/verify/strategy.js';
 import type { Credentials, Identity } from '../../src/verify/types.js';
 import { Throttle } from '../../src/verify/throttle.js';
-import { Verifier } from '../../src/verify/verifier.js';
+import { Verifier, type VerifierOptions } from '../../src/verify/verifier.js';
 
 const identity: Identity = { subject: 'auth0|a', username: 'alice', credential: 'password', scopes: ['read:repo'], audience: 'aud', expiresAt: undefined };
 
@@ -26,13 +26,13 @@ function scripted(name: Strategy['name'], answer: () => Promise<Identity | null>
   return s;
 }
 
-function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }, options: { usernameFailures?: number; now?: () => number } = {}) {
+function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }, options: { usernameFailures?: number; now?: () => number; ttlSeconds?: number; negativeTtlSeconds?: number; extra?: Partial<VerifierOptions> } = {}) {
   const metrics = new Metrics('test');
   const v = new Verifier(
     strategies,
-    new CredentialCache({ ttlSeconds: 60, negativeTtlSeconds: 0, maxEntries: 100, appPasswordMemorySeconds: 3600 }),
+    new CredentialCache({ ttlSeconds: options.ttlSeconds ?? 60, negativeTtlSeconds: options.negativeTtlSeconds ?? 0, maxEntries: 100, appPasswordMemorySeconds: 3600 }),
     new Throttle({ usernameFailures: options.usernameFailures ?? 0, ipFailures: 0, windowSeconds: 900, baseDelaySeconds: 30 }, options.now),
-    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/, tokenUsernames: new Set(['x-access-token', 'oauth2']) },
+    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/, tokenUsernames: new Set(['x-access-token', 'oauth2']), decisionTimeoutMs: 5000, ...options.extra },
     metrics,
     new Health({ metadataLoaded: () => true, jwksLoaded: () => true }),
     createLogger({ level: 'silent' }),

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Service } from '../../service.js';
 import { SCOPE_TOKEN } from '../../verify/scopes.js';
 import type { Decision, RequestContext } from '../../verify/types.js';
-import { isProblem, parseAuthorization } from '../credentials.js';
+import { authorizationHeaders, isProblem, parseAuthorization } from '../credentials.js';
 import { isTrustedPeer } from '../originalRequest.js';
 import { headerValue } from '../render.js';
 import { badRequest, recordEarlyDenial } from '../errors.js';
@@ -65,7 +65,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
       };
     }
 
-    const credentials = parseAuthorization(request.headers.authorization);
+    const credentials = parseAuthorization(authorizationHeaders(request.raw.rawHeaders));
     if (isProblem(credentials)) {
       recordEarlyDenial(service, request, 'auth', credentials.reason, credentials.message, { rule: context.rule, clientIp: original.clientIp });
       return deny(reply, 401, { reason: credentials.reason, message: credentials.message });
