@@ -7,14 +7,9 @@ import { envName, loadConfig } from '../../src/config/load.js';
 import { LIST_KEYS } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import { requireServiceConfig } from '../../src/service.js';
+import { REQUIRED_ENV } from '../fixtures/configEnv.js';
 
-const required = {
-  CREDGATE_ISSUER: 'https://tenant.example.auth0.com/',
-  CREDGATE_AUDIENCE: 'https://git.example.com',
-  CREDGATE_CLIENT_ID: 'cid',
-  CREDGATE_CLIENT_SECRET: 'csecret',
-  CREDGATE_INTROSPECTION_CLIENT_SECRET: 'isecret',
-};
+const required = REQUIRED_ENV;
 
 function yamlFile(text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'credgate-config-'));

@@ -3,14 +3,9 @@ import { test } from 'node:test';
 import { getHeapStatistics } from 'node:v8';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
+import { REQUIRED_ENV } from '../fixtures/configEnv.js';
 
-const required = {
-  CREDGATE_ISSUER: 'https://tenant.example.auth0.com/',
-  CREDGATE_AUDIENCE: 'https://git.example.com',
-  CREDGATE_CLIENT_ID: 'cid',
-  CREDGATE_CLIENT_SECRET: 'csecret',
-  CREDGATE_INTROSPECTION_CLIENT_SECRET: 'isecret',
-};
+const required = REQUIRED_ENV;
 
 test('resilience defaults: well under proxies\' auth timeouts, retries on, breaker on, stale-if-error off', () => {
   const c = loadConfig({ env: required });

@@ -6,14 +6,9 @@ import { Health } from '../../src/health.js';
 import { reconnectDelay, redisTarget } from '../../src/state/redis.js';
 import { CredentialCache } from '../../src/verify/cache.js';
 import type { Identity } from '../../src/verify/types.js';
+import { REQUIRED_ENV } from '../fixtures/configEnv.js';
 
-const required = {
-  CREDGATE_ISSUER: 'https://tenant.example.auth0.com/',
-  CREDGATE_AUDIENCE: 'https://git.example.com',
-  CREDGATE_CLIENT_ID: 'cid',
-  CREDGATE_CLIENT_SECRET: 'csecret',
-  CREDGATE_INTROSPECTION_CLIENT_SECRET: 'isecret',
-};
+const required = REQUIRED_ENV;
 const SECRET = 'a'.repeat(64);
 const OTHER_SECRET = 'b'.repeat(64);
 
