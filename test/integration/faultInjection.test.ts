@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { answers, startFakeAuthorizationServer, type FakeAnswer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 import { metricValue } from '../fixtures/metrics.js';
+import { freePort } from '../fixtures/processes.js';
 
 const AUDIENCE = 'https://git.example.com';
 const USER = { username: 'alice@example.com', password: 'a-password-that-is-long-enough' };
@@ -27,14 +27,6 @@ function base(issuer: string) {
     cacheTtlSeconds: 0,
     negativeCacheTtlSeconds: 0,
   };
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Asks through /v1/verify and /auth; asserts a 503 that is never an allow, each within the deadline. */
@@ -148,7 +140,7 @@ describe('fault injection: each fault is a 503 within the deadline, never an all
 
 test('a password grant whose connection is refused (never sent) is retried', async () => {
   const fake = await startFakeAuthorizationServer();
-  const port = await closedPort();
+  const port = await freePort() /* nothing listens there */;
   const credgate = await startCredgate({ ...base(fake.issuer), upstreamRetries: 2, breakerFailureThreshold: 0, tokenUrl: `http://127.0.0.1:${port}/oauth/token` });
   try {
     assert.equal((await credgate.verify(USER)).status, 503);

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { answers, startFakeAuthorizationServer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { freePort } from '../fixtures/processes.js';
 
 const AUDIENCE = 'https://git.example.com';
 const USER = { username: 'alice@example.com', password: 'a-password-that-is-long-enough' };
@@ -10,14 +10,6 @@ const USER = { username: 'alice@example.com', password: 'a-password-that-is-long
 /** The same credentials go through every case, so the decision cache is off: each case must reach the AS. */
 function base(issuer: string) {
   return { issuer, audience: AUDIENCE, clientId: 'cid', clientSecret: 'client-secret-value', introspectionClientSecret: 'introspection-secret-value', upstreamTimeoutMs: 400, cacheTtlSeconds: 0, negativeCacheTtlSeconds: 0 };
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('fail closed when the authorization server cannot be asked', () => {
@@ -108,7 +100,7 @@ describe('fail closed when the authorization server cannot be asked', () => {
 });
 
 test('an authorization server that is not listening → 503 on every interface and /readyz not ready', async () => {
-  const port = await closedPort();
+  const port = await freePort() /* nothing listens there */;
   const credgate = await startCredgate(base(`http://127.0.0.1:${port}/`));
   try {
     const { status, body } = await credgate.verify(USER);
