@@ -3,7 +3,7 @@
  * against a list of its routes, so the cost of each layer can be told apart:
  *   node dist/bench/probe.js [seconds]
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import { destination } from 'pino';
@@ -16,13 +16,16 @@ import { generateClientKeys } from '../src/upstream/clientKeys.js';
 import type { LoadResult } from './load.js';
 
 const seconds = Number(process.argv[2] ?? 3);
+/** Optional third argument: run only the probes whose name contains it (e.g. `cached`, for --cpu-prof). */
+const filter = process.argv[3];
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-bench', clientSecret: 'bench-client-secret-value' };
 const load = (url: string, headers: Record<string, string> = {}) =>
   new Promise<LoadResult>((resolve, reject) =>
-    execFile(process.execPath, [fileURLToPath(new URL('./load.js', import.meta.url)), JSON.stringify({ url, connections: 50, duration: seconds, headers })], (err, out) => (err ? reject(err) : resolve(JSON.parse(out) as LoadResult))),
+    execFile('taskset', ['-c', '1', process.execPath, fileURLToPath(new URL('./load.js', import.meta.url)), JSON.stringify({ url, connections: 50, duration: seconds, headers })], (err, out) => (err ? reject(err) : resolve(JSON.parse(out) as LoadResult))),
   );
 
+execFileSync('taskset', ['-pc', '0', String(process.pid)]);
 const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1_000_000 });
 const keys = await generateClientKeys();
 const config = requireServiceConfig(configSchema.parse({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, throttleUsernameFailures: 0, throttleIpFailures: 0 }), { inMemoryKeys: true });
@@ -41,6 +44,7 @@ for (const [name, url, headers] of [
   ['credgate /auth cached', `${server.url}/auth`, alice],
   ['bare fastify', bareUrl, {}],
 ] as const) {
+  if (filter !== undefined && !name.includes(filter)) continue;
   // CPU time of this process (credgate and the bare app; autocannon is a child) per request: far
   // steadier than req/s on a shared machine.
   const cpu = process.cpuUsage();

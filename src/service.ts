@@ -7,7 +7,7 @@ import type { Logger } from './log.js';
 import { Metrics } from './metrics/registry.js';
 import { AccessTokenVerifier } from './upstream/accessToken.js';
 import { loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
-import { deadlineIn, withDeadline } from './upstream/deadline.js';
+import { deadlineIn, within } from './upstream/deadline.js';
 import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
@@ -179,10 +179,13 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       try {
         // Bounded like a decision, so that retries against a silent AS cannot hold up start-up.
         const deadline = deadlineIn(config.decisionTimeoutMs);
-        await withDeadline(deadline, async () => {
-          await metadata.get();
-          await accessTokens.warmUp();
-        }).finally(() => deadline.dispose());
+        await within(
+          deadline,
+          (async () => {
+            await metadata.get(deadline);
+            await accessTokens.warmUp();
+          })(),
+        ).finally(() => deadline.dispose());
       } catch (err) {
         log.warn({ err: err instanceof Error ? err.message : String(err) }, 'authorization server not reachable yet; will retry on demand');
       }

@@ -216,6 +216,11 @@ export class Metrics {
     if (endpoint === 'jwks') this.jwksRefreshes.inc({ result: outcome === 'ok' ? 'success' : 'failure' });
   };
 
+  /** One decision-cache look-up. */
+  cacheLookup(result: 'hit' | 'negative_hit' | 'miss'): void {
+    this.cacheRequests.inc({ result });
+  }
+
   observeDecision(iface: Interface, allow: boolean, reason: Reason, credential: CredentialType | undefined, seconds: number, cached = false): void {
     const result = allow ? 'allow' : reason === 'upstream_unavailable' ? 'error' : 'deny';
     this.decisions.inc({ interface: iface, result, reason, credential: credential ?? 'none', cached: cached ? 'true' : 'false' });

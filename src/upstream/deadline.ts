@@ -1,10 +1,9 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-
 /**
- * The time by which the decision now being made must be answered (`decisionTimeoutMs`). It travels
- * with the asynchronous context rather than through every signature, so that calls made deep inside
- * oauth4webapi and jose (which know nothing of it) are still cut short: each call to the AS gets
- * min(`upstreamTimeoutMs`, time left), and no retry starts that could not finish in time.
+ * The time by which the decision now being made must be answered (`decisionTimeoutMs`). It is
+ * handed down explicitly (strategy context → upstream call → guard and fetch), so that every call
+ * to the AS gets min(`upstreamTimeoutMs`, time left) and no retry starts that could not finish in
+ * time. (It once travelled in an AsyncLocalStorage; on Node 20 that turns on promise hooks for the
+ * whole process, a cost every request paid, cached ones included.)
  */
 export interface Deadline {
   /** Epoch milliseconds. */
@@ -15,8 +14,6 @@ export interface Deadline {
   dispose(): void;
 }
 
-const storage = new AsyncLocalStorage<Deadline>();
-
 /** A deadline `ms` from now. Its timer keeps the process alive (unlike AbortSignal.timeout's), so
  * that a decision waiting on nothing else still gets its answer; `dispose` it when done. */
 export function deadlineIn(ms: number): Deadline {
@@ -25,18 +22,17 @@ export function deadlineIn(ms: number): Deadline {
   return { at: Date.now() + ms, signal: controller.signal, dispose: () => clearTimeout(timer) };
 }
 
-/** Runs `fn` with `deadline` as the current decision deadline. */
-export function withDeadline<T>(deadline: Deadline, fn: () => Promise<T>): Promise<T> {
-  return storage.run(deadline, fn);
-}
-
-/** The deadline of the decision being made, if any (start-up warm-up and readiness have none). */
-export function currentDeadline(): Deadline | undefined {
-  return storage.getStore();
-}
-
-/** Milliseconds left before the current deadline; Infinity outside a decision. */
-export function remainingMs(): number {
-  const deadline = storage.getStore();
+/** Milliseconds left before `deadline`; Infinity without one (start-up warm-up, JWKS refreshes). */
+export function remainingMs(deadline: Deadline | undefined): number {
   return deadline === undefined ? Infinity : deadline.at - Date.now();
+}
+
+/** `work`, or a rejection once `deadline` passes first (the work itself goes on, bounded by its own timeouts). */
+export function within<T>(deadline: Deadline, work: Promise<T>): Promise<T> {
+  if (deadline.signal.aborted) return Promise.reject(deadline.signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const expire = () => reject(deadline.signal.reason as Error);
+    deadline.signal.addEventListener('abort', expire, { once: true });
+    work.then(resolve, reject).finally(() => deadline.signal.removeEventListener('abort', expire));
+  });
 }

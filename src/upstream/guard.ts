@@ -17,7 +17,7 @@ import {
   type RetryPolicy,
 } from 'cockatiel';
 import { UpstreamError } from '../errors.js';
-import { currentDeadline, remainingMs } from './deadline.js';
+import { remainingMs, type Deadline } from './deadline.js';
 
 /** Which authorization-server endpoint a call goes to; a fixed set, safe as a metric label. */
 export type Endpoint = 'discovery' | 'token' | 'introspection' | 'jwks';
@@ -70,9 +70,12 @@ export function countsAgainstCircuit(err: unknown): boolean {
   return err.status === undefined || err.status >= 500 || err.status === 429 || err.status < 400;
 }
 
+/** Failures after which too little of the decision's time was left for another attempt. */
+const lastAttempt = new WeakSet<object>();
+
 function retryable(err: unknown, mode: RetryMode): boolean {
   if (!(err instanceof UpstreamError)) return false;
-  if (remainingMs() < RETRY_MAX_DELAY_MS + MIN_ATTEMPT_MS) return false;
+  if (lastAttempt.has(err)) return false;
   if (mode === 'unsent') return err.sent === false && err.failure !== 'circuit_open' && err.failure !== 'overloaded';
   if (err.failure === 'unreachable' || err.failure === 'timeout') return true;
   return err.failure === 'bad_response' && err.status !== undefined && err.status >= 500;
@@ -127,13 +130,16 @@ export class UpstreamGuard {
     }
   }
 
-  /** Runs one operation against `endpoint` (request and parsing together: a retry repeats both). */
-  run<T>(endpoint: Endpoint, operation: () => Promise<T>): Promise<T> {
+  /** Runs one operation against `endpoint` (request and parsing together: a retry repeats both)
+   * for the decision whose deadline is `deadline`, if any. */
+  run<T>(endpoint: Endpoint, operation: () => Promise<T>, deadline?: Deadline): Promise<T> {
     const breaker: IPolicy = this.#breakers.get(endpoint) ?? noop;
     // A call queued for a slot is dropped when its decision's deadline passes (TaskCancelledError).
     const guarded = () =>
-      this.#bulkhead.execute(() => breaker.execute(operation), currentDeadline()?.signal).catch((err: unknown) => {
-        throw this.#translate(endpoint, err);
+      this.#bulkhead.execute(() => breaker.execute(operation), deadline?.signal).catch((err: unknown) => {
+        const failure = this.#translate(endpoint, err);
+        if (typeof failure === 'object' && failure !== null && remainingMs(deadline) < RETRY_MAX_DELAY_MS + MIN_ATTEMPT_MS) lastAttempt.add(failure);
+        throw failure;
       });
     return this.#retries.get(endpoint)?.execute(guarded) ?? guarded();
   }

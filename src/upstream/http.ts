@@ -1,6 +1,6 @@
 import { Agent, fetch as undiciFetch } from 'undici';
 import { UpstreamError } from '../errors.js';
-import { currentDeadline } from './deadline.js';
+import type { Deadline } from './deadline.js';
 import { UpstreamGuard, type Endpoint, type GuardOptions } from './guard.js';
 import { duplicateMemberName } from './strictJson.js';
 
@@ -56,19 +56,19 @@ export class UpstreamHttp {
     });
   }
 
-  /** A fetch bound to one endpoint label, in the shape oauth4webapi's and jose's `customFetch` take. */
-  fetcher(endpoint: Endpoint): FetchLike {
-    return (url, init) => this.#call(endpoint, url, init);
+  /** A fetch bound to one endpoint label and (if any) the deadline of the decision it serves, in
+   * the shape oauth4webapi's and jose's `customFetch` take. */
+  fetcher(endpoint: Endpoint, deadline?: Deadline): FetchLike {
+    return (url, init) => this.#call(endpoint, url, init, deadline);
   }
 
   /** Runs one operation against `endpoint` (sending and parsing) under retries, breaker and concurrency limit. */
-  run<T>(endpoint: Endpoint, operation: () => Promise<T>): Promise<T> {
-    return this.guard.run(endpoint, operation);
+  run<T>(endpoint: Endpoint, operation: () => Promise<T>, deadline?: Deadline): Promise<T> {
+    return this.guard.run(endpoint, operation, deadline);
   }
 
-  async #call(endpoint: Endpoint, url: string, init: Parameters<FetchLike>[1]): Promise<Response> {
+  async #call(endpoint: Endpoint, url: string, init: Parameters<FetchLike>[1], decision: Deadline | undefined): Promise<Response> {
     const started = performance.now();
-    const decision = currentDeadline();
     const left = decision === undefined ? Infinity : decision.at - Date.now();
     if (left <= 0) throw new UpstreamError(`${endpoint}: no time left before the decision's deadline`, endpoint, 'timeout', { sent: false });
     const budget = Math.min(this.#timeoutMs, left);

@@ -2,6 +2,7 @@ import * as oauth from 'oauth4webapi';
 import { UpstreamError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { ClientKeys } from './clientKeys.js';
+import type { Deadline } from './deadline.js';
 import type { UpstreamHttp } from './http.js';
 import type { AuthorizationServerMetadata } from './metadata.js';
 
@@ -45,15 +46,15 @@ export class Introspection {
     else throw new Error('introspection needs a key or a client secret'); // prevented by the config schema
   }
 
-  async introspect(token: string): Promise<oauth.IntrospectionResponse> {
-    const as = await this.metadata.get();
+  async introspect(token: string, deadline?: Deadline): Promise<oauth.IntrospectionResponse> {
+    const as = await this.metadata.get(deadline);
     // Each attempt builds its own request, so a retry signs a fresh client assertion (new jti).
     return this.http.run('introspection', async () => {
       const response = await oauth.introspectionRequest(as, this.#client, this.#auth, token, {
-        [oauth.customFetch]: this.http.fetcher('introspection'),
+        [oauth.customFetch]: this.http.fetcher('introspection', deadline),
         [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
       });
       return processIntrospection(as, this.#client, response);
-    });
+    }, deadline);
   }
 }

@@ -1,6 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { ConfigError, UpstreamError } from '../errors.js';
 import type { Config } from '../config/schema.js';
+import type { Deadline } from './deadline.js';
 import type { UpstreamHttp } from './http.js';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/;
@@ -41,9 +42,10 @@ export class AuthorizationServerMetadata {
     return this.#value;
   }
 
-  get(): Promise<oauth.AuthorizationServer> {
+  /** `deadline`: of the decision that needs the metadata; it bounds the fetch only if this call starts it. */
+  get(deadline?: Deadline): Promise<oauth.AuthorizationServer> {
     if (this.#value) return Promise.resolve(this.#value);
-    this.#pending ??= this.#load().then(
+    this.#pending ??= this.#load(deadline).then(
       (as) => {
         this.#value = as;
         this.#pending = undefined;
@@ -57,7 +59,7 @@ export class AuthorizationServerMetadata {
     return this.#pending;
   }
 
-  async #load(): Promise<oauth.AuthorizationServer> {
+  async #load(deadline: Deadline | undefined): Promise<oauth.AuthorizationServer> {
     const { issuer, tokenUrl, introspectionUrl, jwksUrl } = this.config;
     let discovered: oauth.AuthorizationServer;
     if (tokenUrl && introspectionUrl && jwksUrl) {
@@ -65,7 +67,7 @@ export class AuthorizationServerMetadata {
       discovered = { issuer };
     } else {
       const issuerUrl = new URL(issuer);
-      const options = { [oauth.customFetch]: this.http.fetcher('discovery'), [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:' };
+      const options = { [oauth.customFetch]: this.http.fetcher('discovery', deadline), [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:' };
       discovered = await this.http.run('discovery', async () => {
         const response = await oauth.discoveryRequest(issuerUrl, options);
         try {
@@ -73,7 +75,7 @@ export class AuthorizationServerMetadata {
         } catch (err) {
           throw new UpstreamError(`discovery document rejected: ${(err as Error).message}`, 'discovery', 'bad_response', { cause: err, status: response.status });
         }
-      });
+      }, deadline);
     }
     const as: oauth.AuthorizationServer = {
       ...discovered,

@@ -1,6 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { UpstreamError } from '../errors.js';
 import type { Config } from '../config/schema.js';
+import type { Deadline } from './deadline.js';
 import type { UpstreamHttp } from './http.js';
 import type { AuthorizationServerMetadata } from './metadata.js';
 
@@ -66,8 +67,8 @@ export class PasswordGrant {
   /** `endUserIp` goes to Auth0 as `auth0-forwarded-for` when `forwardClientIp` is on, so its brute-force
    * protection counts the end user's address rather than credgate's (Auth0 honours it only for trusted
    * confidential clients). */
-  async attempt(username: string, password: string, audience: string, endUserIp?: string): Promise<GrantOutcome> {
-    const as = await this.metadata.get();
+  async attempt(username: string, password: string, audience: string, endUserIp?: string, deadline?: Deadline): Promise<GrantOutcome> {
+    const as = await this.metadata.get(deadline);
     const parameters = new URLSearchParams({ username, password, audience });
     if (this.config.passwordGrantScope) parameters.set('scope', this.config.passwordGrantScope);
     const headers = this.config.forwardClientIp && endUserIp ? { 'auth0-forwarded-for': endUserIp } : undefined;
@@ -76,10 +77,10 @@ export class PasswordGrant {
     return this.http.run('token', async () => {
       const response = await oauth.genericTokenEndpointRequest(as, this.#client, this.#auth, 'password', parameters, {
         headers,
-        [oauth.customFetch]: this.http.fetcher('token'),
+        [oauth.customFetch]: this.http.fetcher('token', deadline),
         [oauth.allowInsecureRequests]: true, // checked once for every endpoint in AuthorizationServerMetadata
       });
       return processPasswordGrantResponse(as, this.#client, response);
-    });
+    }, deadline);
   }
 }

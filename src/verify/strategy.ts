@@ -1,3 +1,4 @@
+import type { Deadline } from '../upstream/deadline.js';
 import type { Credentials, Identity } from './types.js';
 
 /**
@@ -8,6 +9,8 @@ export interface StrategyContext {
   readonly audience: string;
   /** The end user's IP, only when it is known to be theirs (never a proxy's address). */
   readonly endUserIp: string | undefined;
+  /** The decision's deadline, handed to every call to the AS (absent outside a decision). */
+  readonly deadline?: Deadline;
 }
 
 export interface Strategy {

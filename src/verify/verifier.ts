@@ -1,5 +1,5 @@
 import { UpstreamError } from '../errors.js';
-import { deadlineIn, withDeadline, type Deadline } from '../upstream/deadline.js';
+import { deadlineIn, type Deadline } from '../upstream/deadline.js';
 import type { Health } from '../health.js';
 import type { Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
@@ -33,7 +33,6 @@ export interface VerifierOptions {
 
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
 const DENIED_CACHED: Decision = Object.freeze({ ...DENIED, cached: true });
-const DENIED_OUTCOME: Outcome = Object.freeze({ kind: 'denied' });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
 type FlightResult = Outcome | 'upstream_unavailable';
@@ -136,9 +135,9 @@ export class Verifier {
   async #decide(credentials: Credentials, context: RequestContext, audience: string, username: string | undefined, key: string): Promise<Decision> {
     let cached = this.cache.get(key);
     if (cached === undefined && this.shared) cached = await this.#recall(key, username);
-    this.metrics.cacheRequests.inc({ result: cached === undefined ? 'miss' : cached.kind === 'identity' ? 'hit' : 'negative_hit' });
-    if (cached?.kind === 'identity') return this.#authorize(cached.identity, context, true);
-    if (cached?.kind === 'denied') return DENIED_CACHED;
+    this.metrics.cacheLookup(cached === undefined ? 'miss' : cached === 'denied' ? 'negative_hit' : 'hit');
+    if (cached === 'denied') return DENIED_CACHED;
+    if (cached !== undefined) return this.#authorize(cached, context, true);
 
     const endUserIp = context.endUserIp;
     const verdict = await this.throttle.check(username, endUserIp);
@@ -156,7 +155,7 @@ export class Verifier {
       this.metrics.coalescedRequests.inc();
       return this.#fromResult(await this.#within(flight, deadline), context, key);
     }
-    flight = withDeadline(deadline, () => this.#authenticate(credentials, key, { audience, endUserIp }, introspectionOnly))
+    flight = this.#authenticate(credentials, key, { audience, endUserIp, deadline }, introspectionOnly)
       // Recorded inside the flight, so that an answer arriving after a waiter's deadline still counts.
       .then(async (result) => {
         try {
@@ -196,10 +195,10 @@ export class Verifier {
    * denied as a cached one is; a known ASP is remembered locally, so `order` introspects it first and
    * a throttled username still lets it in.
    */
-  async #recall(key: string, username: string | undefined): Promise<Outcome | undefined> {
+  async #recall(key: string, username: string | undefined): Promise<'denied' | undefined> {
     const recalled = await this.shared!.recall(key, username);
     if (recalled.appPassword) this.cache.rememberAppPassword(key);
-    return recalled.denied ? DENIED_OUTCOME : undefined;
+    return recalled.denied ? 'denied' : undefined;
   }
 
   /** The flight's result, or 'deadline' if the decision's deadline passes first; disposes the deadline. */

@@ -10,7 +10,7 @@ const cache = (o: Partial<ConstructorParameters<typeof CredentialCache>[0]> = {}
 test('cache keys are HMACs: no password, token or username in them, and they differ by every input', () => {
   const c = cache();
   const key = c.keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter2' }, 'https://git');
-  assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+  assert.match(key, /^[A-Za-z0-9_-]{22}$/, '128 bits of HMAC-SHA256, base64url');
   assert.ok(!key.includes('hunter2') && !key.includes('alice'));
   const others = [
     c.keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter3' }, 'https://git'),
@@ -74,4 +74,33 @@ test('credentials that proved to be ASPs are remembered by their HMAC key', () =
   const off = cache({ appPasswordMemorySeconds: 0 });
   off.rememberAppPassword(key);
   assert.equal(off.isKnownAppPassword(key), false);
+});
+
+test('a cached identity reads back field for field; entries with the same scopes and audience share them', () => {
+  const c = cache();
+  const a = identity({ scopes: 'read:repo write:repo'.split(' '), audience: ['https://', 'git'].join('') });
+  const b = identity({ subject: 'auth0|b', username: 'bob', scopes: 'read:repo write:repo'.split(' '), expiresAt: undefined, credential: 'app_password' });
+  c.set('a', { kind: 'identity', identity: a }, 'alice');
+  c.set('b', { kind: 'identity', identity: b }, 'bob');
+  const [ga, gb] = [c.get('a'), c.get('b')];
+  assert.ok(typeof ga === 'object' && typeof gb === 'object');
+  for (const [got, want] of [[ga, a], [gb, b]] as const) {
+    assert.deepEqual(
+      { subject: got.subject, username: got.username, credential: got.credential, scopes: [...got.scopes], audience: got.audience, expiresAt: got.expiresAt },
+      want,
+    );
+  }
+  assert.equal(ga.scopes, gb.scopes, 'one shared scope list');
+  assert.ok(Object.isFrozen(ga.scopes), 'and nobody can change it under the other entries');
+  assert.deepEqual(Object.keys(ga).sort(), ['audience', 'credential', 'expiresAt', 'scopes', 'subject', 'username'], 'nothing else shows on the identity');
+  c.set('d', { kind: 'denied' }, 'alice');
+  assert.equal(c.get('d'), 'denied');
+  assert.equal(c.get('nothing'), undefined);
+});
+
+test('a negative entry for a bearer token (no username) is left alone by every purge', () => {
+  const c = cache();
+  c.set('t', { kind: 'denied' }, undefined);
+  for (const u of ['alice', 'bob', '']) c.purgeUser(u);
+  assert.equal(c.get('t'), 'denied');
 });

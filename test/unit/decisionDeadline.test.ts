@@ -44,11 +44,11 @@ test('a strategy that never returns is cut off at the decision deadline: 503, ne
 
 test('the deadline travels with the decision into the strategies (and is absent outside one)', async () => {
   let seen = Infinity;
-  const probe: Strategy = { name: 'app_password', authenticate: async () => ((seen = remainingMs()), identity) };
+  const probe: Strategy = { name: 'app_password', authenticate: async (_c, context) => ((seen = remainingMs(context.deadline)), identity) };
   const { v } = verifier(probe, { decisionTimeoutMs: 1000 });
   await v.verify(basic, { requiredScopes: [] }, 'verify');
   assert.ok(seen > 900 && seen <= 1000, `${seen} ms left`);
-  assert.equal(remainingMs(), Infinity);
+  assert.equal(remainingMs(undefined), Infinity);
 });
 
 test('an answer that arrives after a waiter gave up is still cached for the next request', async () => {

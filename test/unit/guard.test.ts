@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UpstreamError, type UpstreamFailure } from '../../src/errors.js';
-import { deadlineIn, withDeadline } from '../../src/upstream/deadline.js';
+import { deadlineIn } from '../../src/upstream/deadline.js';
 import { countsAgainstCircuit, UpstreamGuard, type CircuitGauge, type Endpoint, type GuardOptions } from '../../src/upstream/guard.js';
 
 const fail = (failure: UpstreamFailure, o: { status?: number; sent?: false } = {}) => new UpstreamError(`fake ${failure}`, 'token', failure, o);
@@ -69,9 +69,17 @@ test('no retry starts that could not finish before the decision deadline', async
   const { g } = guard({ breakerFailureThreshold: 0, retries: 5 });
   const op = scripted(fail('unreachable'), fail('unreachable'), fail('unreachable'), fail('unreachable'), fail('unreachable'));
   const started = Date.now();
-  await withDeadline(deadlineIn(300), () => g.run('jwks', op.run)).catch(() => undefined);
+  const deadline = deadlineIn(300);
+  await g.run('jwks', op.run, deadline).catch(() => undefined);
+  deadline.dispose();
   assert.equal(op.calls, 1, 'less than back-off + one attempt left');
   assert.ok(Date.now() - started < 100);
+
+  const roomy = deadlineIn(5000);
+  const again = scripted(fail('unreachable'), fail('unreachable'), fail('unreachable'));
+  assert.equal(await g.run('jwks', again.run, roomy), 'ok', 'with time left, the retries go on and the fourth attempt succeeds');
+  roomy.dispose();
+  assert.equal(again.calls, 4);
 });
 
 test('the breaker opens after consecutive failures, refuses at once, lets one probe through after the delay, and closes on success', async () => {

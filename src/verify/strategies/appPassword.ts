@@ -15,10 +15,10 @@ export class AppPasswordStrategy implements Strategy {
     private readonly metadata: AuthorizationServerMetadata,
   ) {}
 
-  async authenticate(credentials: Credentials, { audience }: StrategyContext): Promise<Identity | null> {
+  async authenticate(credentials: Credentials, { audience, deadline }: StrategyContext): Promise<Identity | null> {
     const bound = credentials.kind === 'basic';
     const token = credentials.kind === 'basic' ? credentials.password : credentials.token;
-    const answer = await this.introspection.introspect(token);
+    const answer = await this.introspection.introspect(token, deadline);
     return identityFromIntrospection(answer, {
       audience,
       issuer: this.metadata.current!.issuer,

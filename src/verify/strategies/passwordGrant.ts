@@ -22,9 +22,9 @@ export class PasswordGrantStrategy implements Strategy {
     private readonly log: Logger,
   ) {}
 
-  async authenticate(credentials: Credentials, { audience, endUserIp }: StrategyContext): Promise<Identity | null> {
+  async authenticate(credentials: Credentials, { audience, endUserIp, deadline }: StrategyContext): Promise<Identity | null> {
     if (credentials.kind !== 'basic') return null;
-    const outcome = await this.grant.attempt(credentials.username, credentials.password, audience, endUserIp);
+    const outcome = await this.grant.attempt(credentials.username, credentials.password, audience, endUserIp, deadline);
     if (!outcome.ok) {
       // too_many_attempts: the AS has blocked this user from credgate's address. Not a user error
       // credgate may reveal; the next strategy still runs and a denial stays uniform.
@@ -37,7 +37,7 @@ export class PasswordGrantStrategy implements Strategy {
     if (looksLikeJwt(outcome.accessToken)) {
       claims = await this.accessTokens.verify(outcome.accessToken, audience);
     } else {
-      const answer = await this.introspection.introspect(outcome.accessToken);
+      const answer = await this.introspection.introspect(outcome.accessToken, deadline);
       const aud = answer.aud;
       claims = answer.active === true && (aud === audience || (Array.isArray(aud) && aud.includes(audience))) ? answer : null;
     }
