@@ -1,6 +1,6 @@
 /**
  * Child process of `npm run bench` (figure 4): fills a CredentialCache with N realistic entries
- * and prints {rss, heapUsed} deltas as JSON. Run alone so nothing else shares its heap:
+ * and prints {rss, heapUsed} deltas and the time of one purge as JSON. Run alone so nothing else shares its heap:
  *   node --expose-gc dist/bench/memory.js 100000
  */
 import { randomBytes } from 'node:crypto';
@@ -14,6 +14,9 @@ export interface MemoryResult {
   heapUsedBytes: number;
   externalBytes: number;
   fillMs: number;
+  /** One user's purge: a walk over the whole cache (there is no purge index). */
+  purgeMs: number;
+  purged: number;
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -70,11 +73,16 @@ if (cache.size !== n) {
   console.error(`cache holds ${cache.size} entries, expected ${n}`);
   process.exit(3);
 }
+const purgeStarted = performance.now();
+const purged = cache.purgeUser(`user${String(n >> 1).padStart(6, '0')}@example.com`);
+const purgeMs = performance.now() - purgeStarted;
 const result: MemoryResult = {
-  entries: cache.size,
+  entries: n,
   rssBytes: after.rss - before.rss,
   heapUsedBytes: after.heapUsed - before.heapUsed,
   externalBytes: after.external + after.arrayBuffers - (before.external + before.arrayBuffers),
   fillMs,
+  purgeMs,
+  purged,
 };
 process.stdout.write(JSON.stringify(result) + '\n');

@@ -20,15 +20,39 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set(
 const CENSOR = '[redacted]';
 const MAX_DEPTH = 6;
 
+/** Whether a key is one of REDACTED_KEYS, remembered per spelling (log keys are mostly a fixed set). */
+const verdicts = new Map<string, boolean>();
+function isRedactedKey(key: string): boolean {
+  let verdict = verdicts.get(key);
+  if (verdict === undefined) {
+    verdict = REDACTED_KEYS.has(key.toLowerCase());
+    if (verdicts.size < 4096) verdicts.set(key, verdict);
+  }
+  return verdict;
+}
+
 function needsRedaction(value: unknown, depth: number, seen: Set<object>): boolean {
   if (value === null || typeof value !== 'object' || depth > MAX_DEPTH || seen.has(value)) return false;
   seen.add(value);
   if (Array.isArray(value)) return value.some((v) => needsRedaction(v, depth + 1, seen));
-  for (const key of Object.keys(value)) {
-    if (REDACTED_KEYS.has(key.toLowerCase())) return true;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (isRedactedKey(key)) return true;
     if (needsRedaction((value as Record<string, unknown>)[key], depth + 1, seen)) return true;
   }
   return false;
+}
+
+/** `needsRedaction` for a log line's top object, without allocating when every value is a primitive (the decision line). */
+function lineNeedsRedaction(obj: object): boolean {
+  let nested = false;
+  for (const key in obj) {
+    if (!Object.hasOwn(obj, key)) continue;
+    if (isRedactedKey(key)) return true;
+    const value = (obj as Record<string, unknown>)[key];
+    if (value !== null && typeof value === 'object') nested = true;
+  }
+  return nested && needsRedaction(obj, 0, new Set());
 }
 
 function redactedCopy(value: unknown, depth: number, seen: WeakMap<object, unknown>): unknown {
@@ -38,7 +62,7 @@ function redactedCopy(value: unknown, depth: number, seen: WeakMap<object, unkno
     // Keep what pino's error serializer reads; redact any enumerable extras.
     const copy: Record<string, unknown> = { type: value.name, message: value.message, stack: value.stack };
     seen.set(value, copy);
-    for (const key of Object.keys(value)) copy[key] = REDACTED_KEYS.has(key.toLowerCase()) ? CENSOR : redactedCopy((value as unknown as Record<string, unknown>)[key], depth + 1, seen);
+    for (const key of Object.keys(value)) copy[key] = isRedactedKey(key) ? CENSOR : redactedCopy((value as unknown as Record<string, unknown>)[key], depth + 1, seen);
     return copy;
   }
   if (Array.isArray(value)) {
@@ -49,7 +73,7 @@ function redactedCopy(value: unknown, depth: number, seen: WeakMap<object, unkno
   }
   const copy: Record<string, unknown> = {};
   seen.set(value, copy);
-  for (const key of Object.keys(value)) copy[key] = REDACTED_KEYS.has(key.toLowerCase()) ? CENSOR : redactedCopy((value as Record<string, unknown>)[key], depth + 1, seen);
+  for (const key of Object.keys(value)) copy[key] = isRedactedKey(key) ? CENSOR : redactedCopy((value as Record<string, unknown>)[key], depth + 1, seen);
   return copy;
 }
 
@@ -61,7 +85,19 @@ function redactedCopy(value: unknown, depth: number, seen: WeakMap<object, unkno
  * cached decision; this walk costs well under a microsecond for a decision line.
  */
 export function redact<T extends object>(obj: T): T {
-  return needsRedaction(obj, 0, new Set()) ? (redactedCopy(obj, 0, new WeakMap()) as T) : obj;
+  return lineNeedsRedaction(obj) ? (redactedCopy(obj, 0, new WeakMap()) as T) : obj;
+}
+
+/** pino's `isoTime`, formatted once per millisecond rather than once per line. */
+let lastMs = -1;
+let lastTime = '';
+export function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
 }
 
 export function createLogger(options: { level: string; pretty?: boolean; destination?: NodeJS.WritableStream }): Logger {
@@ -69,7 +105,7 @@ export function createLogger(options: { level: string; pretty?: boolean; destina
     level: options.level,
     formatters: { log: (obj) => redact(obj) },
     base: { service: 'credgate' },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: isoTime,
   };
   if (options.pretty) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,service' } } });

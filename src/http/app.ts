@@ -27,6 +27,9 @@ function baseApp(service: Service): FastifyInstance {
     loggerInstance: service.log as FastifyBaseLogger,
     // credgate logs one line per decision itself; fastify's per-request lines would double them.
     logController: new LogController({ disableRequestLogging: true }),
+    // No per-request child logger (a pino child per request costs more than a cached decision's
+    // own work): lines that concern a request carry `requestId` themselves.
+    childLoggerFactory: (logger) => logger,
     genReqId: () => randomUUID(),
     bodyLimit: BODY_LIMIT_BYTES,
     requestTimeout: clientTimeoutMs,

@@ -65,16 +65,19 @@ export function parseAuthorization(header: string | string[] | undefined): Crede
   if (scheme !== 'basic') return { reason: 'malformed_credentials', message: `unsupported authorization scheme` };
   if (value.length > 2 * (MAX_USERNAME_BYTES + MAX_PASSWORD_BYTES)) return { reason: 'malformed_credentials', message: 'Basic credentials too long' };
   if (!BASE64.test(value)) return { reason: 'malformed_credentials', message: 'Basic credentials are not valid base64' };
-  let decoded: string;
+  const bytes = Buffer.from(value, 'base64');
   try {
-    decoded = utf8.decode(Buffer.from(value, 'base64'));
+    utf8.decode(bytes);
   } catch {
     return { reason: 'malformed_credentials', message: 'Basic credentials are not valid UTF-8' };
   }
-  const colon = decoded.indexOf(':');
+  // The first colon (0x3a never occurs inside a multi-byte UTF-8 sequence). Username and password
+  // are decoded apart rather than sliced from one string: a slice of "user:password" keeps the
+  // whole string alive, and the username outlives the request (cache, throttle), the password must not.
+  const colon = bytes.indexOf(0x3a);
   if (colon < 0) return { reason: 'malformed_credentials', message: 'Basic credentials have no colon between username and password' };
-  const username = decoded.slice(0, colon);
-  const password = decoded.slice(colon + 1);
+  const username = bytes.toString('utf8', 0, colon);
+  const password = bytes.toString('utf8', colon + 1);
   const problem = checkPair(username, password);
   return problem ?? { kind: 'basic', username, password };
 }

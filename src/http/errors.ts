@@ -25,7 +25,7 @@ export function installErrorHandlers(app: FastifyInstance): void {
     if (status >= 400 && status < 500) {
       return badRequest(reply, 'malformed_request', error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'request body too large' : error.message, status);
     }
-    request.log.error({ err: error }, 'unhandled error');
+    request.log.error({ requestId: request.id, err: error }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'internal error' });
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send({ error: 'not_found', message: 'no such route' }));

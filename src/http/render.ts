@@ -1,11 +1,33 @@
-import type { Decision } from '../verify/types.js';
+import type { Decision, Identity } from '../verify/types.js';
+
+const NEEDS_ENCODING = /[^\x20-\x24\x26-\x7e]/u;
 
 /**
  * Header values outside printable ASCII (a UTF-8 username) are percent-encoded as UTF-8, and so
  * is `%` itself, so that the upstream can decode every value unambiguously (SPEC "HTTP interfaces").
  */
 export function headerValue(value: string): string {
-  return value.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
+  return NEEDS_ENCODING.test(value) ? value.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c)) : value;
+}
+
+/** The identity headers of an allow on `/auth` (SPEC: X-Auth-Subject, -User, -Scopes, -Credential). */
+export type IdentityHeaders = Readonly<Record<'x-auth-subject' | 'x-auth-scopes' | 'x-auth-credential', string> & { 'x-auth-user'?: string }>;
+
+/** Rendered once per identity object: a cached identity answers many requests with the same headers. */
+const rendered = new WeakMap<Identity, IdentityHeaders>();
+
+export function identityHeaders(id: Identity): IdentityHeaders {
+  let headers = rendered.get(id);
+  if (headers === undefined) {
+    headers = Object.freeze({
+      'x-auth-subject': headerValue(id.subject),
+      ...(id.username !== undefined ? { 'x-auth-user': headerValue(id.username) } : {}),
+      'x-auth-scopes': headerValue(id.scopes.join(' ')),
+      'x-auth-credential': id.credential,
+    });
+    rendered.set(id, headers);
+  }
+  return headers;
 }
 
 /** The JSON decision of `POST /v1/verify` (SPEC). Denials carry no identity. */

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CallOutcome, Endpoint } from '../upstream/http.js';
-import type { CredentialType, Reason } from '../verify/types.js';
+import { REASONS, type CredentialType, type Reason } from '../verify/types.js';
 
 export type Interface = 'auth' | 'verify' | 'mail' | 'cli';
 
@@ -20,14 +20,50 @@ export interface SharedStateMetrics {
  * sets — interface, result, reason, credential type, endpoint, outcome — never a username, IP or
  * token. Default process/Node metrics keep their standard unprefixed names.
  */
+/**
+ * Increments counted on the request path as plain additions to a remembered slot per label set,
+ * and added to the prom-client counter when it is read (a scrape, or `get()`): prom-client hashes
+ * and validates the labels on every `inc`, which a cached decision would pay for each request.
+ */
+class Tally<L extends string> {
+  readonly #slots = new Map<number, { readonly labels: Record<L, string>; count: number }>();
+
+  /** `id`: a number naming the label set (computed without building strings). */
+  add(id: number, labels: () => Record<L, string>): void {
+    const slot = this.#slots.get(id);
+    if (slot !== undefined) slot.count++;
+    else this.#slots.set(id, { labels: labels(), count: 1 });
+  }
+
+  /** Moves the counts into `counter` (its `collect`). */
+  flush(counter: Counter<L>): void {
+    for (const slot of this.#slots.values()) {
+      if (slot.count === 0) continue;
+      counter.inc(slot.labels, slot.count);
+      slot.count = 0;
+    }
+  }
+}
+
+/** Small numbers for label values, so that a label set is named by arithmetic rather than a string. */
+const INTERFACE_NO: Readonly<Record<Interface, number>> = { auth: 0, verify: 1, mail: 2, cli: 3 };
+const REASON_NO: Readonly<Record<Reason, number>> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>;
+const CREDENTIAL_NO: Readonly<Record<CredentialType | 'none', number>> = { none: 0, password: 1, app_password: 2, access_token: 3 };
+const CACHE_RESULT_NO = { hit: 0, negative_hit: 1, miss: 2 } as const;
+
 export class Metrics {
   readonly registry = new Registry();
+  readonly #decisionTally = new Tally<'interface' | 'result' | 'reason' | 'credential' | 'cached'>();
+  readonly #cacheTally = new Tally<'result'>();
+  /** Label objects of the duration histogram, made once per (interface, result). */
+  readonly #durationLabels = new Map<number, { interface: Interface; result: string }>();
 
-  readonly decisions = new Counter({
+  readonly decisions: Counter<'interface' | 'result' | 'reason' | 'credential' | 'cached'> = new Counter({
     name: 'credgate_decisions_total',
     help: 'Decisions made, by interface, result (allow/deny/error), reason, credential type (none when denied) and whether the cache answered.',
     labelNames: ['interface', 'result', 'reason', 'credential', 'cached'] as const,
     registers: [this.registry],
+    collect: () => this.#decisionTally.flush(this.decisions),
   });
 
   readonly decisionDuration = new Histogram({
@@ -53,11 +89,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly cacheRequests = new Counter({
+  readonly cacheRequests: Counter<'result'> = new Counter({
     name: 'credgate_cache_requests_total',
     help: 'Decision cache look-ups: hit (a verified identity), negative_hit (a known-wrong credential), miss.',
     labelNames: ['result'] as const,
     registers: [this.registry],
+    collect: () => this.#cacheTally.flush(this.cacheRequests),
   });
 
   readonly cacheEvictions = new Counter({
@@ -218,12 +255,19 @@ export class Metrics {
 
   /** One decision-cache look-up. */
   cacheLookup(result: 'hit' | 'negative_hit' | 'miss'): void {
-    this.cacheRequests.inc({ result });
+    this.#cacheTally.add(CACHE_RESULT_NO[result], () => ({ result }));
   }
 
   observeDecision(iface: Interface, allow: boolean, reason: Reason, credential: CredentialType | undefined, seconds: number, cached = false): void {
-    const result = allow ? 'allow' : reason === 'upstream_unavailable' ? 'error' : 'deny';
-    this.decisions.inc({ interface: iface, result, reason, credential: credential ?? 'none', cached: cached ? 'true' : 'false' });
-    this.decisionDuration.observe({ interface: iface, result }, seconds);
+    const resultNo = allow ? 0 : reason === 'upstream_unavailable' ? 2 : 1;
+    const result = (['allow', 'deny', 'error'] as const)[resultNo];
+    const kind = credential ?? 'none';
+    const series = INTERFACE_NO[iface] * 3 + resultNo;
+    // (interface, result) × reason × credential × cached; result follows from allow and reason.
+    const id = ((series * REASONS.length + REASON_NO[reason]) * 4 + CREDENTIAL_NO[kind]) * 2 + (cached ? 1 : 0);
+    this.#decisionTally.add(id, () => ({ interface: iface, result, reason, credential: kind, cached: cached ? 'true' : 'false' }));
+    let labels = this.#durationLabels.get(series);
+    if (labels === undefined) this.#durationLabels.set(series, (labels = { interface: iface, result }));
+    this.decisionDuration.observe(labels, seconds);
   }
 }

@@ -14,6 +14,9 @@ export interface CallObserver {
 
 export type FetchLike = (url: string, init: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; signal?: AbortSignal | null; redirect?: string }) => Promise<Response>;
 
+/** Least time left before the decision's deadline for a call to be worth sending. */
+const MIN_CALL_MS = 20;
+
 /** Largest answer read from the authorization server. A JWKS or an introspection answer is a few KiB. */
 export const MAX_RESPONSE_BYTES = 256 * 1024;
 
@@ -70,7 +73,9 @@ export class UpstreamHttp {
   async #call(endpoint: Endpoint, url: string, init: Parameters<FetchLike>[1], decision: Deadline | undefined): Promise<Response> {
     const started = performance.now();
     const left = decision === undefined ? Infinity : decision.at - Date.now();
-    if (left <= 0) throw new UpstreamError(`${endpoint}: no time left before the decision's deadline`, endpoint, 'timeout', { sent: false });
+    // A call that waited for a slot until just before its deadline would reach the AS only to be
+    // abandoned at once: it is not sent.
+    if (left < MIN_CALL_MS) throw new UpstreamError(`${endpoint}: no time left before the decision's deadline`, endpoint, 'timeout', { sent: false });
     const budget = Math.min(this.#timeoutMs, left);
     const deadline = AbortSignal.timeout(budget);
     const signals = [deadline, ...(init.signal ? [init.signal] : []), ...(decision ? [decision.signal] : [])];

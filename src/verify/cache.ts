@@ -38,13 +38,19 @@ function tagOf(userKey: string): number {
   return Buffer.from(userKey.slice(0, 8), 'base64url').readUInt32BE(0) >>> 2;
 }
 
+/** The cache's clock: tenths of a second on the monotonic clock, a small integer for years of uptime. */
+function now(): number {
+  return Math.floor(performance.now() / 100);
+}
+
 /**
- * A positive entry: the identity's fields in one object, with its user's purge tag. Scope lists
- * and audiences are shared between entries; nothing else refers to the object, so it is the whole
- * cost of an entry beside its key and the subject and username strings.
+ * A positive entry: the identity's fields in one object, with its user's purge tag and the time it
+ * stops being served. Scope lists and audiences are shared between entries; nothing else refers
+ * to the object, so it is the whole cost of an entry beside its key and the subject and username strings.
  */
 class CachedIdentity implements Identity {
   readonly #tag: number;
+  readonly #until: number;
   constructor(
     readonly subject: string,
     readonly username: string | undefined,
@@ -53,17 +59,32 @@ class CachedIdentity implements Identity {
     readonly audience: string,
     readonly expiresAt: number | undefined,
     tag: number,
+    until: number,
   ) {
     this.#tag = tag;
+    this.#until = until;
   }
 
   static tag(entry: CachedIdentity): number {
     return entry.#tag;
   }
+
+  static until(entry: CachedIdentity): number {
+    return entry.#until;
+  }
 }
 
-/** An entry: a verified identity, or (a known-wrong credential) the purge tag of its username. */
-type Entry = CachedIdentity | number;
+/** A negative entry: a known-wrong credential, with its username's purge tag. */
+class Denied {
+  constructor(
+    readonly tag: number,
+    readonly until: number,
+  ) {}
+}
+
+type Entry = CachedIdentity | Denied;
+const tagOfEntry = (entry: Entry) => (entry instanceof Denied ? entry.tag : CachedIdentity.tag(entry));
+const untilOfEntry = (entry: Entry) => (entry instanceof Denied ? entry.until : CachedIdentity.until(entry));
 
 /**
  * Remembers outcomes by an HMAC of (credential kind, username, secret, audience): the cache never
@@ -72,17 +93,20 @@ type Entry = CachedIdentity | number;
  * never ride on a cached answer for less (the CVE-2021-32701 class). Positive entries live
  * min(ttlSeconds, exp − now); nothing is cached for upstream errors (the caller never stores them).
  *
- * Memory (issue 10, ≤ 450 bytes resident per entry at 1M): a key is 128 bits of the HMAC (a 22-character
- * string); a positive entry is one flat object whose scope list and audience are shared with
- * every other entry that has the same; a negative entry is a small integer. There is no purge
- * index: an entry carries a 30-bit tag of its user's `userKey`, and a purge (a rare admin act)
- * walks the cache, so a tag shared by chance drops someone else's entry too, which costs them
- * one more question to the AS and nothing else. `npm run bench` measures it (BENCHMARKS.md).
+ * Memory (issue 10: ≤ 450 bytes resident per entry at 1M entries, `npm run bench`): a key is 128
+ * bits of the HMAC (a 22-character string); a positive entry is one flat object whose scope list
+ * and audience are shared with every entry that has the same; expiry is a small integer in the
+ * entry rather than lru-cache's per-slot TTL arrays. The purge index maps a 30-bit tag of each
+ * username's `userKey` to its entries' keys (the same strings the cache holds): a tag shared by
+ * chance purges someone else's entries too, which costs them one more question to the AS and
+ * nothing else.
  */
 export class CredentialCache {
   readonly #hmacKey: Buffer;
   readonly #lru: LRUCache<string, Entry>;
   readonly #options: CacheOptions;
+  /** Purge tag → the key of its one entry, or the keys of several (most users have one or two). */
+  readonly #byTag = new Map<number, string | Set<string>>();
   /** HMAC keys of credentials that turned out to be ASPs; lives much longer than decisions. Not
    * preallocated (`maxSize` rather than `max`): it is usually far smaller than the decision cache. */
   readonly #appPasswords: LRUCache<string, true>;
@@ -94,8 +118,8 @@ export class CredentialCache {
     this.#hmacKey = options.keySecret ? decodeKey(options.keySecret) : randomBytes(32);
     this.#lru = new LRUCache<string, Entry>({
       max: options.maxEntries,
-      ttl: Math.max(options.ttlSeconds, options.negativeTtlSeconds, 1) * 1000,
-      dispose: (_entry, _key, reason) => {
+      dispose: (entry, key, reason) => {
+        this.#unindex(tagOfEntry(entry), key);
         if (reason === 'evict') options.onEvict?.();
       },
     });
@@ -124,7 +148,12 @@ export class CredentialCache {
   /** A cached identity, `'denied'` for a known-wrong credential, or undefined. */
   get(key: string): Identity | 'denied' | undefined {
     const entry = this.#lru.get(key);
-    return entry === undefined ? undefined : typeof entry === 'number' ? 'denied' : entry;
+    if (entry === undefined) return undefined;
+    if (untilOfEntry(entry) <= now()) {
+      this.#lru.delete(key);
+      return undefined;
+    }
+    return entry instanceof Denied ? 'denied' : entry;
   }
 
   /** Seconds a positive entry may live now: never past the credential's own expiry. */
@@ -138,7 +167,16 @@ export class CredentialCache {
     if (ttl <= 0) return;
     const name = username ?? (outcome.kind === 'identity' ? outcome.identity.username : undefined);
     const tag = name === undefined ? NO_USER : tagOf(this.userKey(name));
-    this.#lru.set(key, outcome.kind === 'identity' ? this.#compact(outcome.identity, tag) : tag, { ttl: ttl * 1000 });
+    const until = now() + ttl * 10;
+    // Set first: replacing an entry disposes (unindexes) the old one under this key.
+    this.#lru.set(key, outcome.kind === 'identity' ? this.#compact(outcome.identity, tag, until) : new Denied(tag, until));
+    if (tag !== NO_USER) {
+      const keys = this.#byTag.get(tag);
+      if (keys === undefined) this.#byTag.set(tag, key);
+      else if (typeof keys === 'string') {
+        if (keys !== key) this.#byTag.set(tag, new Set([keys, key]));
+      } else keys.add(key);
+    }
   }
 
   /** Drops every entry of one user (after an ASP is revoked or a password changed). Returns how many. */
@@ -146,16 +184,12 @@ export class CredentialCache {
     return this.purgeUserKey(this.userKey(username));
   }
 
-  /** `purgeUser` by the username's `userKey` (a purge broadcast by another replica). A walk over
-   * the cache: tens of milliseconds at a million entries, for an act an administrator takes. */
+  /** `purgeUser` by the username's `userKey` (a purge broadcast by another replica). */
   purgeUserKey(userKey: string): number {
-    const tag = tagOf(userKey);
-    const doomed: string[] = [];
-    this.#lru.forEach((entry, key) => {
-      if ((typeof entry === 'number' ? entry : CachedIdentity.tag(entry)) === tag) doomed.push(key);
-    });
+    const keys = this.#byTag.get(tagOf(userKey));
+    if (keys === undefined) return 0;
     let purged = 0;
-    for (const key of doomed) if (this.#lru.delete(key)) purged++;
+    for (const key of typeof keys === 'string' ? [keys] : [...keys]) if (this.#lru.delete(key)) purged++;
     return purged;
   }
 
@@ -163,6 +197,7 @@ export class CredentialCache {
   clear(): number {
     const size = this.#lru.size;
     this.#lru.clear();
+    this.#byTag.clear();
     return size;
   }
 
@@ -179,8 +214,20 @@ export class CredentialCache {
     return this.#lru.size;
   }
 
-  #compact(identity: Identity, tag: number): CachedIdentity {
-    return new CachedIdentity(identity.subject, identity.username, identity.credential, this.#shared(identity.scopes), this.#audience(identity.audience), identity.expiresAt, tag);
+  #compact(identity: Identity, tag: number, until: number): CachedIdentity {
+    return new CachedIdentity(identity.subject, identity.username, identity.credential, this.#shared(identity.scopes), this.#audience(identity.audience), identity.expiresAt, tag, until);
+  }
+
+  #unindex(tag: number, key: string): void {
+    const keys = this.#byTag.get(tag);
+    if (keys === undefined) return;
+    if (typeof keys === 'string') {
+      if (keys === key) this.#byTag.delete(tag);
+      return;
+    }
+    keys.delete(key);
+    if (keys.size === 1) this.#byTag.set(tag, keys.values().next().value!);
+    else if (keys.size === 0) this.#byTag.delete(tag);
   }
 
   #shared(scopes: readonly string[]): readonly string[] {

@@ -135,7 +135,7 @@ test('SIGTERM under load: /readyz fails at once, every request already under way
 
   for (const answer of slowAnswers) assert.equal(answer.status, 200, 'in-flight decisions finished with their real answer');
   const before = records.filter((r) => r.started < sigtermAt);
-  assert.ok(before.length > 50, `the load was real: ${before.length} requests before SIGTERM`);
+  assert.ok(before.length > 20, `the load was real: ${before.length} requests before SIGTERM`);
   const dropped = before.filter((r) => r.status !== 200);
   assert.deepEqual(dropped, [], 'no request started before SIGTERM was dropped or refused');
   const afterwards = records.filter((r) => r.started >= sigtermAt);

@@ -104,3 +104,24 @@ test('a negative entry for a bearer token (no username) is left alone by every p
   for (const u of ['alice', 'bob', '']) c.purgeUser(u);
   assert.equal(c.get('t'), 'denied');
 });
+
+test('entries stop being served when their time is up, negative ones after negativeTtlSeconds', async () => {
+  const c = cache({ negativeTtlSeconds: 1 });
+  c.set('wrong', { kind: 'denied' }, 'alice');
+  c.set('right', { kind: 'identity', identity: identity({ expiresAt: now + 3600 }) }, 'alice');
+  assert.equal(c.get('wrong'), 'denied');
+  await new Promise((resolve) => setTimeout(resolve, 1150));
+  assert.equal(c.get('wrong'), undefined, 'gone after its second');
+  assert.equal(typeof c.get('right'), 'object', 'the identity lives on (300 s)');
+  assert.equal(c.purgeUser('alice'), 1, 'and the expired one left the purge index when it was found stale');
+});
+
+test('one user with many entries: every one is purged, and overwriting an entry keeps one index entry', () => {
+  const c = cache({ maxEntries: 1000 });
+  for (let i = 0; i < 500; i++) c.set(`k${i}`, { kind: 'denied' }, 'mallory');
+  c.set('k0', { kind: 'identity', identity: identity({ username: 'mallory' }) }, 'mallory');
+  c.set('other', { kind: 'denied' }, 'bob');
+  assert.equal(c.purgeUser('mallory'), 500);
+  assert.equal(c.size, 1);
+  assert.equal(c.get('other'), 'denied');
+});

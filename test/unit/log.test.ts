@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { createLogger, redact } from '../../src/log.js';
+import { createLogger, isoTime, redact } from '../../src/log.js';
 
 function capture() {
   const lines: string[] = [];
@@ -47,4 +47,22 @@ test('cyclic objects do not hang or crash the logger', () => {
   const { log, lines } = capture();
   log.info({ a }, 'cycle');
   assert.ok(!lines.join('').includes('cyc-1'));
+});
+
+test('the timestamp is pino-style ISO time of the line, formatted once per millisecond', async () => {
+  const first = isoTime();
+  assert.match(first, /^,"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"$/);
+  const stamp = Date.parse(JSON.parse(`{${first.slice(1)}}`).time as string);
+  assert.ok(Math.abs(stamp - Date.now()) < 50);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.notEqual(isoTime(), first, 'a later millisecond, a new stamp');
+  const { log, lines } = capture();
+  log.info({ a: 1 }, 'x');
+  assert.match(lines[0]!, /"time":"\d{4}-[^"]+Z"/);
+});
+
+test('a flat line holding a secret under a listed name is still caught, whatever the spelling', () => {
+  for (const key of ['password', 'PASSWORD', 'Password', 'clientSecret', 'CLIENTSECRET']) {
+    assert.deepEqual(redact({ ok: 1, [key]: 'x' }), { ok: 1, [key]: '[redacted]' }, key);
+  }
 });

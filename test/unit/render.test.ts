@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decisionJson, headerValue } from '../../src/http/render.js';
+import { decisionJson, headerValue, identityHeaders } from '../../src/http/render.js';
 
 test('header values keep printable ASCII and percent-encode UTF-8 and % itself', () => {
   assert.equal(headerValue('auth0|123 read:repo'), 'auth0|123 read:repo');
@@ -18,4 +18,12 @@ test('an allow carries the identity; a denial carries none of it', () => {
   const deny = decisionJson({ allow: false, status: 403, reason: 'insufficient_scope', identity, missingScopes: ['write:repo'], cached: false });
   assert.equal(deny.subject, undefined);
   assert.deepEqual(deny.missingScopes, ['write:repo']);
+});
+
+test('identity headers: rendered once per identity object, encoded like any header value', () => {
+  const identity = { subject: 'auth0|1', username: 'jürgen', credential: 'app_password' as const, scopes: ['read:repo', 'write:repo'], audience: 'https://git', expiresAt: undefined };
+  const headers = identityHeaders(identity);
+  assert.deepEqual({ ...headers }, { 'x-auth-subject': 'auth0|1', 'x-auth-user': 'j%C3%BCrgen', 'x-auth-scopes': 'read:repo write:repo', 'x-auth-credential': 'app_password' });
+  assert.equal(identityHeaders(identity), headers, 'the same object for the same identity');
+  assert.ok(!('x-auth-user' in identityHeaders({ ...identity, username: undefined })), 'no user header for a token without a username');
 });

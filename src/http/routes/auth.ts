@@ -4,7 +4,7 @@ import { SCOPE_TOKEN } from '../../verify/scopes.js';
 import type { Decision, RequestContext } from '../../verify/types.js';
 import { authorizationHeaders, isProblem, parseAuthorization } from '../credentials.js';
 import { isTrustedPeer } from '../originalRequest.js';
-import { headerValue } from '../render.js';
+import { identityHeaders } from '../render.js';
 import { badRequest, recordEarlyDenial } from '../errors.js';
 
 /** Scopes pinned by the location: `?scope=a&scope=b` or `?scope=a b` / `?scope=a,b`. */
@@ -17,6 +17,9 @@ export function pinnedScopes(query: unknown): string[] | string {
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+/** The body of every allow, serialised once (fastify sends a string with a content type as it is). */
+const ALLOW_BODY = JSON.stringify({ reason: 'ok' });
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 /**
  * `/auth` (any method): nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`; and
@@ -78,12 +81,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
     if (!decision.allow || !decision.identity) {
       return deny(reply, decision.status, { reason: decision.reason, missingScopes: decision.missingScopes });
     }
-    const id = decision.identity;
-    reply.header('x-auth-subject', headerValue(id.subject));
-    if (id.username !== undefined) reply.header('x-auth-user', headerValue(id.username));
-    reply.header('x-auth-scopes', headerValue(id.scopes.join(' ')));
-    reply.header('x-auth-credential', id.credential);
-    return reply.code(200).header('cache-control', 'no-store').send({ reason: 'ok' });
+    return reply.code(200).headers(identityHeaders(decision.identity)).header('cache-control', 'no-store').type(JSON_TYPE).send(ALLOW_BODY);
   };
 
   app.route({ method: [...METHODS], url: '/auth', handler: (request, reply) => handle(request, reply, undefined) });
