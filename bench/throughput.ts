@@ -105,6 +105,8 @@ export function comparisonRows(figure: string, name: string, c: Comparison, targ
   else row(figure, `${name}: latency p99`, c.subject.p99, 'ms');
   if (targets) row(figure, `${name} ÷ bare throughput`, c.ratio, '×', `≥ ${targets.ratio}`, c.ratio >= targets.ratio);
   else row(figure, `${name} ÷ bare throughput`, c.ratio, '×');
+  // What the ratio would be if the core were the only limit and all ours: steadier on a shared machine.
+  row(figure, `${name} ÷ bare by CPU per request`, c.cpuMicrosPerRequest.bare / c.cpuMicrosPerRequest.subject, '×');
   row(figure, 'cache hits / misses / AS calls (measured)', `${c.cache.hits} / ${c.cache.misses} / ${c.upstreamCalls}`, '');
   row(figure, 'non-2xx/errors/timeouts', `${bad(c.subject)} credgate, ${bad(c.bare)} bare`, 'responses');
 }
