@@ -4,7 +4,8 @@
  * event loop or core.
  *   node dist/bench/load.js '{"url":"http://127.0.0.1:PORT/auth","connections":50,"duration":5}'
  * With `tokensFile`, every request carries `Authorization: Bearer <the next line of the file>`, each
- * line used once; if they run out first, the run stops there (`tokensExhausted`).
+ * line used once; if they run out first, the run stops and is reported up to that moment
+ * (`tokensExhausted`).
  */
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
@@ -44,22 +45,28 @@ export interface LoadResult {
 const options = JSON.parse(process.argv[2] ?? '{}') as LoadOptions;
 
 const tokens = options.tokensFile === undefined ? undefined : readFileSync(options.tokensFile, 'utf8').trim().split('\n');
+const latencies: number[] = [];
+/** Responses that were not 2xx. */
+let others = 0;
+const started = performance.now();
 let next = 0;
-let exhausted = false;
+/** When the last token went into a request: responses until then carried unique tokens only. */
+let exhausted: { ms: number; responses: number } | undefined;
 
 type Request = { headers?: Record<string, string> } & Record<string, unknown>;
 const withNextToken = (request: Request): Request => {
   if (next === tokens!.length) {
-    // Never send a token twice (it would be a cache hit): stop here and say so. The requests built
-    // until the stop takes effect repeat the last token and are counted apart (tokensUsed).
-    if (!exhausted) setImmediate(() => instance.stop());
-    exhausted = true;
+    // Out of tokens: stop. autocannon goes on until its next sample tick, and those requests can only
+    // repeat a token (a cache hit), so the run is reported up to this moment only.
+    if (!exhausted) {
+      exhausted = { ms: performance.now() - started, responses: latencies.length + others };
+      setImmediate(() => instance.stop());
+    }
     return { ...request, headers: { ...request.headers, authorization: `Bearer ${tokens!.at(-1)!}` } };
   }
   return { ...request, headers: { ...request.headers, authorization: `Bearer ${tokens![next++]!}` } };
 };
 
-const latencies: number[] = [];
 const instance = autocannon(
   {
     url: options.url,
@@ -76,11 +83,12 @@ const instance = autocannon(
   },
   (err, result) => {
     if (err) throw err;
-    const sorted = ascending(latencies);
-    const seconds = result.duration || options.duration;
+    const sorted = ascending(exhausted ? latencies.slice(0, exhausted.responses) : latencies);
+    const seconds = exhausted ? exhausted.ms / 1000 : result.duration || options.duration;
+    const requests = exhausted ? exhausted.responses : result.requests.total;
     const summary: LoadResult = {
-      requests: result.requests.total,
-      requestsPerSecond: result.requests.total / seconds,
+      requests,
+      requestsPerSecond: requests / seconds,
       seconds,
       p50: percentile(sorted, 50),
       p90: percentile(sorted, 90),
@@ -89,11 +97,12 @@ const instance = autocannon(
       non2xx: result.non2xx,
       errors: result.errors,
       timeouts: result.timeouts,
-      ...(tokens ? { tokensUsed: next, tokensExhausted: exhausted } : {}),
+      ...(tokens ? { tokensUsed: next, tokensExhausted: exhausted !== undefined } : {}),
     };
     process.stdout.write(JSON.stringify(summary) + '\n');
   },
 );
 instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
   if (statusCode >= 200 && statusCode < 300) latencies.push(responseTime);
+  else others++;
 });

@@ -74,7 +74,7 @@ export async function uncachedBearer(bench: Bench, pinning: Pinning): Promise<vo
   // Enough tokens for what two cores of jose alone could verify in each run, plus one per connection
   // built at the start and at the stop; a run that still runs out stops early and says so.
   const rate = Math.max(jose.serial[0]!, jose.inFlight[0]!);
-  const perRun = (seconds: number) => Math.min(MAX_TOKENS / 3, Math.ceil(2 * rate * seconds) + 2 * CONNECTIONS);
+  const perRun = (seconds: number) => Math.min(Math.floor(MAX_TOKENS / 3), Math.ceil(2 * rate * seconds) + 2 * CONNECTIONS);
   const counts = [perRun(WARMUP_SECONDS), perRun(HALF_SECONDS), perRun(HALF_SECONDS)];
   const minted = await mint(bench, template, counts.map((count, i) => ({ name: `run${i}`, count })));
   if (typeof minted === 'string') {
