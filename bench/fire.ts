@@ -1,9 +1,11 @@
 /**
- * Worker thread of `npm run bench` (figures 1 and 2): POSTs each body to /v1/verify, at most
- * `concurrency` at a time, and reports per-request latencies. A worker so the client has its own
- * event loop (and core) instead of sharing credgate's.
+ * Child process of `npm run bench` (figures 1 and 2): POSTs each body to /v1/verify, at most
+ * `concurrency` at a time, and prints per-request latencies as JSON. A child (on the load
+ * generators' CPU when pinned) so the client has its own event loop and core instead of sharing
+ * credgate's.
+ *   node dist/bench/fire.js INPUT.json
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 
 export interface FireInput {
@@ -22,7 +24,7 @@ export interface FireOutput {
   failures: string[];
 }
 
-const input = workerData as FireInput;
+const input = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as FireInput;
 const agent = new Agent({ connections: input.concurrency, pipelining: 1, keepAliveTimeout: 10_000 });
 const latencies: number[] = [];
 const statuses: Record<string, number> = {};
@@ -57,4 +59,4 @@ const started = performance.now();
 await Promise.all(Array.from({ length: Math.min(input.concurrency, input.bodies.length) }, loop));
 const output: FireOutput = { wallMs: performance.now() - started, latencies, statuses, allowed, cached, failures };
 await agent.close();
-parentPort!.postMessage(output);
+process.stdout.write(JSON.stringify(output) + '\n');

@@ -27,6 +27,12 @@ export function buildDevApp(ctx: DevContext, ops: AdminOperations, logger: boole
   });
   app.setNotFoundHandler((_request, reply) => sendOAuthError(reply, new OAuthError(404, 'not_found', 'Not found')));
 
+  // For `stats().servingSeconds`; the admin API is left out, so polling /dev/stats does not count itself.
+  app.addHook('onResponse', (request, reply, done) => {
+    if (!request.url.startsWith('/dev/')) ctx.counters.servingSeconds += reply.elapsedTime / 1000;
+    done();
+  });
+
   registerDiscovery(app, ctx);
   registerTokenEndpoint(app, ctx);
   registerIntrospectionEndpoint(app, ctx);

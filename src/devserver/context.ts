@@ -24,7 +24,8 @@ export interface DevContext {
   readonly lockout: LoginLockout;
   readonly signingKey: SigningKey;
   readonly assertions: ClientAssertionVerifier;
-  readonly counters: { tokenRequests: number; introspectionRequests: number };
+  /** `servingSeconds`: see DevStats. */
+  readonly counters: { tokenRequests: number; introspectionRequests: number; servingSeconds: number };
 }
 
 export function tokenEndpoint(ctx: DevContext): string {

@@ -93,7 +93,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevAuthori
     lockout: new LoginLockout(positiveInteger('lockoutThreshold', opts.lockoutThreshold, 10)),
     signingKey: await createSigningKey(),
     assertions: new ClientAssertionVerifier(opts.resourceServerJwksUrl),
-    counters: { tokenRequests: 0, introspectionRequests: 0 },
+    counters: { tokenRequests: 0, introspectionRequests: 0, servingSeconds: 0 },
   };
 
   const requireUser = (username: string) => {

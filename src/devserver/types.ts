@@ -80,6 +80,13 @@ export interface DevStats {
   /** Blocked `'username|ip'` pairs. */
   blocked: string[];
   introspectionRequests: number;
+  /**
+   * Wall time spent answering every route but the `/dev` admin API, seconds, summed over requests:
+   * for each, from fastify's start on it (routed, before `onRequest`) to its last byte handed to the
+   * socket (`reply.elapsedTime` at `onResponse`). Benchmarks take its change around one sequential
+   * request to a caller as the AS's share of that request's latency (`npm run bench`, figure 7).
+   */
+  servingSeconds: number;
 }
 
 export interface DevAuthorizationServer {

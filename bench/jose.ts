@@ -1,0 +1,49 @@
+/**
+ * Child process of `npm run bench` (figure 6): jose's `jwtVerify` alone, in a fresh process on
+ * credgate's CPU (the bench process idles meanwhile), with the key and options credgate uses for an
+ * access token: RS256, `iss`, `aud`, 30 s clock tolerance, `exp` and `sub` required. A warm-up,
+ * then `seconds` one at a time and `seconds` with `inFlight` verifications under way.
+ *   node dist/bench/jose.js '{"publicJwk":{…},"issuer":"…","audience":"…","tokensFile":"…","seconds":1,"inFlight":50}'
+ */
+import { readFileSync } from 'node:fs';
+import { importJWK, jwtVerify, type JWK } from 'jose';
+
+export interface JoseInput {
+  publicJwk: JWK;
+  issuer: string;
+  audience: string;
+  /** One token per line; cycled through (jose keeps nothing between calls). */
+  tokensFile: string;
+  seconds: number;
+  inFlight: number;
+}
+
+export interface JoseResult {
+  /** Verifications per second. */
+  serial: number;
+  inFlight: number;
+}
+
+const input = JSON.parse(process.argv[2] ?? '{}') as JoseInput;
+const tokens = readFileSync(input.tokensFile, 'utf8').trim().split('\n');
+const key = await importJWK(input.publicJwk, 'RS256');
+const options = { issuer: input.issuer, audience: input.audience, algorithms: ['RS256'], clockTolerance: 30, requiredClaims: ['exp', 'sub'] };
+let next = 0;
+
+async function rate(inFlight: number, seconds: number): Promise<number> {
+  const started = performance.now();
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() - started < seconds * 1000) {
+        await jwtVerify(tokens[next++ % tokens.length]!, key, options);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - started) / 1000);
+}
+
+await rate(input.inFlight, 0.3); // JIT warm-up
+const result: JoseResult = { serial: await rate(1, input.seconds), inFlight: await rate(input.inFlight, input.seconds) };
+process.stdout.write(JSON.stringify(result) + '\n');

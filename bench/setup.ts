@@ -1,0 +1,91 @@
+/**
+ * What every figure of `npm run bench` shares: the dev AS, credgate as production runs it, a bare
+ * fastify app in the same process, scratch files, and small HTTP helpers.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { destination } from 'pino';
+import { configSchema } from '../src/config/schema.js';
+import { defaultDevUsers, type DevAuthorizationServer } from '../src/devserver/index.js';
+import { createLogger } from '../src/log.js';
+import { startServer, type RunningServer } from '../src/main.js';
+import { requireServiceConfig } from '../src/service.js';
+import type { ClientKeys } from '../src/upstream/clientKeys.js';
+
+export const AUDIENCE = 'https://git.example.com';
+export const CLIENT = { clientId: 'credgate-bench', clientSecret: 'bench-client-secret-value' };
+export const ALICE = defaultDevUsers().find((u) => u.username === 'alice')!;
+
+export interface Bench {
+  readonly dev: DevAuthorizationServer;
+  readonly credgate: RunningServer;
+  readonly keys: ClientKeys;
+  /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process. */
+  readonly bareUrl: string;
+  /** A private scratch directory, removed at the end. */
+  readonly scratch: string;
+}
+
+/**
+ * credgate as production runs it: `info` level with every decision line written (to /dev/null)
+ * through the production logger, metrics on. Its own failed-login throttle is off: figure 2 sends
+ * 1000 fresh ASPs of one user. `overrides` are further configuration keys (figure 7's uncached twin).
+ */
+export async function startCredgate(dev: DevAuthorizationServer, keys: ClientKeys, overrides: Record<string, unknown> = {}): Promise<RunningServer> {
+  const config = requireServiceConfig(
+    configSchema.parse({
+      issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, logLevel: 'info',
+      throttleUsernameFailures: 0, throttleIpFailures: 0,
+      ...overrides,
+    }),
+    { inMemoryKeys: true },
+  );
+  const sink = destination({ dest: '/dev/null', sync: true });
+  return startServer(config, createLogger({ level: config.logLevel, destination: sink as unknown as NodeJS.WritableStream }), { keys });
+}
+
+/** The baseline: routes that do the least fastify can do for the same request. */
+export async function startBareApp(): Promise<FastifyInstance> {
+  const bare = Fastify();
+  bare.get('/bare', async () => ({ reason: 'ok' }));
+  // Parses the same JSON body as /v1/verify (fastify's own parser) and answers a small object.
+  bare.post('/bare', async (request) => ({ allow: typeof (request.body as { username?: unknown }).username === 'string', reason: 'ok' }));
+  await bare.listen({ host: '127.0.0.1', port: 0 });
+  return bare;
+}
+
+export const scratchDirectory = (): string => mkdtempSync(join(tmpdir(), 'credgate-bench-'));
+
+/**
+ * Sends the request until it answers 200, for at most `ms`: after a figure that overloaded the
+ * process, credgate's load shedding answers 503 until the mean event-loop delay has come down.
+ */
+export async function until200(url: string, init: RequestInit = {}, ms = 10_000): Promise<Response> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const response = await fetch(url, init);
+    if (response.status === 200 || Date.now() > deadline) return response;
+    await response.arrayBuffer();
+    await sleep(200);
+  }
+}
+
+/** credgate's /metrics as `name{labels}` → value. */
+export async function scrape(server: RunningServer): Promise<Map<string, number>> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const values = new Map<string, number>();
+  for (const m of text.matchAll(/^([a-z_]+(?:\{[^}]*\})?) (\S+)$/gm)) values.set(m[1]!, Number(m[2]));
+  return values;
+}
+
+/** The sum of every series of `name` whose labels contain `labels` (e.g. `result="hit"`). */
+export function sumOf(values: Map<string, number>, name: string, labels = ''): number {
+  let sum = 0;
+  for (const [series, value] of values) {
+    if ((series === name || series.startsWith(`${name}{`)) && series.includes(labels)) sum += value;
+  }
+  return sum;
+}
