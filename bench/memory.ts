@@ -50,20 +50,28 @@ const cache = new CredentialCache({
 const exp = Math.floor(Date.now() / 1000) + 3600;
 const started = performance.now();
 for (let i = 0; i < n; i++) {
-  // 'user123456@example.com'-like, distinct per entry (as many users as entries: the purge index
-  // then holds one Set per user, the worst case for it).
-  const username = `user${String(i).padStart(6, '0')}@example.com`;
-  const password = `pw-${randomBytes(9).toString('base64url')}`;
+  // Strings made as production makes them, so that V8 lays them out the same way: the username and
+  // password decoded from the Basic header's bytes (src/http/credentials.ts), the claims parsed
+  // from the token's JSON payload (jose). One user per entry ('user123456@example.com'): the purge
+  // index then holds one key per user, its worst case.
+  const name = `user${String(i).padStart(6, '0')}@example.com`;
+  const basic = Buffer.from(`${name}:pw-${randomBytes(9).toString('base64url')}`, 'utf8');
+  const colon = basic.indexOf(0x3a);
+  const username = basic.toString('utf8', 0, colon);
+  const password = basic.toString('utf8', colon + 1);
   const key = cache.keyFor({ kind: 'basic', username, password }, AUDIENCE);
+  const claims = JSON.parse(
+    `{"iss":"https://example.auth0.com/","sub":"auth0|${randomBytes(12).toString('hex')}","aud":"${AUDIENCE}","scope":"read:repo write:repo read:mail","exp":${exp + (i % 600)}}`,
+  ) as { sub: string; scope: string; exp: number };
   const identity: Identity = {
-    subject: 'auth0|' + randomBytes(12).toString('hex'),
-    // A separate string from the one typed, as when it comes back from the AS's answer.
-    username: `user${String(i).padStart(6, '0')}@example.com`,
+    subject: claims.sub,
+    // The password-grant strategy keeps the username the AS accepted: the one typed.
+    username,
     credential: 'password',
-    // Parsed per token in production: three fresh strings in a fresh array.
-    scopes: 'read:repo write:repo read:mail'.split(' '),
+    // Split per token in production: three fresh strings in a fresh array.
+    scopes: claims.scope.split(' '),
     audience: AUDIENCE,
-    expiresAt: exp + (i % 600),
+    expiresAt: claims.exp,
   };
   cache.set(key, { kind: 'identity', identity }, username);
 }

@@ -54,6 +54,7 @@ async function memory(): Promise<void> {
     row('8', `${label} entries: RSS per entry`, Math.round(rss), 'bytes', n === 1_000_000 ? '≤ 450 B/entry' : undefined, n === 1_000_000 ? rss <= 450 : undefined);
     row('8', `${label} entries: heapUsed per entry`, Math.round(m.heapUsedBytes / m.entries), 'bytes');
     row('8', `${label} entries: fill time`, m.fillMs / 1000, 's');
+    row('8', `${label} entries: one user's purge`, m.purgeMs, 'ms');
   }
 }
 
