@@ -1,4 +1,4 @@
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { UpstreamError } from '../errors.js';
 import type { Deadline } from './deadline.js';
 import { UpstreamGuard, type Endpoint, type GuardOptions } from './guard.js';
@@ -81,18 +81,22 @@ export class UpstreamHttp {
     const signals = [deadline, ...(init.signal ? [init.signal] : []), ...(decision ? [decision.signal] : [])];
     const signal = signals.length === 1 ? deadline : AbortSignal.any(signals);
     const done = (outcome: CallOutcome) => this.#observe(endpoint, outcome, (performance.now() - started) / 1000);
-    let response;
+    let status: number;
+    let headers: Headers;
     let body: Uint8Array;
     try {
-      response = await undiciFetch(url, {
-        method: init.method ?? 'GET',
-        headers: init.headers as Record<string, string> | undefined,
-        body: init.body as string | URLSearchParams | undefined,
-        redirect: 'manual',
+      // undici's request() rather than its fetch(): the same pool and timeouts at a third of the
+      // cost per call (no WHATWG request and stream objects), which the miss path pays on every call.
+      const answer = await request(url, {
+        method: (init.method ?? 'GET') as Dispatcher.HttpMethod,
+        headers: plainHeaders(init.headers),
+        body: init.body === undefined || init.body === null ? undefined : String(init.body as string | URLSearchParams),
         signal,
         dispatcher: this.#agent,
       });
-      body = await readCapped(response.body, MAX_RESPONSE_BYTES);
+      status = answer.statusCode;
+      headers = fetchHeaders(answer.headers);
+      body = await readCapped(answer.body, MAX_RESPONSE_BYTES);
     } catch (err) {
       if (err instanceof ResponseTooLarge) {
         done('too_large');
@@ -108,14 +112,15 @@ export class UpstreamHttp {
         { cause: err, ...(NEVER_SENT.has(code) ? { sent: false as const } : {}) },
       );
     }
-    done(response.status >= 500 ? 'server_error' : response.status >= 400 ? 'client_error' : 'ok');
+    done(status >= 500 ? 'server_error' : status >= 400 ? 'client_error' : 'ok');
+    if (status < 200 || status > 599) throw new UpstreamError(`${endpoint} answered with HTTP status ${status}`, endpoint, 'bad_response', { status });
     const duplicate = jsonDuplicate(body);
     if (duplicate !== undefined) {
-      throw new UpstreamError(`${endpoint} answer repeats the JSON member "${duplicate.slice(0, 40)}"; refusing an ambiguous answer`, endpoint, 'bad_response', { status: response.status });
+      throw new UpstreamError(`${endpoint} answer repeats the JSON member "${duplicate.slice(0, 40)}"; refusing an ambiguous answer`, endpoint, 'bad_response', { status });
     }
     // Hand back a standard Response over the bytes already read, so parsers never touch the socket.
-    const nullBody = response.status === 204 || response.status === 205 || response.status === 304;
-    return new Response(nullBody ? null : body, { status: response.status, statusText: response.statusText, headers: response.headers as unknown as Headers });
+    const nullBody = status === 204 || status === 205 || status === 304;
+    return new Response(nullBody ? null : body, { status, headers });
   }
 
   async close(): Promise<void> {
@@ -125,16 +130,34 @@ export class UpstreamHttp {
 
 class ResponseTooLarge extends Error {}
 
-async function readCapped(stream: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array> {
-  if (!stream) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
+async function readCapped(stream: Dispatcher.ResponseData['body'], limit: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
     size += chunk.byteLength;
-    if (size > limit) throw new ResponseTooLarge();
+    if (size > limit) {
+      stream.destroy();
+      throw new ResponseTooLarge();
+    }
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/** The request headers oauth4webapi and jose hand over (a Headers or a plain object), as undici's request() takes them. */
+function plainHeaders(headers: Record<string, string> | Headers | undefined): Record<string, string> | undefined {
+  if (headers === undefined) return undefined;
+  return headers instanceof Headers ? Object.fromEntries(headers) : headers;
+}
+
+/** undici's answer headers (lower-case names, repeated ones as arrays) as a fetch `Headers`. */
+function fetchHeaders(raw: Dispatcher.ResponseData['headers']): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(raw)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
+  }
+  return headers;
 }
 
 /** A repeated member name if `body` is a JSON object or array that JSON.parse accepts; else undefined. */
