@@ -6,10 +6,9 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
-import { destination } from 'pino';
 import { configSchema } from '../src/config/schema.js';
 import { defaultDevUsers, startDevServer } from '../src/devserver/index.js';
-import { createLogger } from '../src/log.js';
+import { createLogger, logDestination } from '../src/log.js';
 import { startServer } from '../src/main.js';
 import { requireServiceConfig } from '../src/service.js';
 import { generateClientKeys } from '../src/upstream/clientKeys.js';
@@ -25,11 +24,11 @@ const load = (url: string, headers: Record<string, string> = {}) =>
     execFile('taskset', ['-c', '1', process.execPath, fileURLToPath(new URL('./load.js', import.meta.url)), JSON.stringify({ url, connections: 50, duration: seconds, headers })], (err, out) => (err ? reject(err) : resolve(JSON.parse(out) as LoadResult))),
   );
 
-execFileSync('taskset', ['-pc', '0', String(process.pid)]);
+execFileSync('taskset', ['-a', '-pc', '0', String(process.pid)]);
 const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1_000_000 });
 const keys = await generateClientKeys();
 const config = requireServiceConfig(configSchema.parse({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, throttleUsernameFailures: 0, throttleIpFailures: 0 }), { inMemoryKeys: true });
-const server = await startServer(config, createLogger({ level: 'info', destination: destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream }), { keys });
+const server = await startServer(config, createLogger({ level: 'info', destination: logDestination('/dev/null') as unknown as NodeJS.WritableStream }), { keys });
 dev.setResourceServerJwksUrl(`${server.url}/.well-known/jwks.json`);
 const bare = Fastify();
 bare.get('/bare', async () => ({ reason: 'ok' }));

@@ -7,10 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { destination } from 'pino';
 import { configSchema } from '../src/config/schema.js';
 import { defaultDevUsers, type DevAuthorizationServer } from '../src/devserver/index.js';
-import { createLogger } from '../src/log.js';
+import { createLogger, logDestination } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import { requireServiceConfig } from '../src/service.js';
 import type { ClientKeys } from '../src/upstream/clientKeys.js';
@@ -43,8 +42,8 @@ export async function startCredgate(dev: DevAuthorizationServer, keys: ClientKey
     }),
     { inMemoryKeys: true },
   );
-  const sink = destination({ dest: '/dev/null', sync: true });
-  return startServer(config, createLogger({ level: config.logLevel, destination: sink as unknown as NodeJS.WritableStream }), { keys });
+  // The destination production uses (src/log.ts), pointed at /dev/null.
+  return startServer(config, createLogger({ level: config.logLevel, destination: logDestination('/dev/null') as unknown as NodeJS.WritableStream }), { keys });
 }
 
 /** The baseline: routes that do the least fastify can do for the same request. */

@@ -16,14 +16,16 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 // Unpaired UTF-16 surrogates (only reachable through JSON "\ud800" escapes) cannot be sent on as UTF-8.
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const SURROGATE = /[\uD800-\uDFFF]/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Rules one value of a credential pair must meet (RFC 7617 §2: no control characters). */
 function checkValue(what: 'username' | 'password', value: string, maxBytes: number): string | null {
   if (value.length === 0) return `${what} is empty`;
-  if (Buffer.byteLength(value) > maxBytes) return `${what} longer than ${maxBytes} bytes`;
+  // A UTF-16 unit is at most 3 bytes of UTF-8: short values need no count.
+  if (value.length * 3 > maxBytes && Buffer.byteLength(value) > maxBytes) return `${what} longer than ${maxBytes} bytes`;
   if (CONTROL.test(value)) return `${what} contains control characters`;
-  if (LONE_SURROGATE.test(value)) return `${what} is not valid Unicode`;
+  if (SURROGATE.test(value) && LONE_SURROGATE.test(value)) return `${what} is not valid Unicode`;
   return null;
 }
 
@@ -66,10 +68,12 @@ export function parseAuthorization(header: string | string[] | undefined): Crede
   if (value.length > 2 * (MAX_USERNAME_BYTES + MAX_PASSWORD_BYTES)) return { reason: 'malformed_credentials', message: 'Basic credentials too long' };
   if (!BASE64.test(value)) return { reason: 'malformed_credentials', message: 'Basic credentials are not valid base64' };
   const bytes = Buffer.from(value, 'base64');
-  try {
-    utf8.decode(bytes);
-  } catch {
-    return { reason: 'malformed_credentials', message: 'Basic credentials are not valid UTF-8' };
+  if (!isAscii(bytes)) {
+    try {
+      utf8.decode(bytes);
+    } catch {
+      return { reason: 'malformed_credentials', message: 'Basic credentials are not valid UTF-8' };
+    }
   }
   // The first colon (0x3a never occurs inside a multi-byte UTF-8 sequence). Username and password
   // are decoded apart rather than sliced from one string: a slice of "user:password" keeps the
@@ -98,6 +102,12 @@ export function authorizationHeaders(rawHeaders: readonly string[]): string | st
     found = found === undefined ? value : Array.isArray(found) ? [...found, value] : [found, value];
   }
   return found;
+}
+
+/** ASCII is valid UTF-8: most credentials need no decoder pass. */
+function isAscii(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return false;
+  return true;
 }
 
 export function isProblem(value: Credentials | CredentialsProblem): value is CredentialsProblem {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { CredentialCache } from '../../src/verify/cache.js';
 import type { Identity } from '../../src/verify/types.js';
@@ -124,4 +125,14 @@ test('one user with many entries: every one is purged, and overwriting an entry 
   assert.equal(c.purgeUser('mallory'), 500);
   assert.equal(c.size, 1);
   assert.equal(c.get('other'), 'denied');
+});
+
+test('keys are the first 128 bits of HMAC-SHA256 over the documented input, as node:crypto computes it (replicas and Redis agree across versions)', () => {
+  const secret = 'ab'.repeat(32);
+  const c = cache({ keySecret: secret });
+  const expected = (input: string, bytes: number) => createHmac('sha256', Buffer.from(secret, 'hex')).update(input).digest().subarray(0, bytes).toString('base64url');
+  assert.equal(c.keyFor({ kind: 'basic', username: 'Jürgen', password: 'pä:ss' }, 'https://git'), expected('basic\0jürgen\0pä:ss\0https://git', 16));
+  assert.equal(c.keyFor({ kind: 'bearer', token: 'tok' }, 'https://git'), expected('bearer\0\0tok\0https://git', 16));
+  assert.equal(c.userKey('ALICE'), expected('user\0alice', 32));
+  assert.equal(c.digest('ip', '192.0.2.1'), expected('ip\x00192.0.2.1', 32));
 });
