@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { answers, startFakeAuthorizationServer, type FakeAnswer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { answers, credgateConfigFor, type FakeAnswer, type FakeAuthorizationServer, startFakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 import { metricValue } from '../fixtures/metrics.js';
 import { freePort } from '../fixtures/processes.js';
 
@@ -15,11 +15,7 @@ const INACTIVE = answers.json(200, { active: false });
 
 function base(issuer: string) {
   return {
-    issuer,
-    audience: AUDIENCE,
-    clientId: 'cid',
-    clientSecret: 'client-secret-value',
-    introspectionClientSecret: 'introspection-secret-value',
+    ...credgateConfigFor(issuer, AUDIENCE),
     upstreamTimeoutMs: 700,
     upstreamConnectTimeoutMs: 300,
     decisionTimeoutMs: DECISION_TIMEOUT_MS,

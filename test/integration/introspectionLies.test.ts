@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { answers, startFakeAuthorizationServer, type FakeAnswer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { answers, credgateConfigFor, type FakeAnswer, type FakeAuthorizationServer, startFakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 
 const AUDIENCE = 'https://git.example.com';
 const USER = { username: 'alice', password: 'an-app-password-that-is-not-a-password' };
@@ -21,11 +21,7 @@ describe('introspection answers that lie are never an allow', () => {
   before(async () => {
     fake = await startFakeAuthorizationServer();
     credgate = await startCredgate({
-      issuer: fake.issuer,
-      audience: AUDIENCE,
-      clientId: 'cid',
-      clientSecret: 'client-secret-value',
-      introspectionClientSecret: 'introspection-secret-value',
+      ...credgateConfigFor(fake.issuer, AUDIENCE),
       cacheTtlSeconds: 0,
       negativeCacheTtlSeconds: 0,
       breakerFailureThreshold: 0,

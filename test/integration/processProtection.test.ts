@@ -2,17 +2,13 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { answers, startFakeAuthorizationServer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { answers, credgateConfigFor, type FakeAuthorizationServer, startFakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 import { metricValue } from '../fixtures/metrics.js';
 
 const AUDIENCE = 'https://git.example.com';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const base = (issuer: string) => ({
-  issuer,
-  audience: AUDIENCE,
-  clientId: 'cid',
-  clientSecret: 'client-secret-value',
-  introspectionClientSecret: 'introspection-secret-value',
+  ...credgateConfigFor(issuer, AUDIENCE),
   trustedProxies: ['loopback'],
   mailImapBackend: '127.0.0.1:1143',
 });

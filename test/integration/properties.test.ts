@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { startFakeAuthorizationServer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { credgateConfigFor, type FakeAuthorizationServer, startFakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 import { rawRequest } from '../fixtures/rawHttp.js';
 
 /**
@@ -36,11 +36,7 @@ describe('property: no input gives a 5xx or a crash, and the service still answe
   before(async () => {
     fake = await startFakeAuthorizationServer();
     credgate = await startCredgate({
-      issuer: fake.issuer,
-      audience: AUDIENCE,
-      clientId: 'cid',
-      clientSecret: 'client-secret-value',
-      introspectionClientSecret: 'introspection-secret-value',
+      ...credgateConfigFor(fake.issuer, AUDIENCE),
       trustedProxies: ['loopback'],
       mailImapBackend: '127.0.0.1:1143',
       mailPop3Backend: '127.0.0.1:1110',

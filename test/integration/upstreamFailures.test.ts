@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { answers, startFakeAuthorizationServer, type FakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
+import { answers, credgateConfigFor, type FakeAuthorizationServer, startFakeAuthorizationServer } from '../fixtures/fakeAuthorizationServer.js';
 import { freePort } from '../fixtures/processes.js';
 
 const AUDIENCE = 'https://git.example.com';
@@ -9,7 +9,7 @@ const USER = { username: 'alice@example.com', password: 'a-password-that-is-long
 
 /** The same credentials go through every case, so the decision cache is off: each case must reach the AS. */
 function base(issuer: string) {
-  return { issuer, audience: AUDIENCE, clientId: 'cid', clientSecret: 'client-secret-value', introspectionClientSecret: 'introspection-secret-value', upstreamTimeoutMs: 400, cacheTtlSeconds: 0, negativeCacheTtlSeconds: 0 };
+  return { ...credgateConfigFor(issuer, AUDIENCE), upstreamTimeoutMs: 400, cacheTtlSeconds: 0, negativeCacheTtlSeconds: 0 };
 }
 
 describe('fail closed when the authorization server cannot be asked', () => {
