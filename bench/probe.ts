@@ -27,7 +27,7 @@ const load = (url: string, headers: Record<string, string> = {}) =>
 execFileSync('taskset', ['-a', '-pc', '0', String(process.pid)]);
 const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1_000_000 });
 const keys = await generateClientKeys();
-const config = requireServiceConfig(configSchema.parse({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, throttleUsernameFailures: 0, throttleIpFailures: 0 }), { inMemoryKeys: true });
+const config = requireServiceConfig(configSchema.parse({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, passwordFailureBudget: 0, throttleIpFailures: 0 }), { inMemoryKeys: true });
 const server = await startServer(config, createLogger({ level: 'info', destination: logDestination('/dev/null') as unknown as NodeJS.WritableStream }), { keys });
 dev.setResourceServerJwksUrl(`${server.url}/.well-known/jwks.json`);
 const bare = Fastify();

@@ -37,7 +37,7 @@ export async function startCredgate(dev: DevAuthorizationServer, keys: ClientKey
   const config = requireServiceConfig(
     configSchema.parse({
       issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, logLevel: 'info',
-      throttleUsernameFailures: 0, throttleIpFailures: 0,
+      passwordFailureBudget: 0, throttleIpFailures: 0,
       ...overrides,
     }),
     { inMemoryKeys: true },

@@ -11,14 +11,19 @@ import { closeOnSignals, reloadOnHangup, startServer } from './main.js';
 import { createService, requireServiceConfig, VERSION } from './service.js';
 import { newKeyPair } from './upstream/clientKeys.js';
 import { checkPair, checkUsername } from './http/credentials.js';
-import { parseTarget } from './policy/path.js';
+import { parseTarget } from './policy/target.js';
+import type { PolicyVerdict } from './policy/policy.js';
 import { PROTOCOLS, type Protocol } from './policy/schema.js';
 import { loadPolicyFile } from './policy/store.js';
 
 const HELP = `credgate ${VERSION}: verifies usernames and passwords against an OAuth 2.0 authorization server
 
 Usage:
-  credgate [serve] [--config FILE]     run the service (dev mode when no issuer is configured)
+  credgate [serve] [--config FILE]     run the service against the authorization server named by
+                                       issuer (CREDGATE_ISSUER); without one it exits 2
+  credgate dev [--config FILE]         DEV MODE, only on request: an embedded development
+                                       authorization server with demo users, on loopback only;
+                                       refused with NODE_ENV=production
   credgate keygen [--type rsa|ec|ed25519] [--out FILE]
                                        write a new client-assertion private key (mode 0600) and print
                                        its public key (PEM and JWK) to register at the AS
@@ -26,7 +31,8 @@ Usage:
                                        '-' reads it from standard input
   credgate verify USERNAME [--scope S]...
                                        read a password (no echo) and print credgate's decision
-  credgate purge USERNAME [--url URL]  drop every cached decision of USERNAME in the running credgate
+  credgate purge USERNAME [--url URL]  purge USERNAME's account in the running credgate: cached
+                                       decisions of every alias, and its login-protection ledger
                                        (admin API: URL or CREDGATE_ADMIN_URL, token CREDGATE_ADMIN_TOKEN)
   credgate policy check FILE           validate a policy file (exit 0 valid, 2 invalid)
   credgate policy explain [--file FILE] [--protocol http|imap|pop3|smtp]
@@ -92,7 +98,9 @@ function policyCommand(args: string[], values: { config?: string; file?: string;
     if (!fileArg) throw new CredgateError('usage: credgate policy check FILE');
     const { policy } = loadPolicyFile(fileArg);
     const audiences = [...policy.audiences];
-    process.stdout.write(`${fileArg}: valid, ${policy.ruleCount} rule(s), default ${typeof policy.document.default === 'string' ? policy.document.default : 'require'}` + (audiences.length ? `, audiences ${audiences.join(', ')}` : '') + '\n');
+    const name = (d: typeof policy.document.default) => (typeof d === 'string' ? d : 'require');
+    process.stdout.write(`${fileArg}: valid, ${policy.ruleCount} rule(s), default ${name(policy.document.default)} (HTTP), mailDefault ${name(policy.document.mailDefault)}` + (audiences.length ? `, audiences ${audiences.join(', ')}` : '') + '\n');
+    for (const warning of policy.warnings()) process.stderr.write(`warning: ${warning}\n`);
     return 0;
   }
   if (sub !== 'explain') throw new CredgateError('usage: credgate policy check FILE | credgate policy explain [--file FILE] [--protocol P] [--method M] [--uri URI] [--host H]');
@@ -101,12 +109,15 @@ function policyCommand(args: string[], values: { config?: string; file?: string;
   const protocol = (values.protocol ?? 'http').toLowerCase();
   if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new CredgateError(`--protocol must be one of ${PROTOCOLS.join(', ')}`);
   const { policy } = loadPolicyFile(file);
-  const request = { protocol: protocol as Protocol, method: values.method, host: values.host, uri: values.uri };
-  const verdict = policy.evaluate(request);
-  const target = values.uri === undefined ? undefined : parseTarget(values.uri);
+  // The same target parsing as every interface (policy/target.ts): an ambiguous URI is denied here too.
+  const parsed = values.uri === undefined ? undefined : parseTarget(values.uri);
+  const verdict: PolicyVerdict =
+    parsed !== undefined && !parsed.ok
+      ? { effect: 'deny', rule: undefined, why: `ambiguous request target: ${parsed.why}` }
+      : policy.evaluate({ protocol: protocol as Protocol, method: values.method, host: values.host, target: parsed?.target });
   const lines = [
     `request:   ${protocol}${values.method ? ' ' + values.method.toUpperCase() : ''}${values.host ? ' host ' + values.host : ''}${values.uri ? ' ' + values.uri : ''}`,
-    ...(target ? [`path:      ${target.path} (normalised)`] : []),
+    ...(parsed?.ok ? [`path:      ${parsed.target.path} (decoded)`] : []),
   ];
   if (verdict.effect === 'deny') {
     lines.push(`rule:      ${verdict.rule ?? '(none)'}`, `effect:    deny (${verdict.why})`);
@@ -148,12 +159,19 @@ async function main(argv: string[]): Promise<number> {
   const [command = 'serve', ...rest] = positionals;
 
   switch (command) {
+    case 'dev': {
+      const config = configFrom(values);
+      const { runDevMode, devModeRefusal } = await import('./dev/devMode.js');
+      const refusal = devModeRefusal(config, process.env);
+      if (refusal) throw new CredgateError(refusal);
+      await runDevMode(config, createLogger({ level: config.logLevel, pretty: process.stdout.isTTY }));
+      return -1;
+    }
     case 'serve': {
       const config = configFrom(values);
+      // Never a fallback to dev mode: a production start with a lost variable must not open the door.
       if (config.issuer === undefined) {
-        const { runDevMode } = await import('./dev/devMode.js');
-        await runDevMode(config, createLogger({ level: config.logLevel, pretty: process.stdout.isTTY }));
-        return -1;
+        throw new CredgateError('CREDGATE_ISSUER (issuer) is not set: credgate serve needs an authorization server. For the embedded demo authorization server, run `credgate dev` (or `npm start` without CREDGATE_ISSUER).');
       }
       const log = createLogger({ level: config.logLevel });
       const server = await startServer(requireServiceConfig(config), log);
@@ -199,7 +217,14 @@ async function main(argv: string[]): Promise<number> {
       const config = requireServiceConfig(configFrom(values));
       const service = await createService(config, createLogger({ level: 'warn' }));
       try {
-        const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: values.scope ?? [] }, 'cli');
+        const decision = await service.pipeline.decide({
+          interface: 'cli',
+          protocol: 'http',
+          credentials: { kind: 'basic', username, password },
+          pinnedScopes: values.scope ?? [],
+          peer: { address: '127.0.0.1', trusted: false },
+          peerIsEndUser: false,
+        });
         process.stdout.write(JSON.stringify(decisionJson(decision), null, 2) + '\n');
         return decision.allow ? 0 : decision.status === 503 ? 2 : 1;
       } finally {

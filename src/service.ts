@@ -12,12 +12,13 @@ import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
 import { AuthorizationServerMetadata } from './upstream/metadata.js';
 import { PasswordGrant } from './upstream/passwordGrant.js';
+import { DecisionPipeline } from './decide/pipeline.js';
+import { AccountDirectory } from './verify/accounts.js';
 import { CredentialCache } from './verify/cache.js';
+import { LocalLoginLedger, type LoginLedger } from './verify/loginLedger.js';
 import { StaleIdentities } from './verify/staleIdentities.js';
 import { Throttle } from './verify/throttle.js';
-import { AppPasswordStrategy } from './verify/strategies/appPassword.js';
-import { JwtAccessTokenStrategy } from './verify/strategies/jwtAccessToken.js';
-import { PasswordGrantStrategy } from './verify/strategies/passwordGrant.js';
+import { buildStrategies } from './verify/strategies/registry.js';
 import { Verifier } from './verify/verifier.js';
 import { TrustedProxies } from './http/originalRequest.js';
 import { PolicyStore } from './policy/store.js';
@@ -49,6 +50,8 @@ export function requireServiceConfig(config: Config, options: { inMemoryKeys?: b
 export interface Service {
   readonly config: ServiceConfig;
   readonly verifier: Verifier;
+  /** The one decision sequence every interface goes through. */
+  readonly pipeline: DecisionPipeline;
   readonly keys: ClientKeys | undefined;
   readonly health: Health;
   readonly metrics: Metrics;
@@ -60,14 +63,18 @@ export interface Service {
   /** Whether `audience` is one credgate verifies for: the configured one or one the policy names. */
   servesAudience(audience: string): boolean;
   /**
-   * Drops every cached decision of one user (admin purge) here and, with `redisUrl`, in every replica.
-   * `broadcast` (only with `redisUrl`): whether the other replicas were told now; if not, they are once Redis is back.
+   * Admin purge of one account, named by a login name or by subject: every cached decision under any
+   * of its names (aliases seen with it) and its login-protection ledger, here and, with `redisUrl`, in
+   * every replica. `broadcast` (only with `redisUrl`): whether the other replicas were told now.
    */
-  purge(username: string): Promise<{ purged: number; broadcast?: boolean }>;
+  purge(account: { username?: string; subject?: string }): Promise<{ purged: number; names: number; broadcast?: boolean }>;
   /** Discovery and JWKS now, so the first request does not pay for them; failures are retried later. */
   warmUp(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** `passwordFailureBudget: 0`: every grant is sent (an AS without lockout); aliases are still learnt for purges. */
+const UNPROTECTED: LoginLedger = { admit: async () => ({ admitted: true, key: '', id: '' }), settle: async () => undefined, reset: async () => undefined, link: async () => undefined };
 
 export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys } = {}): Promise<Service> {
   const keys = options.keys ?? (config.introspectionKeyFile ? await loadClientKeys(config.introspectionKeyFile, config.publishedKeyFiles) : undefined);
@@ -131,21 +138,27 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     onEvict: () => metrics.cacheEvictions.inc(),
   });
   const throttle = new Throttle({
-    usernameFailures: config.throttleUsernameFailures,
     ipFailures: config.throttleIpFailures,
     windowSeconds: config.throttleWindowSeconds,
     baseDelaySeconds: config.throttleBaseDelaySeconds,
+    ipv6PrefixBits: config.throttleIpv6PrefixBits,
   });
+  const accounts = new AccountDirectory(config.ledgerMaxAccounts);
+  // A grant still unsettled after the decision's deadline (plus the AS's own timeout) may have reached the AS.
+  const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
+  const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts);
   metrics.trackCacheSize(() => cache.size);
-  if (config.redisUrl !== undefined) shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, log, metrics });
+  if (config.redisUrl !== undefined) {
+    shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
+  }
+  const ledger: LoginLedger = shared?.ledger ?? localLedger ?? UNPROTECTED;
+  const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, log });
   const verifier = new Verifier(
-    {
-      passwordGrant: new PasswordGrantStrategy(grant, accessTokens, introspection, log),
-      appPassword: new AppPasswordStrategy(config, introspection, metadata),
-      jwt: new JwtAccessTokenStrategy(config, accessTokens),
-    },
+    strategies,
     cache,
     shared?.throttle ?? throttle,
+    ledger,
+    accounts,
     {
       defaultAudience: config.audience,
       strategyOrder: config.strategyOrder,
@@ -159,9 +172,11 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     log,
     shared?.memory,
   );
+  const pipeline = new DecisionPipeline(verifier, policy, { mailScopes: { imap: config.mailImapScopes, pop3: config.mailPop3Scopes, smtp: config.mailSmtpScopes } }, metrics, log);
   return {
     config,
     verifier,
+    pipeline,
     keys,
     health,
     metrics,
@@ -170,10 +185,12 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     policy,
     trust: new TrustedProxies(config.trustedProxies, log),
     servesAudience: (audience) => audience === config.audience || (policy?.current.audiences.has(audience) ?? false),
-    async purge(username) {
-      const purged = verifier.purgeUser(username);
-      if (!shared) return { purged };
-      return { purged, broadcast: await shared.memory.purge(username) };
+    async purge(target) {
+      const account = verifier.accountOf(target);
+      const purged = await verifier.purgeAccount(account);
+      const names = account.names.size;
+      if (!shared) return { purged, names };
+      return { purged, names, broadcast: await shared.memory.purge(account) };
     },
     async warmUp() {
       try {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BlockList, isIP } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
-import { SCOPE_TOKEN } from '../verify/scopes.js';
+import { DEFAULT_SCOPE_CLAIMS, SCOPE_CLAIMS, SCOPE_TOKEN } from '../verify/scopes.js';
 import { APP_PASSWORD_TOKEN_TYPE } from '../verify/types.js';
 
 /** JWS algorithms credgate may accept on access tokens. Symmetric algorithms and `none` are not
@@ -44,7 +44,7 @@ const ipPort = z
  */
 export const configSchema = z
   .object({
-    /** Issuer URL of the authorization server. Unset: dev mode (embedded development AS). */
+    /** Issuer URL of the authorization server. Required by `credgate serve`; `credgate dev` embeds its own. */
     issuer: url.optional(),
     /** API identifier tokens must be issued for; sent as `audience` in the password grant. Required with `issuer`. */
     audience: z.string().min(1).optional(),
@@ -70,8 +70,12 @@ export const configSchema = z
     introspectionClientSecret: z.string().min(1).optional(),
     /** Introspection `token_type` values accepted as a password. A missing type is always refused. */
     acceptedTokenTypes: list.default([APP_PASSWORD_TOKEN_TYPE, 'Bearer', 'access_token']),
-    /** Introspection/JWT claims that must equal the Basic username; first present wins. */
+    /** Introspection/JWT claims that name the account, first present wins: the username credgate reports (X-Auth-User,
+     * mail Auth-User) and the name a token sent with a Basic username must match (exactly, ASCII letters case-insensitively). */
     usernameClaims: list.default(['username', 'email']),
+    /** Claims a token's granted scopes are read from. Default `scope`, `scp`. Auth0's `permissions` lists every permission
+     * the user holds, whatever the token was narrowed to: add it only if your API never narrows tokens by scope. */
+    scopeClaims: z.array(z.enum(SCOPE_CLAIMS)).min(1).default([...DEFAULT_SCOPE_CLAIMS]),
     /** Algorithms accepted on JWT access tokens (asymmetric only). */
     jwtAlgorithms: z.array(z.enum(ASYMMETRIC_JWS_ALGORITHMS)).min(1).default(['RS256', 'PS256', 'ES256', 'EdDSA']),
     /** Clock tolerance for `exp`/`nbf`/`iat`, seconds. Default 30. */
@@ -154,14 +158,25 @@ export const configSchema = z
     /** Send the end-user's IP to Auth0 as `auth0-forwarded-for` (Auth0 honours it only for trusted confidential clients;
      * enable only then). Default false. */
     forwardClientIp: z.stringbool().or(z.boolean()).default(false),
-    /** Failed logins per username within `throttleWindowSeconds` before credgate stops asking the AS for that username.
-     * Keep below the AS's own lockout (Auth0: 10). 0 disables. */
-    throttleUsernameFailures: z.coerce.number().int().min(0).max(1000).default(5),
-    /** Failed logins per client IP within the window before that IP is throttled. 0 disables. */
+    /** Login protection: the AS never sees this many consecutive failed password grants for one account caused by
+     * credgate, under any concurrency or pacing (see README "Login protection"). Passwords not known to be good are sent
+     * while fewer than budget − 2 failures (and grants under way) stand; one known to have succeeded before while fewer
+     * than budget − 1. Keep it below your AS's lockout threshold, and below half of it where accounts log in by two
+     * names (Auth0 blocks at 10). Default 5. 0 turns login protection off (only for an AS without lockout). */
+    passwordFailureBudget: z.coerce.number().int().refine((n) => n === 0 || (n >= 3 && n <= 1000), 'must be 0 (off) or 3 to 1000').default(5),
+    /** How long an account's failures are remembered without a success, seconds: no less than your AS keeps its block
+     * (Auth0: until a success, a reset, or 30 days). Default 30 days. */
+    passwordFailureMemorySeconds: z.coerce.number().int().min(60).max(366 * 86_400).default(30 * 86_400),
+    /** Most accounts (login names) login protection tracks at once; beyond it the least recently failed are forgotten. */
+    ledgerMaxAccounts: z.coerce.number().int().min(1000).max(10_000_000).default(1_000_000),
+    /** Failed logins per end-user IP (IPv6: per `throttleIpv6PrefixBits` prefix) within `throttleWindowSeconds` before
+     * that address is throttled, across all usernames. 0 disables. */
     throttleIpFailures: z.coerce.number().int().min(0).max(100_000).default(30),
-    /** Sliding window for failure counting, seconds. */
+    /** IPv6 addresses are counted by this prefix: one subscriber holds a /64 or more. Default 64. */
+    throttleIpv6PrefixBits: z.coerce.number().int().min(32).max(128).default(64),
+    /** Sliding window for per-IP failure counting, seconds. */
     throttleWindowSeconds: z.coerce.number().int().min(1).max(86_400).default(900),
-    /** First back-off once a limit is hit, seconds; doubles with every further failure, capped by the window. */
+    /** First per-IP back-off once the limit is hit, seconds; doubles with every further failure, capped by the window. */
     throttleBaseDelaySeconds: z.coerce.number().int().min(1).max(3600).default(30),
     /** Status `/auth` answers for `throttled`: 401 (nginx `auth_request` passes only 401/403) or 429. */
     authThrottledStatus: z.union([z.literal(401), z.literal(429), z.enum(['401', '429']).transform(Number)]).default(401),

@@ -83,6 +83,21 @@ export function devBanner(dev: DevMode): string {
   ].join('\n');
 }
 
+/** Loopback addresses dev mode may listen on. */
+const LOOPBACK_HOSTS = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/i;
+
+/**
+ * Why dev mode must not start here, or undefined. Its demo users have published passwords, so it
+ * refuses anything that looks like production: `NODE_ENV=production`, an issuer configured (the
+ * operator meant `serve`), or a listen address other than loopback.
+ */
+export function devModeRefusal(config: Config, env: NodeJS.ProcessEnv): string | undefined {
+  if (env.NODE_ENV === 'production') return 'dev mode refuses to start with NODE_ENV=production: its demo users have published passwords. Run `credgate serve` with CREDGATE_ISSUER set.';
+  if (config.issuer !== undefined) return 'dev mode embeds its own authorization server, but issuer (CREDGATE_ISSUER) is set: run `credgate serve` to use it.';
+  if (config.host !== undefined && !LOOPBACK_HOSTS.test(config.host)) return `dev mode listens on loopback only, but HOST is ${config.host}: unset HOST or use 127.0.0.1.`;
+  return undefined;
+}
+
 export async function runDevMode(base: Config, log: Logger): Promise<void> {
   const dev = await startDevMode(base, log);
   process.stdout.write(devBanner(dev) + '\n');

@@ -7,6 +7,7 @@ import { grantScopes } from './scopes.js';
 import { randomSecret } from './secrets.js';
 import { signAccessToken } from './signing.js';
 import type { DevClient } from './types.js';
+import { displayName } from './users.js';
 
 const PASSWORD_GRANTS = new Set(['password', 'http://auth0.com/oauth/grant-type/password-realm']);
 
@@ -57,13 +58,16 @@ export function registerTokenEndpoint(app: FastifyInstance, ctx: DevContext): vo
     const requestedScope = stringParam(params, 'scope');
 
     const ip = endUserIp(client, request);
-    if (ctx.lockout.isBlocked(username, ip)) throw blocked();
+    // Auth0 counts failures per account (whichever of its login names was typed) and IP.
+    const known = ctx.users.find(username);
+    const account = known === undefined ? username : displayName(known);
+    if (ctx.lockout.isBlocked(account, ip)) throw blocked();
     const user = ctx.users.authenticate(username, password);
     if (user === undefined) {
-      ctx.lockout.recordFailure(username, ip);
+      ctx.lockout.recordFailure(account, ip);
       throw wrongPassword();
     }
-    ctx.lockout.recordSuccess(username, ip);
+    ctx.lockout.recordSuccess(account, ip);
     if (user.mfa) {
       throw new OAuthError(403, 'mfa_required', 'Multifactor authentication required', { mfa_token: randomSecret(32) });
     }

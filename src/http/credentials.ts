@@ -1,7 +1,7 @@
+import type { CredentialsProblem } from '../decide/pipeline.js';
 import type { Credentials } from '../verify/types.js';
 
-/** Why an Authorization header or credential pair was refused (public text, never holds the secret). */
-export type CredentialsProblem = { readonly reason: 'missing_credentials' | 'malformed_credentials'; readonly message: string };
+export type { CredentialsProblem } from '../decide/pipeline.js';
 
 export const MAX_USERNAME_BYTES = 1024;
 export const MAX_PASSWORD_BYTES = 4096;

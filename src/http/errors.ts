@@ -1,17 +1,8 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Interface } from '../metrics/registry.js';
-import type { Service } from '../service.js';
-import type { Reason } from '../verify/types.js';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 
 /** 400 with a stable reason and a message that names the problem (never the secret). */
 export function badRequest(reply: FastifyReply, reason: 'malformed_request' | 'malformed_credentials' | 'missing_credentials', message: string, status = 400) {
   return reply.code(status).header('cache-control', 'no-store').send({ error: 'bad_request', reason, message });
-}
-
-/** A denial decided before the verifier (no or unparseable credentials): counted and logged like any other. */
-export function recordEarlyDenial(service: Service, request: FastifyRequest, iface: Interface, reason: Reason, message: string, extra: { rule?: string; clientIp?: string } = {}): void {
-  service.metrics.observeDecision(iface, false, reason, undefined, 0);
-  service.log.info({ requestId: request.id, interface: iface, result: 'deny', reason, detail: message, rule: extra.rule, clientIp: extra.clientIp ?? request.ip }, 'decision');
 }
 
 /**

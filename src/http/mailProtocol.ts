@@ -39,7 +39,7 @@ export interface MailLogin {
  * - `auth_required`: SMTP without AUTH (`Auth-Method: none`).
  */
 export type MailOutcome =
-  | { readonly kind: 'ok'; readonly server: MailBackend; readonly backendPassword: string | undefined }
+  | { readonly kind: 'ok'; readonly server: MailBackend; readonly backendPassword: string | undefined; readonly user: string }
   | { readonly kind: 'invalid' }
   | { readonly kind: 'throttled'; readonly retryAfterSeconds: number }
   | { readonly kind: 'unavailable'; readonly retry: boolean }
@@ -108,6 +108,17 @@ export function decodeAuthValue(value: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `Auth-User` of an answer: nginx copies the value as it is (no unescaping) into the login it sends
+ * the backend, so a UTF-8 name travels as its raw bytes (Node writes header strings as Latin-1, one
+ * byte per character). Undefined for a name nginx cannot carry: empty, or holding a control character.
+ */
+export function authUserHeader(name: string): string | undefined {
+  // eslint-disable-next-line no-control-regex
+  if (name.length === 0 || /[\x00-\x1f\x7f]/.test(name)) return undefined;
+  return Buffer.from(name, 'utf8').toString('latin1');
 }
 
 type Headers = Readonly<Record<string, readonly string[] | undefined>>;
@@ -190,7 +201,9 @@ const SMTP_CODE = { unavailable: '454 4.7.0', method: '504 5.5.4', auth_required
 /** The answer headers for an outcome (`protocol` undefined: nginx sent none we know; IMAP wording is harmless). */
 export function renderMailAnswer(protocol: MailProtocol | undefined, attempt: number, outcome: MailOutcome, options: MailAnswerOptions): Record<string, string> {
   if (outcome.kind === 'ok') {
-    const headers: Record<string, string> = { 'Auth-Status': 'OK', 'Auth-Server': outcome.server.host, 'Auth-Port': String(outcome.server.port) };
+    // Auth-User: the account nginx logs in to the backend as (and passes in XCLIENT LOGIN for SMTP),
+    // already in header form (authUserHeader).
+    const headers: Record<string, string> = { 'Auth-Status': 'OK', 'Auth-Server': outcome.server.host, 'Auth-Port': String(outcome.server.port), 'Auth-User': outcome.user };
     if (outcome.backendPassword !== undefined) headers['Auth-Pass'] = outcome.backendPassword;
     return headers;
   }

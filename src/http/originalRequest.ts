@@ -3,20 +3,17 @@ import type { FastifyRequest } from 'fastify';
 import proxyAddr from 'proxy-addr';
 import type { Logger } from '../log.js';
 
-/** The request the proxy is asking about, as far as credgate may believe it. */
+/** What an HTTP request says about the request it asks about, as far as credgate may believe it. */
 export interface OriginalRequest {
+  /** The direct peer's address (IPv4-mapped IPv6 unwrapped). */
+  readonly peer: string;
   /** Whether the direct peer is a configured trusted proxy (and its forwarded headers were read). */
   readonly trusted: boolean;
-  /** Undefined when unknown: rules that look at it do not match. */
-  readonly method: string | undefined;
-  readonly host: string | undefined;
-  /** Path and query, as the client sent them. */
-  readonly uri: string | undefined;
-  /** For logs: the end user's IP when known, else the direct peer. */
-  readonly clientIp: string;
-  /** The end user's own IP, only when credgate can tell (see RequestContext.endUserIp). */
-  readonly endUserIp: string | undefined;
-  /** A forwarded header that came twice: the proxy appended instead of replacing a client's copy. */
+  /** Method, host and raw target (path and query exactly as sent); undefined fields are unknown. */
+  readonly original: { readonly method?: string; readonly host?: string; readonly target?: string };
+  /** The end user's address as the trusted proxy reports it (X-Forwarded-For walked past trusted hops, or X-Real-IP). */
+  readonly reportedClientIp: string | undefined;
+  /** A forwarded header that came twice, or two header families that disagree. */
   readonly ambiguous: string | undefined;
 }
 
@@ -43,7 +40,7 @@ function distinctHeaders(request: FastifyRequest): Partial<Record<string, string
 }
 
 /** `::ffff:10.0.0.1` → `10.0.0.1`. */
-function plainIp(address: string): string {
+export function plainIp(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
@@ -69,43 +66,48 @@ export class TrustedProxies {
     return this.configured && address !== undefined && this.#trust(address, 0);
   }
 
+  /** Whether trusted proxies are configured at all: once they are, any other peer is the end user itself. */
+  get peersAreEndUsers(): boolean {
+    return this.configured;
+  }
+
   /**
-   * The original request. `envoyPath` is the part of the path after `/auth` (Envoy's ext_authz
-   * `path_prefix`), used as the original path when no `X-Original-URI`/`X-Forwarded-Uri` is sent.
+   * The original request. `envoyTarget` is the raw request-target after the `/auth` prefix (Envoy's
+   * ext_authz `path_prefix`), used when no `X-Original-URI`/`X-Forwarded-Uri` is sent. Nothing here
+   * decodes the target: the decision pipeline parses it once (policy/target.ts).
    */
-  originalRequest(request: FastifyRequest, envoyPath?: string): OriginalRequest {
+  originalRequest(request: FastifyRequest, envoyTarget?: string): OriginalRequest {
     const peer = plainIp(request.socket.remoteAddress ?? '');
     const headers = distinctHeaders(request);
     if (!this.isTrusted(peer)) {
       if (ORIGINAL_HEADERS.some((h) => headers[h] !== undefined) || headers['x-forwarded-for'] !== undefined) this.#warnUntrusted(peer);
-      // Once trusted proxies are configured, any other peer talks to credgate directly: it is the end user.
-      return { trusted: false, method: undefined, host: undefined, uri: undefined, clientIp: peer, endUserIp: this.configured ? peer : undefined, ambiguous: undefined };
+      return { peer, trusted: false, original: {}, reportedClientIp: undefined, ambiguous: undefined };
     }
     const one = (name: (typeof ORIGINAL_HEADERS)[number]) => headers[name]?.[0];
     // A header sent twice, or the nginx-style and the Traefik/Caddy-style header disagreeing: the
     // proxy set one family and passed the client's copy of the other through. Believing either
-    // could turn a push into a fetch, so the request is ambiguous (and denied by the policy).
+    // could turn a push into a fetch, so the request is ambiguous (and denied).
     const ambiguous =
       ORIGINAL_HEADERS.find((h) => (headers[h]?.length ?? 0) > 1) ??
       CONFLICTING.find(([a, b]) => one(a) !== undefined && one(b) !== undefined && one(a) !== one(b))?.join(' and ');
-    let endUserIp: string | undefined;
+    let reportedClientIp: string | undefined;
     if (headers['x-forwarded-for'] !== undefined) {
       const address = plainIp(proxyAddr(request.raw, this.#trust));
-      endUserIp = isIP(address) !== 0 ? address : undefined;
+      reportedClientIp = isIP(address) !== 0 ? address : undefined;
     } else {
       const realIp = one('x-real-ip')?.trim();
-      endUserIp = realIp !== undefined && isIP(realIp) !== 0 ? plainIp(realIp) : undefined;
+      reportedClientIp = realIp !== undefined && isIP(realIp) !== 0 ? plainIp(realIp) : undefined;
     }
-    const search = request.url.indexOf('?');
-    const uri = one('x-original-uri') ?? one('x-forwarded-uri') ?? (envoyPath !== undefined ? '/' + envoyPath + (search >= 0 ? request.url.slice(search) : '') : undefined);
     return {
+      peer,
       trusted: true,
-      method: one('x-original-method') ?? one('x-forwarded-method') ?? (envoyPath !== undefined ? request.method : undefined),
-      host: one('x-forwarded-host') ?? one('x-original-host') ?? headers.host?.[0],
-      uri,
-      clientIp: endUserIp ?? peer,
-      endUserIp,
-      ambiguous,
+      original: {
+        method: one('x-original-method') ?? one('x-forwarded-method') ?? (envoyTarget !== undefined ? request.method : undefined),
+        host: one('x-forwarded-host') ?? one('x-original-host') ?? headers.host?.[0],
+        target: one('x-original-uri') ?? one('x-forwarded-uri') ?? envoyTarget,
+      },
+      reportedClientIp,
+      ambiguous: ambiguous === undefined ? undefined : `the trusted proxy sent ${ambiguous} twice or with different values (it must set or strip the client's copies)`,
     };
   }
 

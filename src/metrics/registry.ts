@@ -1,11 +1,15 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CallOutcome, Endpoint } from '../upstream/http.js';
-import { REASONS, type CredentialType, type Reason } from '../verify/types.js';
+import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../verify/types.js';
 
-export type Interface = 'auth' | 'verify' | 'mail' | 'cli';
+/** Interfaces a decision can come from: the values of the `interface` label. */
+export const INTERFACES = ['auth', 'verify', 'mail', 'cli'] as const;
+export type Interface = (typeof INTERFACES)[number];
 
 /** What credgate asks of the shared state (Redis), for `credgate_shared_state_errors_total{operation}`. */
-export type SharedOperation = 'recall' | 'remember' | 'throttle_check' | 'throttle_record' | 'purge_publish';
+/** Operations on the shared state (Redis): the values of the `operation` label. */
+export const SHARED_OPERATIONS = ['recall', 'remember', 'throttle_check', 'throttle_record', 'purge_publish', 'ledger'] as const;
+export type SharedOperation = (typeof SHARED_OPERATIONS)[number];
 /** Why a shared-state operation fell back to local state: not connected, no answer within `redisTimeoutMs`, an error reply. */
 export type SharedFailure = 'unavailable' | 'timeout' | 'error';
 
@@ -46,9 +50,11 @@ class Tally<L extends string> {
 }
 
 /** Small numbers for label values, so that a label set is named by arithmetic rather than a string. */
-const INTERFACE_NO: Readonly<Record<Interface, number>> = { auth: 0, verify: 1, mail: 2, cli: 3 };
-const REASON_NO: Readonly<Record<Reason, number>> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>;
-const CREDENTIAL_NO: Readonly<Record<CredentialType | 'none', number>> = { none: 0, password: 1, app_password: 2, access_token: 3 };
+const indexOf = <T extends string>(values: readonly T[]) => Object.fromEntries(values.map((v, i) => [v, i])) as Readonly<Record<T, number>>;
+const INTERFACE_NO = indexOf(INTERFACES);
+const REASON_NO = indexOf(REASONS);
+const CREDENTIAL_LABELS = ['none', ...CREDENTIAL_TYPES] as const;
+const CREDENTIAL_NO = indexOf(CREDENTIAL_LABELS);
 const CACHE_RESULT_NO = { hit: 0, negative_hit: 1, miss: 2 } as const;
 
 export class Metrics {
@@ -231,7 +237,7 @@ export class Metrics {
       }),
     };
     metrics.up.set(0);
-    for (const operation of ['recall', 'remember', 'throttle_check', 'throttle_record', 'purge_publish'] satisfies SharedOperation[]) {
+    for (const operation of SHARED_OPERATIONS) {
       metrics.errors.inc({ operation, reason: 'unavailable' }, 0);
     }
     return metrics;
@@ -264,7 +270,7 @@ export class Metrics {
     const kind = credential ?? 'none';
     const series = INTERFACE_NO[iface] * 3 + resultNo;
     // (interface, result) × reason × credential × cached; result follows from allow and reason.
-    const id = ((series * REASONS.length + REASON_NO[reason]) * 4 + CREDENTIAL_NO[kind]) * 2 + (cached ? 1 : 0);
+    const id = ((series * REASONS.length + REASON_NO[reason]) * CREDENTIAL_LABELS.length + CREDENTIAL_NO[kind]) * 2 + (cached ? 1 : 0);
     this.#decisionTally.add(id, () => ({ interface: iface, result, reason, credential: kind, cached: cached ? 'true' : 'false' }));
     let labels = this.#durationLabels.get(series);
     if (labels === undefined) this.#durationLabels.set(series, (labels = { interface: iface, result }));

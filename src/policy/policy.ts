@@ -1,17 +1,17 @@
 import picomatch from 'picomatch';
 import type { ScopeStrategy } from '../verify/scopes.js';
-import { parseTarget } from './path.js';
+import type { RequestTarget } from './target.js';
 import type { PolicyDocument, Protocol, RuleDocument } from './schema.js';
 
 export type { Protocol } from './schema.js';
 export type { ScopeStrategy } from '../verify/scopes.js';
 
-/** The original request, as far as credgate knows it. `uri` is path and query (`/r.git/info/refs?service=…`). */
+/** The original request, as far as credgate knows it; `target` already parsed (target.ts), undefined when unknown. */
 export interface PolicyRequest {
   readonly protocol: Protocol;
   readonly method?: string;
   readonly host?: string;
-  readonly uri?: string;
+  readonly target?: RequestTarget;
 }
 
 export type PolicyVerdict =
@@ -98,6 +98,8 @@ function compileMatch(match: RuleDocument['match']): Test[] {
 export class Policy implements PolicyDecider {
   readonly #rules: CompiledRule[];
   readonly #default: PolicyVerdict;
+  /** What a mail login no rule matches gets: `mailDefault`, never the HTTP `default`. */
+  readonly #mailDefault: PolicyVerdict;
   /** Query parameters some rule looks at: a request naming one of them twice with different values is ambiguous. */
   readonly #queryKeys: ReadonlySet<string>;
   /** Every audience the policy names. */
@@ -113,13 +115,16 @@ export class Policy implements PolicyDecider {
         : { effect: 'require', rule: r.name, audience: r.audience ?? document.audience, scopes: r.scopes, scopeStrategy: r.scopeStrategy ?? strategy },
     }));
     const d = document.default;
-    this.#default =
-      d === 'deny'
-        ? { effect: 'deny', rule: undefined, why: 'no rule matches and the policy has no default' }
-        : d === 'allow'
-          ? { effect: 'require', rule: 'default', audience: document.audience, scopes: [], scopeStrategy: strategy }
-          : { effect: 'require', rule: 'default', audience: d.audience ?? document.audience, scopes: d.scopes, scopeStrategy: d.scopeStrategy ?? strategy };
-    const audiences = [document.audience, ...document.rules.map((r) => r.audience), typeof d === 'object' ? d.audience : undefined];
+    const m = document.mailDefault;
+    const verdictOf = (value: PolicyDocument['default'], name: string, why: string): PolicyVerdict =>
+      value === 'deny'
+        ? { effect: 'deny', rule: undefined, why }
+        : value === 'allow'
+          ? { effect: 'require', rule: name, audience: document.audience, scopes: [], scopeStrategy: strategy }
+          : { effect: 'require', rule: name, audience: value.audience ?? document.audience, scopes: value.scopes, scopeStrategy: value.scopeStrategy ?? strategy };
+    this.#default = verdictOf(d, 'default', 'no rule matches and the policy has no default');
+    this.#mailDefault = verdictOf(m, 'mailDefault', 'no rule names this mail protocol and the policy has no mailDefault (default applies to HTTP only)');
+    const audiences = [document.audience, ...document.rules.map((r) => r.audience), typeof d === 'object' ? d.audience : undefined, typeof m === 'object' ? m.audience : undefined];
     this.audiences = new Set(audiences.filter((a): a is string => a !== undefined));
     this.#queryKeys = new Set(document.rules.flatMap((r) => Object.keys(r.match.query ?? {})));
   }
@@ -130,12 +135,9 @@ export class Policy implements PolicyDecider {
   }
 
   evaluate(request: PolicyRequest): PolicyVerdict {
-    let path: string | undefined;
-    let query: URLSearchParams | undefined;
-    if (request.uri !== undefined) {
-      const target = parseTarget(request.uri);
-      if (!target) return { effect: 'deny', rule: undefined, why: 'the original URI cannot be normalised (encoded separator, control character or bad escape)' };
-      ({ path, query } = target);
+    const path = request.target?.path;
+    const query = request.target?.query;
+    if (query !== undefined) {
       for (const key of this.#queryKeys) {
         if (new Set(query.getAll(key)).size > 1) return { effect: 'deny', rule: undefined, why: `query parameter ${key} is given twice with different values` };
       }
@@ -150,6 +152,15 @@ export class Policy implements PolicyDecider {
     for (const rule of this.#rules) {
       if (rule.tests.every((t) => t(prepared))) return rule.verdict;
     }
-    return this.#default;
+    return request.protocol === 'http' ? this.#default : this.#mailDefault;
+  }
+
+  /** Warnings for `credgate policy check`: settings that are valid but easy to misread. */
+  warnings(): string[] {
+    const out: string[] = [];
+    const mailRules = this.document.rules.some((r) => (r.match.protocol ?? ['http']).some((p) => p !== 'http'));
+    if (this.document.mailDefault !== 'deny') out.push('mailDefault is not deny: every IMAP, POP3 and SMTP login that no rule names gets it');
+    else if (this.document.default !== 'deny' && !mailRules) out.push('default applies to HTTP only: no rule names imap, pop3 or smtp, so every mail login is refused (set rules with protocol:, or mailDefault)');
+    return out;
   }
 }

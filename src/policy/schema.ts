@@ -76,8 +76,11 @@ export const policySchema = z
     scopeStrategy: z.enum(SCOPE_STRATEGIES).default('exact'),
     /** Tried in order; the first rule whose `match` holds decides. */
     rules: z.array(rule).max(1000).default([]),
-    /** What a request no rule matches gets. Default `deny`. */
+    /** What an HTTP request no rule matches gets. Default `deny`. It never applies to mail logins. */
     default: defaultRule.default('deny'),
+    /** What an IMAP, POP3 or SMTP login no rule matches gets. Default `deny`: a mail login is decided by a
+     * rule that names its protocol, so an HTTP-minded `default: allow` cannot open mail relaying. */
+    mailDefault: defaultRule.default('deny'),
   })
   .strict()
   .superRefine((p, ctx) => {

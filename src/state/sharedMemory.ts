@@ -21,7 +21,7 @@ export interface SharedMemoryOptions {
 export class RedisSharedMemory implements SharedMemory {
   constructor(
     private readonly redis: SharedRedis,
-    private readonly names: Pick<CredentialCache, 'userKey'>,
+    private readonly names: Pick<CredentialCache, 'userKey' | 'subjectKey'>,
     private readonly options: SharedMemoryOptions,
   ) {}
 
@@ -50,12 +50,15 @@ export class RedisSharedMemory implements SharedMemory {
    * of that user stop counting. Answers whether the other replicas were told now (else they will be
    * once Redis is back; SharedRedis keeps the purge).
    */
-  async purge(username: string): Promise<boolean> {
-    const userKey = this.names.userKey(username);
+  async purge(account: { subjects: ReadonlySet<string>; names: ReadonlySet<string> }): Promise<boolean> {
     if (this.options.negativeTtlSeconds > 0) {
-      await this.redis.run('purge_publish', (redis) => redis.set(this.#purgedKey(username), '1', 'PX', this.options.negativeTtlSeconds * 1000));
+      for (const name of account.names) await this.redis.run('purge_publish', (redis) => redis.set(this.#purgedKey(name), '1', 'PX', this.options.negativeTtlSeconds * 1000));
     }
-    return this.redis.publishPurge(userKey);
+    // Every replica drops entries filed under each name and each subject of the account.
+    const keys = [...[...account.names].map((n) => this.names.userKey(n)), ...[...account.subjects].map((s) => this.names.subjectKey(s))];
+    let sent = true;
+    for (const key of keys) sent = (await this.redis.publishPurge(key)) && sent;
+    return sent;
   }
 
   #purgedKey(username: string): string {

@@ -2,8 +2,10 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/registry.js';
 import type { CredentialCache } from '../verify/cache.js';
+import type { LedgerRule, LocalLoginLedger } from '../verify/loginLedger.js';
 import type { Throttle } from '../verify/throttle.js';
 import { SharedRedis } from './redis.js';
+import { RedisLoginLedger } from './redisLedger.js';
 import { RedisSharedMemory } from './sharedMemory.js';
 import { SharedThrottle } from './sharedThrottle.js';
 
@@ -14,6 +16,8 @@ const START_WAIT_MS = 2000;
 export interface SharedState {
   readonly throttle: SharedThrottle;
   readonly memory: RedisSharedMemory;
+  /** Login protection for every replica together; undefined when it is off. */
+  readonly ledger: RedisLoginLedger | undefined;
   /** For `/readyz` (reported, never failing readiness). */
   status(): { ok: boolean; detail?: string };
   close(): Promise<void>;
@@ -26,7 +30,7 @@ export interface SharedState {
  * outage in some replica's memory. Waits up to 2 s for Redis, then serves with local state and keeps
  * reconnecting by itself.
  */
-export async function startSharedState(config: Config & { redisUrl: string }, deps: { cache: CredentialCache; throttle: Throttle; log: Logger; metrics: Metrics }): Promise<SharedState> {
+export async function startSharedState(config: Config & { redisUrl: string }, deps: { cache: CredentialCache; throttle: Throttle; ledger: { local: LocalLoginLedger; rule: LedgerRule } | undefined; log: Logger; metrics: Metrics }): Promise<SharedState> {
   const { cache, log } = deps;
   let subscriptions = 0;
   const redis = new SharedRedis({
@@ -45,8 +49,10 @@ export async function startSharedState(config: Config & { redisUrl: string }, de
     },
   });
   SharedThrottle.define(redis.commandConnection);
+  RedisLoginLedger.define(redis.commandConnection);
   const shared: SharedState = {
     throttle: new SharedThrottle(deps.throttle, redis, cache),
+    ledger: deps.ledger === undefined ? undefined : new RedisLoginLedger(redis, deps.ledger.local, cache, deps.ledger.rule),
     memory: new RedisSharedMemory(redis, cache, { negativeTtlSeconds: config.negativeCacheTtlSeconds, appPasswordMemorySeconds: config.appPasswordMemorySeconds }),
     status: () => redis.status(),
     close: () => redis.close(),

@@ -39,21 +39,20 @@ interface ThrottleCommands {
 }
 
 /**
- * Failed-login throttling shared by every replica: the same rule as the local `Throttle`, counted in
- * Redis per `u:HMAC(username)` and `ip:HMAC(address)` (never the clear username or address), so an
- * attacker who spreads guesses over replicas meets one limit.
+ * Per-IP failed-login throttling shared by every replica: the same rule as the local `Throttle`,
+ * counted in Redis per `ip:HMAC(address group)` (never the clear address), so an attacker who
+ * spreads guesses over replicas meets one limit.
  *
  * The local Throttle keeps counting this replica's own failures all along. When Redis is reachable
- * its answer decides (it includes this replica's failures, and successes clear it everywhere); when
- * it is not, or does not answer within `redisTimeoutMs`, the local answer does — then each replica
- * allows up to the limit on its own, the documented trade-off of deciding without Redis.
+ * its answer decides; when it is not, or does not answer within `redisTimeoutMs`, the local answer
+ * does. (Per-account login protection is the ledger, which never relaxes without Redis.)
  */
 export class SharedThrottle implements FailureThrottle {
   constructor(
     private readonly local: Throttle,
     private readonly redis: SharedRedis,
-    /** Names usernames and IPs in Redis by HMAC. */
-    private readonly names: Pick<CredentialCache, 'userKey' | 'digest'>,
+    /** Names addresses in Redis by HMAC. */
+    private readonly names: Pick<CredentialCache, 'digest'>,
   ) {}
 
   /** Registers the scripts on the command connection (EVALSHA, re-sent after a Redis restart flushed them). */
@@ -62,44 +61,26 @@ export class SharedThrottle implements FailureThrottle {
     connection.defineCommand('credgateThrottleRecord', { numberOfKeys: 1, lua: RECORD });
   }
 
-  async check(username: string | undefined, ip: string | undefined): Promise<ThrottleVerdict> {
-    const { windowSeconds, baseDelaySeconds } = this.local.options;
-    const keys = this.#keys(username, ip);
-    if (keys.length === 0) return this.local.check(username, ip);
-    const waits = await this.redis.run('throttle_check', (redis) =>
-      Promise.all(keys.map(([key, limit]) => (redis as unknown as ThrottleCommands).credgateThrottleWait(key, limit, windowSeconds * 1000, baseDelaySeconds * 1000))),
-    );
-    if (waits === undefined) return this.local.check(username, ip);
-    const wait = Math.max(...waits.map(Number));
-    return wait > 0 ? { throttled: true, retryAfterSeconds: Math.ceil(wait / 1000) } : { throttled: false };
+  async check(ip: string | undefined): Promise<ThrottleVerdict> {
+    const { windowSeconds, baseDelaySeconds, ipFailures } = this.local.options;
+    if (ip === undefined || ipFailures <= 0) return this.local.check(ip);
+    const key = this.#key(ip);
+    const wait = await this.redis.run('throttle_check', (redis) => (redis as unknown as ThrottleCommands).credgateThrottleWait(key, ipFailures, windowSeconds * 1000, baseDelaySeconds * 1000));
+    if (wait === undefined) return this.local.check(ip);
+    const ms = Number(wait);
+    return ms > 0 ? { throttled: true, retryAfterSeconds: Math.ceil(ms / 1000) } : { throttled: false };
   }
 
-  async recordFailure(username: string | undefined, ip: string | undefined): Promise<void> {
-    this.local.recordFailure(username, ip);
-    const keys = this.#keys(username, ip);
-    if (keys.length === 0) return;
+  async recordFailure(ip: string | undefined): Promise<void> {
+    this.local.recordFailure(ip);
+    const { ipFailures, windowSeconds } = this.local.options;
+    if (ip === undefined || ipFailures <= 0) return;
     const member = `${Date.now()}.${randomBytes(6).toString('base64url')}`;
-    await this.redis.run('throttle_record', (redis) =>
-      Promise.all(keys.map(([key, limit]) => (redis as unknown as ThrottleCommands).credgateThrottleRecord(key, this.local.options.windowSeconds * 1000, limit + 32, member))),
-    );
+    const key = this.#key(ip);
+    await this.redis.run('throttle_record', (redis) => (redis as unknown as ThrottleCommands).credgateThrottleRecord(key, windowSeconds * 1000, ipFailures + 32, member));
   }
 
-  async recordSuccess(username: string | undefined): Promise<void> {
-    this.local.recordSuccess(username);
-    if (username === undefined || this.local.options.usernameFailures <= 0) return;
-    await this.redis.run('throttle_record', (redis) => redis.del(this.#usernameKey(username)));
-  }
-
-  #usernameKey(username: string): string {
-    return this.redis.key('throttle', 'u', this.names.userKey(username));
-  }
-
-  /** The Redis keys to consult and their limits (a limit of 0 is off, as locally). */
-  #keys(username: string | undefined, ip: string | undefined): [string, number][] {
-    const { usernameFailures, ipFailures } = this.local.options;
-    const keys: [string, number][] = [];
-    if (username !== undefined && usernameFailures > 0) keys.push([this.#usernameKey(username), usernameFailures]);
-    if (ip !== undefined && ipFailures > 0) keys.push([this.redis.key('throttle', 'ip', this.names.digest('ip', ip)), ipFailures]);
-    return keys;
+  #key(ip: string): string {
+    return this.redis.key('throttle', 'ip', this.names.digest('ip', this.local.group(ip)));
   }
 }

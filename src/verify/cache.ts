@@ -1,6 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { normaliseUsername } from './strategy.js';
+import { ledgerName } from './strategy.js';
 import type { Credentials, CredentialType, Identity } from './types.js';
 
 /** What a finished strategy run said, in the form that can be remembered. */
@@ -110,6 +110,7 @@ export class CredentialCache {
   /** HMAC keys of credentials that turned out to be ASPs; lives much longer than decisions. Not
    * preallocated (`maxSize` rather than `max`): it is usually far smaller than the decision cache. */
   readonly #appPasswords: LRUCache<string, true>;
+  readonly #knownPasswords: LRUCache<string, true>;
   readonly #scopeLists = new Map<string, readonly string[]>();
   readonly #audiences = new Map<string, string>();
 
@@ -124,11 +125,16 @@ export class CredentialCache {
       },
     });
     this.#appPasswords = new LRUCache<string, true>({ maxSize: options.maxEntries, sizeCalculation: () => 1, ttl: Math.max(options.appPasswordMemorySeconds, 1) * 1000 });
+    this.#knownPasswords = new LRUCache<string, true>({ maxSize: options.maxEntries, sizeCalculation: () => 1, ttl: Math.max(options.appPasswordMemorySeconds, 1) * 1000 });
   }
 
+  /**
+   * The username goes in exactly as typed: an entry made under one spelling never answers for
+   * another (`jos\u00e9` and `jose\u0301` may be two accounts at the AS).
+   */
   keyFor(credentials: Credentials, audience: string): string {
     // One update of the joined string: the same bytes as several updates, at less cost per request.
-    const input = credentials.kind === 'basic' ? `basic\0${normaliseUsername(credentials.username)}\0${credentials.password}\0${audience}` : `bearer\0\0${credentials.token}\0${audience}`;
+    const input = credentials.kind === 'basic' ? `basic\0${credentials.username}\0${credentials.password}\0${audience}` : `bearer\0\0${credentials.token}\0${audience}`;
     return createHmac('sha256', this.#hmacKey).update(input).digest().toString('base64url', 0, KEY_BYTES);
   }
 
@@ -140,9 +146,14 @@ export class CredentialCache {
     return createHmac('sha256', this.#hmacKey).update(`${label}\0${value}`).digest('base64url');
   }
 
-  /** A username's purge key: the same in every replica that shares `cacheKeySecret`. */
+  /** A login name's purge key (every spelling a login could fold to): the same in every replica that shares `cacheKeySecret`. */
   userKey(username: string): string {
-    return this.digest('user', normaliseUsername(username));
+    return this.digest('user', ledgerName(username));
+  }
+
+  /** An account's purge key, by the AS's subject. */
+  subjectKey(subject: string): string {
+    return this.digest('subject', subject);
   }
 
   /** A cached identity, `'denied'` for a known-wrong credential, or undefined. */
@@ -162,11 +173,14 @@ export class CredentialCache {
     return Math.max(0, Math.min(this.#options.ttlSeconds, untilExpiry));
   }
 
+  /**
+   * A positive entry is filed under its account (the subject), so that a purge of the account drops
+   * it whatever name it was made under; a negative one under the name that was typed.
+   */
   set(key: string, outcome: Outcome, username: string | undefined): void {
     const ttl = outcome.kind === 'identity' ? this.positiveTtlSeconds(outcome.identity) : this.#options.negativeTtlSeconds;
     if (ttl <= 0) return;
-    const name = username ?? (outcome.kind === 'identity' ? outcome.identity.username : undefined);
-    const tag = name === undefined ? NO_USER : tagOf(this.userKey(name));
+    const tag = outcome.kind === 'identity' ? tagOf(this.subjectKey(outcome.identity.subject)) : username === undefined ? NO_USER : tagOf(this.userKey(username));
     const until = now() + ttl * 10;
     // Set first: replacing an entry disposes (unindexes) the old one under this key.
     this.#lru.set(key, outcome.kind === 'identity' ? this.#compact(outcome.identity, tag, until) : new Denied(tag, until));
@@ -179,12 +193,17 @@ export class CredentialCache {
     }
   }
 
-  /** Drops every entry of one user (after an ASP is revoked or a password changed). Returns how many. */
+  /** Drops every entry filed under one login name (negative entries). Returns how many. */
   purgeUser(username: string): number {
     return this.purgeUserKey(this.userKey(username));
   }
 
-  /** `purgeUser` by the username's `userKey` (a purge broadcast by another replica). */
+  /** Drops every positive entry of one account, whatever name or credential it was made with. */
+  purgeSubject(subject: string): number {
+    return this.purgeUserKey(this.subjectKey(subject));
+  }
+
+  /** A purge by `userKey` or `subjectKey` (also a purge broadcast by another replica). */
   purgeUserKey(userKey: string): number {
     const keys = this.#byTag.get(tagOf(userKey));
     if (keys === undefined) return 0;
@@ -199,6 +218,20 @@ export class CredentialCache {
     this.#lru.clear();
     this.#byTag.clear();
     return size;
+  }
+
+  /** Remember (by HMAC key) that this password succeeded at the password grant: while the account's
+   * login budget is spent by someone else's guesses, it may still be tried (it is no guess). */
+  rememberPassword(key: string): void {
+    if (this.#options.appPasswordMemorySeconds > 0) this.#knownPasswords.set(key, true);
+  }
+
+  forgetPassword(key: string): void {
+    this.#knownPasswords.delete(key);
+  }
+
+  isKnownPassword(key: string): boolean {
+    return this.#knownPasswords.get(key) === true;
   }
 
   /** Remember (by HMAC key) that this credential proved to be an ASP, so it is introspected first next time. */

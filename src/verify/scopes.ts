@@ -14,9 +14,22 @@ function stringArray(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((s): s is string => typeof s === 'string' && SCOPE_TOKEN.test(s)) : [];
 }
 
-/** Granted scopes of a token: `scope` (string, RFC 8693/9068), `scp` (array, Okta/Azure) and Auth0's RBAC `permissions`. */
-export function scopesOf(claims: JWTPayload | Record<string, unknown>): string[] {
-  return [...new Set([...splitScope(claims.scope), ...stringArray(claims.scp), ...stringArray(claims.permissions)])];
+/** Claims a token's granted scopes may be read from (`scopeClaims`). */
+export const SCOPE_CLAIMS = ['scope', 'scp', 'permissions'] as const;
+export type ScopeClaim = (typeof SCOPE_CLAIMS)[number];
+/** The default: what the token was narrowed to. Auth0's `permissions` lists every permission the user
+ * holds whatever scope was requested, so a token issued for `read:repo` would pass a `write:repo` rule. */
+export const DEFAULT_SCOPE_CLAIMS: readonly ScopeClaim[] = ['scope', 'scp'];
+
+/**
+ * Granted scopes of a token, from the configured claims only: `scope` (space-separated string,
+ * RFC 8693 §4.2, RFC 9068 §2.2.3), `scp` (array, Okta/Azure), and Auth0's RBAC `permissions` only
+ * when the operator opted in.
+ */
+export function scopesOf(claims: JWTPayload | Record<string, unknown>, from: readonly ScopeClaim[] = DEFAULT_SCOPE_CLAIMS): string[] {
+  const scopes = new Set<string>();
+  for (const claim of from) for (const s of claim === 'scope' ? splitScope(claims.scope) : stringArray(claims[claim])) scopes.add(s);
+  return [...scopes];
 }
 
 /**

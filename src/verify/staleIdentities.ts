@@ -1,10 +1,8 @@
 import { LRUCache } from 'lru-cache';
-import { normaliseUsername } from './strategy.js';
 import type { Identity } from './types.js';
 
 interface Entry {
   readonly identity: Identity;
-  readonly user: string | undefined;
   /** Epoch ms until which the identity was fresh in the decision cache. */
   readonly freshUntil: number;
 }
@@ -29,13 +27,12 @@ export class StaleIdentities {
   }
 
   /** Remembers an identity just verified; it was fresh for `freshSeconds` (its decision-cache lifetime). */
-  remember(key: string, identity: Identity, freshSeconds: number, username: string | undefined, now = Date.now()): void {
+  remember(key: string, identity: Identity, freshSeconds: number, now = Date.now()): void {
     const freshUntil = now + freshSeconds * 1000;
     let until = freshUntil + this.graceSeconds * 1000;
     if (identity.expiresAt !== undefined) until = Math.min(until, identity.expiresAt * 1000);
     if (until <= now) return;
-    const name = username ?? identity.username;
-    this.#lru.set(key, { identity, user: name === undefined ? undefined : normaliseUsername(name), freshUntil }, { ttl: until - now });
+    this.#lru.set(key, { identity, freshUntil }, { ttl: until - now });
   }
 
   /** The identity, if it left the cache less than `graceSeconds` ago and has not expired itself. */
@@ -51,11 +48,10 @@ export class StaleIdentities {
     this.#lru.delete(key);
   }
 
-  /** Drops every entry of one user (admin purge). Rare, so a scan is fine. */
-  purgeUser(username: string): number {
-    const user = normaliseUsername(username);
+  /** Drops every entry of these accounts (admin purge). Rare, so a scan is fine. */
+  purgeSubjects(subjects: ReadonlySet<string>): number {
     let purged = 0;
-    for (const [key, entry] of [...this.#lru.entries()]) if (entry.user === user && this.#lru.delete(key)) purged++;
+    for (const [key, entry] of [...this.#lru.entries()]) if (subjects.has(entry.identity.subject) && this.#lru.delete(key)) purged++;
     return purged;
   }
 }

@@ -1,21 +1,31 @@
 import type { Deadline } from '../upstream/deadline.js';
-import type { Credentials, Identity } from './types.js';
+import type { Credentials, StrategyOutcome } from './types.js';
 
-/**
- * One way of proving a credential. `null` means "not mine, or not valid"; a thrown UpstreamError
- * means "could not ask". Any other exception is a bug and is treated like "could not ask".
- */
+/** What every strategy is told about the decision it serves. */
 export interface StrategyContext {
   readonly audience: string;
   /** The end user's IP, only when it is known to be theirs (never a proxy's address). */
   readonly endUserIp: string | undefined;
   /** The decision's deadline, handed to every call to the AS (absent outside a decision). */
   readonly deadline?: Deadline;
+  /** The credential's cache key (an HMAC): names it in memories without holding it. */
+  readonly credentialKey: string;
 }
 
+/** Strategy names, as configured (`strategyOrder`) and logged. */
+export const STRATEGY_NAMES = ['password_grant', 'app_password', 'token'] as const;
+export type StrategyName = (typeof STRATEGY_NAMES)[number];
+
+/**
+ * One way of proving a credential (see StrategyOutcome). A thrown UpstreamError means "could not
+ * ask"; any other exception is a bug and is treated like "could not ask".
+ */
 export interface Strategy {
-  readonly name: 'password_grant' | 'app_password' | 'token';
-  authenticate(credentials: Credentials, context: StrategyContext): Promise<Identity | null>;
+  readonly name: StrategyName;
+  /** Whether trying it may count as a failed login at the AS (the password grant): such a strategy
+   * never runs after an earlier one could not ask, because the credential may have been valid there. */
+  readonly costsLoginAttempt: boolean;
+  authenticate(credentials: Credentials, context: StrategyContext): Promise<StrategyOutcome>;
 }
 
 /** Compact JWS shape (RFC 7515 §7.1) whose header is a JSON object naming an `alg`. */
@@ -29,21 +39,42 @@ export function looksLikeJwt(value: string): boolean {
   }
 }
 
-/** Usernames compare after Unicode NFC normalisation and case folding: authorization servers
- * (Auth0 among them) treat `Alice@Example.com` and `alice@example.com` as one account. */
-export function normaliseUsername(username: string): string {
-  return username.normalize('NFC').toLowerCase();
+/** ASCII letters folded to lower case; everything else as it is. */
+function foldAscii(value: string): string {
+  return value.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
-export function sameUsername(a: string, b: string): boolean {
-  return normaliseUsername(a) === normaliseUsername(b);
+/**
+ * Whether the name a client typed names the account whose claim is `claimed` (binding an ASP or a
+ * token to the Basic username). Exact, except that ASCII letters compare case-insensitively (as
+ * e-mail addresses and Auth0/Keycloak usernames do). No Unicode normalisation and no non-ASCII case
+ * folding: `jos\u00e9` and `jose\u0301`, or `STRASSE` and `straße`, may be two accounts at the AS, and
+ * a credential of one must never be accepted under the other's name. The decision then reports the
+ * claim, never the typed spelling.
+ */
+export function namesAccount(typed: string, claimed: string): boolean {
+  return typed === claimed || foldAscii(typed) === foldAscii(claimed);
 }
 
-/** The first of `claims` present as a string in `source` (SPEC: "first present wins"). */
+/**
+ * The key a login name is counted under by login protection: NFKC and full case folding, broader
+ * than any AS's own matching, so that every spelling an AS could take for one account shares its
+ * budget (`Alice`, `ALICE`, `ａｌｉｃｅ`).
+ */
+export function ledgerName(username: string): string {
+  return username.normalize('NFKC').toLowerCase().normalize('NFKC');
+}
+
+/** The first of `claims` present as a string in `source` ("first present wins"). */
 export function usernameFrom(source: Record<string, unknown>, claims: readonly string[]): string | undefined {
   for (const claim of claims) {
     const value = source[claim];
     if (value !== undefined) return typeof value === 'string' && value.length > 0 ? value : undefined;
   }
   return undefined;
+}
+
+/** Every configured username claim present as a non-empty string: the names the account logs in by. */
+export function loginNamesFrom(source: Record<string, unknown>, claims: readonly string[]): string[] {
+  return claims.map((c) => source[c]).filter((v): v is string => typeof v === 'string' && v.length > 0);
 }

@@ -1,38 +1,63 @@
+import { isIPv6 } from 'node:net';
 import { LRUCache } from 'lru-cache';
-import { normaliseUsername } from './strategy.js';
 
 export interface ThrottleOptions {
-  /** Failures per username within the window before throttling; 0 disables. */
-  readonly usernameFailures: number;
-  /** Failures per client IP within the window before throttling; 0 disables. */
+  /** Failures per end-user IP (or IPv6 prefix) within the window before throttling; 0 disables. */
   readonly ipFailures: number;
   readonly windowSeconds: number;
-  /** First back-off once a limit is hit; doubles per further failure, capped at the window. */
+  /** First back-off once the limit is hit; doubles per further failure, capped at the window. */
   readonly baseDelaySeconds: number;
-  /** Most usernames and IPs tracked at once (least recently failed go first). */
+  /** IPv6 addresses are counted by this prefix (one subscriber gets a /64 or more). */
+  readonly ipv6PrefixBits: number;
+  /** Most addresses tracked at once (least recently failed go first). */
   readonly maxTracked?: number;
 }
 
 export type ThrottleVerdict = { readonly throttled: false } | { readonly throttled: true; readonly retryAfterSeconds: number };
 
 /**
- * What the verifier asks of a throttle. The local `Throttle` answers at once; the shared one
- * (`src/state/sharedThrottle.ts`) asks Redis first, so its answers are promises.
+ * What the verifier asks of the per-IP throttle. The local `Throttle` answers at once; the shared
+ * one (`src/state/sharedThrottle.ts`) asks Redis first, so its answers are promises.
  */
 export interface FailureThrottle {
-  check(username: string | undefined, ip: string | undefined): ThrottleVerdict | Promise<ThrottleVerdict>;
-  recordFailure(username: string | undefined, ip: string | undefined): void | Promise<void>;
-  recordSuccess(username: string | undefined): void | Promise<void>;
+  check(ip: string | undefined): ThrottleVerdict | Promise<ThrottleVerdict>;
+  recordFailure(ip: string | undefined): void | Promise<void>;
 }
 
 const OPEN: ThrottleVerdict = Object.freeze({ throttled: false });
 
 /**
- * Failed-login throttling per username and per client IP: a sliding window of failure times, and
- * once a limit is reached a back-off that doubles with every further failure. While backing off,
- * credgate answers `throttled` without asking the AS, so an attacker's burst reaches the AS a
- * bounded number of times and the user's own AS lockout counter is spared. Not a lockout weapon:
- * the verifier serves known-good (cached) credentials and remembered ASPs before asking here.
+ * The group an address is counted in: an IPv4 address itself; an IPv6 address by its first
+ * `prefixBits` bits (written as the expanded prefix, `2001:db8:0:1::/64`), since one subscriber
+ * holds a whole /64 and rotating inside it must not reset the count. IPv4-mapped IPv6 is IPv4.
+ */
+export function ipGroup(ip: string, prefixBits: number): string {
+  if (ip.toLowerCase().startsWith('::ffff:') && !isIPv6(ip.slice(7))) return ip.slice(7);
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.toLowerCase().split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === '' ? [] : tail.split(':');
+  // An embedded IPv4 tail (`::1.2.3.4`) is two groups.
+  const expand = (groups: string[]) => groups.flatMap((g) => (g.includes('.') ? ipv4Groups(g) : [g]));
+  const l = expand(left);
+  const r = ip.includes('::') ? expand(right) : [];
+  const groups = ip.includes('::') ? [...l, ...Array<string>(8 - l.length - r.length).fill('0'), ...r] : l;
+  const bits = groups.map((g) => parseInt(g || '0', 16).toString(2).padStart(16, '0')).join('').slice(0, prefixBits).padEnd(128, '0');
+  const out: string[] = [];
+  for (let i = 0; i < 128; i += 16) out.push(parseInt(bits.slice(i, i + 16), 2).toString(16));
+  return `${out.join(':')}/${prefixBits}`;
+}
+
+function ipv4Groups(v4: string): string[] {
+  const [a = 0, b = 0, c = 0, d = 0] = v4.split('.').map(Number);
+  return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+}
+
+/**
+ * Failed-login throttling per end-user IP (Auth0's suspicious-IP throttling counts the same): a
+ * sliding window of failure times, and once the limit is reached a back-off that doubles with every
+ * further failure. Spraying one password over many usernames from one address is refused without
+ * asking the AS. Per-account protection is the login ledger (loginLedger.ts), not this.
  */
 export class Throttle implements FailureThrottle {
   readonly #failures: LRUCache<string, number[]>;
@@ -44,28 +69,22 @@ export class Throttle implements FailureThrottle {
     this.#failures = new LRUCache<string, number[]>({ max: options.maxTracked ?? 100_000, ttl: options.windowSeconds * 1000, updateAgeOnGet: false });
   }
 
-  check(username: string | undefined, ip: string | undefined): ThrottleVerdict {
-    const waits = [
-      username !== undefined ? this.#wait(`u:${normaliseUsername(username)}`, this.options.usernameFailures) : 0,
-      ip !== undefined ? this.#wait(`i:${ip}`, this.options.ipFailures) : 0,
-    ];
-    const wait = Math.max(...waits);
+  group(ip: string): string {
+    return ipGroup(ip, this.options.ipv6PrefixBits);
+  }
+
+  check(ip: string | undefined): ThrottleVerdict {
+    if (ip === undefined || this.options.ipFailures <= 0) return OPEN;
+    const wait = this.#wait(this.group(ip), this.options.ipFailures);
     return wait > 0 ? { throttled: true, retryAfterSeconds: wait } : OPEN;
   }
 
-  recordFailure(username: string | undefined, ip: string | undefined): void {
-    if (username !== undefined && this.options.usernameFailures > 0) this.#add(`u:${normaliseUsername(username)}`, this.options.usernameFailures);
-    if (ip !== undefined && this.options.ipFailures > 0) this.#add(`i:${ip}`, this.options.ipFailures);
-  }
-
-  /** A successful login clears the username's failures (the IP's stay: one IP may try many users). */
-  recordSuccess(username: string | undefined): void {
-    if (username !== undefined) this.#failures.delete(`u:${normaliseUsername(username)}`);
+  recordFailure(ip: string | undefined): void {
+    if (ip !== undefined && this.options.ipFailures > 0) this.#add(this.group(ip), this.options.ipFailures);
   }
 
   /** Seconds still to wait for this key, 0 when a request may go through. */
   #wait(key: string, limit: number): number {
-    if (limit <= 0) return 0;
     const times = this.#recent(key);
     if (times.length < limit) return 0;
     const beyond = times.length - limit;
@@ -91,4 +110,3 @@ export class Throttle implements FailureThrottle {
     this.#failures.set(key, times);
   }
 }
-

@@ -1,4 +1,3 @@
-import type { ScopeStrategy } from './scopes.js';
 
 /** What a client presented. Produced by an HTTP adapter; the verifier never sees raw headers. */
 export type Credentials =
@@ -9,13 +8,19 @@ export type Credentials =
 export const APP_PASSWORD_TOKEN_TYPE = 'application_specific_password_token';
 
 /** How the credential was proven: the value of `X-Auth-Credential` and of `credential` in JSON. */
-export type CredentialType = 'password' | 'app_password' | 'access_token';
+export const CREDENTIAL_TYPES = ['password', 'app_password', 'access_token'] as const;
+export type CredentialType = (typeof CREDENTIAL_TYPES)[number];
 
 /** Who the authorization server says the caller is. Never built from what the client typed alone. */
 export interface Identity {
   /** The AS's `sub`. */
   readonly subject: string;
-  /** The username: the Basic username the AS accepted, or the token's username claim. */
+  /**
+   * The canonical username: the AS's own claim (`usernameClaims`, first present), never a spelling
+   * the client chose. For a password login whose token carries no such claim, the login name the AS
+   * authenticated, exactly as sent (the AS, not credgate, matched it to this subject). Undefined for
+   * a token with no username claim.
+   */
   readonly username: string | undefined;
   readonly credential: CredentialType;
   readonly scopes: readonly string[];
@@ -39,6 +44,10 @@ export type Reason = (typeof REASONS)[number];
 
 export interface Decision {
   readonly allow: boolean;
+  /** For the log: the policy rule that set the requirements. */
+  readonly rule?: string;
+  /** For the log only: why a request was refused before its credentials were checked (never secret). */
+  readonly detail?: string;
   /** The HTTP status this decision means on `/auth`. */
   readonly status: 200 | 400 | 401 | 403 | 429 | 503;
   readonly reason: Reason;
@@ -48,20 +57,18 @@ export interface Decision {
   readonly cached: boolean;
 }
 
-/** What the request needs and where it came from. */
-export interface RequestContext {
-  /** Scopes the request needs (policy, `?scope=`, or the `scopes` field). */
-  readonly requiredScopes: readonly string[];
-  /** Audience the credential must be for; default the configured one. */
-  readonly audience?: string;
-  /** How granted scopes satisfy `requiredScopes`; default `exact`. */
-  readonly scopeStrategy?: ScopeStrategy;
-  /** The policy rule that set the requirements, for the decision log. */
-  readonly rule?: string;
-  /** The direct peer or reported client address, for logs. */
-  readonly clientIp?: string;
-  /** The end user's own IP, only when credgate knows it is theirs (the `clientIp` of `/v1/verify`,
-   * or forwarded headers from a trusted proxy): used for per-IP throttling and `auth0-forwarded-for`.
-   * Never a proxy's address, or one proxy would throttle every user behind it. */
-  readonly endUserIp?: string;
-}
+/**
+ * What one strategy made of a credential (Oathkeeper's authenticator chain):
+ * - `identity`: proven; the chain stops with an allow (scopes still to check);
+ * - `not_mine`: not valid this way; the next strategy may try;
+ * - `refused`: recognisably this strategy's kind of credential (an active token for another user or
+ *   audience) and not valid here: the chain stops with a denial, so it never reaches the password grant;
+ * - `throttled`: not tried, the account's login budget is spent; later strategies may still allow;
+ * - `rejected_by_as`: the AS itself said this password is wrong: it counts as a failure, and no stale
+ *   identity may ever answer for it.
+ * A thrown UpstreamError is "could not ask".
+ */
+export type StrategyOutcome =
+  | { readonly kind: 'identity'; readonly identity: Identity; readonly loginNames: readonly string[] }
+  | { readonly kind: 'not_mine' | 'refused' | 'rejected_by_as' }
+  | { readonly kind: 'throttled'; readonly retryAfterSeconds: number };

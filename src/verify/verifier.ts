@@ -2,25 +2,21 @@ import { UpstreamError } from '../errors.js';
 import { deadlineIn, type Deadline } from '../upstream/deadline.js';
 import type { Health } from '../health.js';
 import type { Logger } from '../log.js';
-import type { Interface, Metrics } from '../metrics/registry.js';
-import type { CredentialCache, Outcome } from './cache.js';
-import { missingScopes } from './scopes.js';
+import type { Metrics } from '../metrics/registry.js';
+import type { AccountDirectory } from './accounts.js';
+import type { CredentialCache } from './cache.js';
+import type { LoginLedger } from './loginLedger.js';
+import { missingScopes, type ScopeStrategy } from './scopes.js';
 import type { SharedMemory } from './shared.js';
-import { looksLikeJwt, type Strategy, type StrategyContext } from './strategy.js';
+import { looksLikeJwt, type Strategy, type StrategyName } from './strategy.js';
 import type { StaleIdentities } from './staleIdentities.js';
 import type { FailureThrottle } from './throttle.js';
-import type { Credentials, Decision, Identity, RequestContext } from './types.js';
-
-export interface Strategies {
-  readonly passwordGrant: Strategy;
-  readonly appPassword: Strategy;
-  readonly jwt: Strategy;
-}
+import type { Credentials, Decision, Identity } from './types.js';
 
 export interface VerifierOptions {
   readonly defaultAudience: string;
   /** Basic-password order for a credential not recognised as an ASP. */
-  readonly strategyOrder: readonly ('password_grant' | 'app_password')[];
+  readonly strategyOrder: readonly Exclude<StrategyName, 'token'>[];
   /** Passwords matching this are introspected first; undefined: no shape rule. */
   readonly appPasswordPattern: RegExp | undefined;
   /** Lower-cased Basic usernames that mean "the password is a token" (`x-access-token`, `oauth2`, …). */
@@ -31,30 +27,48 @@ export interface VerifierOptions {
   readonly staleIdentities?: StaleIdentities;
 }
 
+/** What a verification needs besides the credentials (the pipeline's verdict on the request). */
+export interface VerifyContext {
+  readonly requiredScopes: readonly string[];
+  /** Audience the credential must be for; default the configured one. */
+  readonly audience?: string;
+  readonly scopeStrategy?: ScopeStrategy;
+  /** The end user's own IP, only when credgate knows it is theirs: per-IP throttling and `auth0-forwarded-for`. */
+  readonly endUserIp?: string;
+}
+
+/** Registered strategies by name. */
+export type Strategies = Readonly<Record<StrategyName, Strategy>>;
+
 const DENIED: Decision = Object.freeze({ allow: false, status: 401, reason: 'invalid_credentials', cached: false });
 const DENIED_CACHED: Decision = Object.freeze({ ...DENIED, cached: true });
 const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason: 'upstream_unavailable', cached: false });
 
-type FlightResult = Outcome | 'upstream_unavailable';
+/** How a strategy run ended. `rejectedByAs`: the AS itself said the password is wrong at some step. */
+type FlightResult =
+  | { readonly kind: 'identity'; readonly identity: Identity; readonly loginNames: readonly string[] }
+  | { readonly kind: 'denied' | 'unavailable'; readonly rejectedByAs: boolean }
+  | { readonly kind: 'throttled'; readonly retryAfterSeconds: number };
 /** The decision's deadline passed before the flight ended. */
 type Waited = FlightResult | 'deadline';
 
+const UNAVAILABLE_RESULT: FlightResult = Object.freeze({ kind: 'unavailable', rejectedByAs: false });
+
 /**
- * Credentials + context → Decision.
+ * Credentials + what the request needs → Decision.
  *
- * 1. A cached identity for exactly these credentials answers at once (scopes still checked per
- *    request); a cached known-wrong credential is denied at once.
- * 2. Throttling: a username or end-user IP with too many recent failures is answered `throttled`
- *    without asking the AS — except for a credential remembered as an ASP, which is only
- *    introspected (that never counts as a failed login at the AS).
- * 3. Strategies run in order (concurrent identical requests share one run): the first Identity
- *    wins; `null` moves on; an upstream failure is remembered and, if no later strategy allows,
- *    the answer is 503 `upstream_unavailable` — credgate fails closed. Every kind of wrong
- *    credential ends in the same `invalid_credentials`.
- * 4. The whole of step 3 has `decisionTimeoutMs`: every call to the AS inside it is cut short at
- *    that deadline (see upstream/deadline.ts), and the answer does not wait past it.
- * 5. Stale-if-error (off by default): when step 3 could not ask the AS, an identity verified
- *    recently enough may still answer (scopes checked as ever); never when the AS said no.
+ * 1. A cached identity for exactly these credentials (the username as typed) answers at once,
+ *    scopes still checked per request; a cached known-wrong credential is denied at once.
+ * 2. Per end-user IP, too many recent failures answer `throttled` without asking the AS, except for
+ *    a credential known to be good (a remembered ASP or a password that succeeded before).
+ * 3. Strategies run in order (concurrent identical requests share one run): an identity wins;
+ *    `not_mine` moves on; `refused` (a real token or ASP, not valid here) stops with a denial;
+ *    `throttled` (the account's login budget is spent, see loginLedger.ts) moves on, and is the answer
+ *    if nothing later allows. After an upstream failure, no strategy that costs a login attempt runs:
+ *    the credential may have been a valid ASP. An upstream failure with no allow is 503: fail closed.
+ * 4. The whole of step 3 has `decisionTimeoutMs`.
+ * 5. Stale-if-error (off by default): when step 3 could not ask the AS, an identity verified recently
+ *    enough may still answer; never when the AS said the credential is wrong.
  */
 export class Verifier {
   readonly #inFlight = new Map<string, Promise<FlightResult>>();
@@ -62,7 +76,9 @@ export class Verifier {
   constructor(
     private readonly strategies: Strategies,
     private readonly cache: CredentialCache,
-    private readonly throttle: FailureThrottle,
+    private readonly ipThrottle: FailureThrottle,
+    private readonly ledger: LoginLedger,
+    private readonly accounts: AccountDirectory,
     private readonly options: VerifierOptions,
     private readonly metrics: Metrics,
     private readonly health: Health,
@@ -72,17 +88,17 @@ export class Verifier {
   ) {}
 
   /**
-   * Strategy order for these credentials. A JWT-shaped secret is only ever verified as a token; an
-   * ASP-shaped or remembered-ASP password is introspected before it is tried as a password, so
-   * using an ASP never counts as a failed login at the AS.
+   * Strategy order for these credentials. A JWT-shaped secret is only ever verified as a token; a
+   * remembered ASP is only introspected; an ASP-shaped password is introspected before it is tried
+   * as a password, so using an ASP never counts as a failed login at the AS.
    */
-  order(credentials: Credentials, key: string, introspectionOnly = false): Strategy[] {
-    const { passwordGrant, appPassword, jwt } = this.strategies;
+  order(credentials: Credentials, key: string): Strategy[] {
+    const { password_grant, app_password, token } = this.strategies;
     const secret = credentials.kind === 'basic' ? credentials.password : credentials.token;
-    if (looksLikeJwt(secret)) return [jwt];
-    if (credentials.kind === 'bearer' || introspectionOnly) return [appPassword];
-    if (this.cache.isKnownAppPassword(key) || this.options.appPasswordPattern?.test(secret)) return [appPassword, passwordGrant];
-    return this.options.strategyOrder.map((name) => (name === 'password_grant' ? passwordGrant : appPassword));
+    if (looksLikeJwt(secret)) return [token];
+    if (credentials.kind === 'bearer' || this.cache.isKnownAppPassword(key)) return [app_password];
+    if (this.options.appPasswordPattern?.test(secret)) return [app_password, password_grant];
+    return this.options.strategyOrder.map((name) => this.strategies[name]);
   }
 
   /**
@@ -95,44 +111,12 @@ export class Verifier {
     return credentials;
   }
 
-  async verify(presented: Credentials, context: RequestContext, iface: Interface, requestId?: string): Promise<Decision> {
-    const started = performance.now();
+  async verify(presented: Credentials, context: VerifyContext): Promise<Decision> {
     const credentials = this.asPresented(presented);
     const audience = context.audience ?? this.options.defaultAudience;
     const username = credentials.kind === 'basic' ? credentials.username : undefined;
     const key = this.cache.keyFor(credentials, audience);
-    const decision = await this.#decide(credentials, context, audience, username, key);
-    const identity = decision.identity;
-    const seconds = (performance.now() - started) / 1000;
-    this.metrics.observeDecision(iface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds, decision.cached);
-    this.log.info(
-      {
-        requestId,
-        interface: iface,
-        result: decision.allow ? 'allow' : 'deny',
-        reason: decision.reason,
-        credential: identity?.credential,
-        subject: identity?.subject,
-        username: username ?? identity?.username,
-        clientIp: context.clientIp,
-        rule: context.rule,
-        missingScopes: decision.missingScopes,
-        retryAfterSeconds: decision.retryAfterSeconds,
-        durationMs: Math.round(seconds * 1e4) / 10,
-        cached: decision.cached,
-      },
-      'decision',
-    );
-    return decision;
-  }
 
-  /** Drops every cached outcome of one user (admin purge), stale-if-error copies included. */
-  purgeUser(username: string): number {
-    this.options.staleIdentities?.purgeUser(username);
-    return this.cache.purgeUser(username);
-  }
-
-  async #decide(credentials: Credentials, context: RequestContext, audience: string, username: string | undefined, key: string): Promise<Decision> {
     let cached = this.cache.get(key);
     if (cached === undefined && this.shared) cached = await this.#recall(key, username);
     this.metrics.cacheLookup(cached === undefined ? 'miss' : cached === 'denied' ? 'negative_hit' : 'hit');
@@ -140,11 +124,10 @@ export class Verifier {
     if (cached !== undefined) return this.#authorize(cached, context, true);
 
     const endUserIp = context.endUserIp;
-    const verdict = await this.throttle.check(username, endUserIp);
-    const introspectionOnly = verdict.throttled && this.cache.isKnownAppPassword(key);
-    if (verdict.throttled && !introspectionOnly) {
-      this.metrics.throttledRequests.inc();
-      return { allow: false, status: 429, reason: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds, cached: false };
+    const knownGood = this.cache.isKnownAppPassword(key) || this.cache.isKnownPassword(key);
+    if (!knownGood) {
+      const verdict = await this.ipThrottle.check(endUserIp);
+      if (verdict.throttled) return this.#throttled(verdict.retryAfterSeconds);
     }
 
     // The deadline is made only here, on a miss: cached answers never pay for a timer.
@@ -155,7 +138,7 @@ export class Verifier {
       this.metrics.coalescedRequests.inc();
       return this.#fromResult(await this.#within(flight, deadline), context, key);
     }
-    flight = this.#authenticate(credentials, key, { audience, endUserIp, deadline }, introspectionOnly)
+    flight = this.#authenticate(credentials, key, audience, endUserIp, deadline)
       // Recorded inside the flight, so that an answer arriving after a waiter's deadline still counts.
       .then(async (result) => {
         try {
@@ -170,30 +153,67 @@ export class Verifier {
     return this.#fromResult(await this.#within(flight, deadline), context, key);
   }
 
+  /**
+   * Every subject a login name (or subject) stands for, and every login name of those accounts:
+   * what an account-wide purge must reach.
+   */
+  accountOf(nameOrSubject: { username?: string; subject?: string }): { subjects: Set<string>; names: Set<string> } {
+    const subjects = new Set<string>();
+    if (nameOrSubject.subject !== undefined) subjects.add(nameOrSubject.subject);
+    if (nameOrSubject.username !== undefined) for (const s of this.accounts.subjectsOf(nameOrSubject.username)) subjects.add(s);
+    const names = new Set<string>(nameOrSubject.username !== undefined ? [nameOrSubject.username] : []);
+    for (const s of subjects) for (const n of this.accounts.namesOf(s)) names.add(n);
+    return { subjects, names };
+  }
+
+  /**
+   * Admin purge of one account: every cached decision under any of its names and credentials
+   * (stale-if-error copies included), and its login-protection ledger. Returns how many cached entries went.
+   */
+  async purgeAccount(account: { subjects: ReadonlySet<string>; names: ReadonlySet<string> }): Promise<number> {
+    let purged = 0;
+    for (const subject of account.subjects) purged += this.cache.purgeSubject(subject);
+    for (const name of account.names) {
+      purged += this.cache.purgeUser(name);
+      await this.ledger.reset(name);
+    }
+    this.options.staleIdentities?.purgeSubjects(account.subjects);
+    return purged;
+  }
+
   async #record(key: string, result: FlightResult, username: string | undefined, endUserIp: string | undefined): Promise<void> {
-    if (result === 'upstream_unavailable') return; // never cached: the next request asks again
-    this.cache.set(key, result, username);
+    if (result.kind === 'throttled') return; // nothing was learnt
+    if (result.kind === 'unavailable') {
+      // "Wrong password, then introspection could not be asked": the password's failure stands.
+      if (result.rejectedByAs) {
+        this.options.staleIdentities?.forget(key);
+        await this.ipThrottle.recordFailure(endUserIp);
+      }
+      return; // never cached: the next request asks again
+    }
     if (result.kind === 'identity') {
-      this.options.staleIdentities?.remember(key, result.identity, this.cache.positiveTtlSeconds(result.identity), username);
-      // Only a password login clears the username's failures, as only it clears the AS's own
-      // lockout counter: frequent ASP use must not hand an attacker fresh guesses.
-      if (result.identity.credential === 'password') await this.throttle.recordSuccess(username);
-      else {
+      const { identity } = result;
+      this.cache.set(key, { kind: 'identity', identity }, username);
+      const names = username === undefined ? result.loginNames : [username, ...result.loginNames];
+      this.accounts.link(identity.subject, names);
+      await this.ledger.link(identity.subject, names);
+      this.options.staleIdentities?.remember(key, identity, this.cache.positiveTtlSeconds(identity));
+      if (identity.credential !== 'password') {
         this.cache.rememberAppPassword(key);
         await this.shared?.rememberAppPassword(key);
       }
-    } else {
-      this.options.staleIdentities?.forget(key);
-      // Awaited (each bounded by the shared store's timeout) so that the next request, on any
-      // replica, already counts this failure.
-      await Promise.all([this.throttle.recordFailure(username, endUserIp), this.shared?.rememberDenied(key)]);
+      return;
     }
+    this.cache.set(key, { kind: 'denied' }, username);
+    this.options.staleIdentities?.forget(key);
+    // Awaited (each bounded by the shared store's timeout) so that the next request, on any
+    // replica, already counts this failure.
+    await Promise.all([this.ipThrottle.recordFailure(endUserIp), this.shared?.rememberDenied(key)]);
   }
 
   /**
    * What other replicas know of credentials this one has not cached: a known-wrong credential is
-   * denied as a cached one is; a known ASP is remembered locally, so `order` introspects it first and
-   * a throttled username still lets it in.
+   * denied as a cached one is; a known ASP is remembered locally, so `order` only introspects it.
    */
   async #recall(key: string, username: string | undefined): Promise<'denied' | undefined> {
     const recalled = await this.shared!.recall(key, username);
@@ -212,17 +232,24 @@ export class Verifier {
       };
       const expire = () => settle('deadline');
       deadline.signal.addEventListener('abort', expire, { once: true });
-      flight.then(settle, () => settle('upstream_unavailable'));
+      flight.then(settle, () => settle(UNAVAILABLE_RESULT));
     });
   }
 
-  #fromResult(result: Waited, context: RequestContext, key: string): Decision {
+  #throttled(retryAfterSeconds: number): Decision {
+    this.metrics.throttledRequests.inc();
+    return { allow: false, status: 429, reason: 'throttled', retryAfterSeconds, cached: false };
+  }
+
+  #fromResult(result: Waited, context: VerifyContext, key: string): Decision {
     if (result === 'deadline') {
       this.metrics.decisionTimeouts.inc();
       this.log.warn({ decisionTimeoutMs: this.options.decisionTimeoutMs }, 'no answer from the authorization server within the decision deadline');
     }
-    if (result === 'upstream_unavailable' || result === 'deadline') {
-      const stale = this.options.staleIdentities?.get(key);
+    if (result === 'deadline' || result.kind === 'unavailable') {
+      // Never for a credential the AS has just called wrong (the flight forgets it, but a waiter may
+      // get here first).
+      const stale = result !== 'deadline' && result.rejectedByAs ? undefined : this.options.staleIdentities?.get(key);
       if (!stale) return UNAVAILABLE;
       this.metrics.staleIdentitiesServed.inc();
       this.log.warn(
@@ -231,24 +258,36 @@ export class Verifier {
       );
       return this.#authorize(stale.identity, context, true);
     }
+    if (result.kind === 'throttled') return this.#throttled(result.retryAfterSeconds);
     return result.kind === 'identity' ? this.#authorize(result.identity, context, false) : DENIED;
   }
 
-  async #authenticate(credentials: Credentials, key: string, context: StrategyContext, introspectionOnly: boolean): Promise<FlightResult> {
+  async #authenticate(credentials: Credentials, key: string, audience: string, endUserIp: string | undefined, deadline: Deadline): Promise<FlightResult> {
     let upstreamFailure: UpstreamError | undefined;
-    for (const strategy of this.order(credentials, key, introspectionOnly)) {
+    let throttled: number | undefined;
+    let rejectedByAs = false;
+    for (const strategy of this.order(credentials, key)) {
+      // After "could not ask", nothing that could burn a login attempt: it may have been a valid ASP.
+      if (upstreamFailure !== undefined && strategy.costsLoginAttempt) continue;
+      let outcome;
       try {
-        const identity = await strategy.authenticate(credentials, context);
-        if (identity) return { kind: 'identity', identity };
+        outcome = await strategy.authenticate(credentials, { audience, endUserIp, deadline, credentialKey: key });
       } catch (err) {
         upstreamFailure = this.#upstreamFailure(err, strategy);
+        continue;
       }
+      if (outcome.kind === 'identity') return outcome;
+      if (outcome.kind === 'refused') return { kind: 'denied', rejectedByAs };
+      if (outcome.kind === 'throttled') throttled = outcome.retryAfterSeconds;
+      if (outcome.kind === 'rejected_by_as') rejectedByAs = true;
     }
-    return upstreamFailure ? 'upstream_unavailable' : { kind: 'denied' };
+    if (upstreamFailure) return { kind: 'unavailable', rejectedByAs };
+    if (throttled !== undefined) return { kind: 'throttled', retryAfterSeconds: throttled };
+    return { kind: 'denied', rejectedByAs };
   }
 
   /** Scopes are checked per request, against the identity (cached or fresh), never cached as an allow. */
-  #authorize(identity: Identity, context: RequestContext, cached: boolean): Decision {
+  #authorize(identity: Identity, context: VerifyContext, cached: boolean): Decision {
     const missing = missingScopes(context.requiredScopes, identity.scopes, context.scopeStrategy);
     if (missing.length > 0) return { allow: false, status: 403, reason: 'insufficient_scope', missingScopes: missing, identity, cached };
     return { allow: true, status: 200, reason: 'ok', identity, cached };

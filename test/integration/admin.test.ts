@@ -61,10 +61,25 @@ describe('admin API: purging one user\'s cached decisions', () => {
     assert.match(metrics, /^credgate_purges_total [1-9]/m);
   });
 
-  test('a purge matches the username as the cache does (case-insensitively) and counts nothing for a stranger', async () => {
+  test('a purge matches the username in any spelling that folds alike and counts nothing for a stranger', async () => {
     await cacheAlice(credgate);
     assert.ok(((await purge(credgate.url, { username: 'ALICE' })).body.purged as number) >= 1);
-    assert.deepEqual((await purge(credgate.url, { username: 'nobody-cached' })).body, { purged: 0 });
+    assert.deepEqual((await purge(credgate.url, { username: 'nobody-cached' })).body, { purged: 0, names: 1 });
+  });
+
+  test('a purge reaches the whole account: entries cached under every alias it was seen with, by name or by subject', async () => {
+    for (const name of ['alice', 'alice@example.com']) assert.equal((await credgate.verify({ username: name, password: alice.password })).body.allow, true);
+    for (const name of ['alice', 'alice@example.com']) assert.equal((await credgate.verify({ username: name, password: alice.password })).body.cached, true);
+    const byName = await purge(credgate.url, { username: 'alice' });
+    assert.ok((byName.body.purged as number) >= 2, JSON.stringify(byName.body));
+    assert.ok((byName.body.names as number) >= 2, 'both names of the account');
+    assert.equal((await credgate.verify({ username: 'alice@example.com', password: alice.password })).body.cached, false, 'the alias entry went too');
+    const bySubject = await purge(credgate.url, { subject: alice.sub });
+    assert.ok((bySubject.body.purged as number) >= 1);
+    assert.equal((await credgate.verify({ username: 'alice@example.com', password: alice.password })).body.cached, false);
+    // Deny beside the allow: a body naming both, or neither, is refused.
+    assert.equal((await purge(credgate.url, { username: 'alice', subject: alice.sub })).status, 400);
+    assert.equal((await purge(credgate.url, {})).status, 400);
   });
 
   test('a wrong token is 401 with a Bearer challenge and purges nothing', async () => {

@@ -47,7 +47,7 @@ describe('decision cache and request coalescing, counted at the dev AS', () => {
   });
 
   test('200 concurrent identical fresh passwords make exactly one password-grant call', async () => {
-    credgate.service.verifier.purgeUser('alice');
+    await credgate.service.purge({ username: 'alice' });
     const tokenBefore = dev.stats().tokenRequests;
     const results = await Promise.all(Array.from({ length: 200 }, () => credgate.verify({ username: 'alice', password: users.alice!.password })));
     assert.ok(results.every((r) => r.body.allow === true));
@@ -71,7 +71,7 @@ describe('decision cache and request coalescing, counted at the dev AS', () => {
 
   test('a purge makes the next request ask the AS again', async () => {
     await credgate.verify({ username: 'alice', password: users.alice!.password });
-    assert.ok(credgate.service.verifier.purgeUser('alice') >= 1);
+    assert.ok((await credgate.service.purge({ username: 'alice' })).purged >= 1);
     const requests = dev.stats().tokenRequests;
     const after = await credgate.verify({ username: 'alice', password: users.alice!.password });
     assert.equal(after.body.cached, false);

@@ -112,7 +112,7 @@ describe('Auth0 behaviour through the dev server', () => {
     dev.revokeAppPassword(id);
     // The identity stays cached (revocation latency = cacheTtlSeconds) until purged.
     assert.equal((await credgate.auth(`Bearer ${token}`)).status, 200);
-    assert.ok(credgate.service.verifier.purgeUser('alice') >= 1);
+    assert.ok((await credgate.service.purge({ username: 'alice' })).purged >= 1);
     assert.equal((await credgate.auth(`Bearer ${token}`)).status, 401);
     const refresh = dev.createAppPassword('alice', { tokenType: 'refresh_token' }).password;
     assert.equal((await credgate.auth(`Bearer ${refresh}`)).status, 401);
@@ -126,7 +126,7 @@ describe('Auth0 behaviour through the dev server', () => {
     const asp = dev.createAppPassword('carol').password;
     assert.equal((await credgate.verify({ username: 'carol', password: asp })).body.allow, true);
     dev.unblock('carol');
-    credgate.service.verifier.purgeUser('carol'); // the refused right password is negatively cached for a few seconds
+    await credgate.service.purge({ username: 'carol' }); // the refused right password is negatively cached for a few seconds
     assert.equal((await credgate.verify({ username: 'carol', password: users.carol!.password })).body.allow, true);
   });
 

@@ -7,6 +7,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { cleanCopy, followDockerfile, parseDockerfile, type Stage } from '../fixtures/dockerfile.js';
+import { defaultDevUsers, startDevServer } from '../../src/devserver/index.js';
 
 const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
 const DOCKERFILE = join(REPOSITORY, 'deploy/docker/Dockerfile');
@@ -99,13 +100,34 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
     assert.equal(runtime.healthcheck[0], 'node', 'slim images have no curl');
   });
 
-  test('ENTRYPOINT + CMD start credgate (dev mode, no AS configured): /healthz, /readyz and a decision answer; the HEALTHCHECK passes, then fails once it is gone', async () => {
+  test('ENTRYPOINT + CMD without an issuer exit 2 naming CREDGATE_ISSUER: the image never starts the demo AS', () => {
+    const app = join(runtime.root, runtime.workdir);
+    const [command, ...args] = [...runtime.entrypoint!, ...runtime.cmd!];
+    const result = spawnSync(command!, args, { cwd: app, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...runtime.env, PORT: '0', HOST: '127.0.0.1' }, timeout: 15_000, encoding: 'utf8' });
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /CREDGATE_ISSUER/);
+    assert.doesNotMatch(result.stdout, /DEV MODE/);
+  });
+
+  test('ENTRYPOINT + CMD start credgate against an authorization server: /healthz, /readyz and a decision answer; the HEALTHCHECK passes, then fails once it is gone', async () => {
     const port = await freePort();
     const app = join(runtime.root, runtime.workdir);
     const before = snapshot(app);
     const [command, ...args] = [...runtime.entrypoint!, ...runtime.cmd!];
-    // The container's environment: the image's ENV, a port, and nothing from the test process.
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', ...runtime.env, PORT: String(port) };
+    const client = { clientId: 'image-client', clientSecret: 'image-client-secret-value' };
+    const dev = await startDevServer({ audience: 'https://git.example.com', users: defaultDevUsers(), clients: [client], resourceServerClientSecret: 'image-introspection-secret' });
+    after(() => dev.close());
+    // The container's environment: the image's ENV, a port, the AS settings, and nothing from the test process.
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      ...runtime.env,
+      PORT: String(port),
+      CREDGATE_ISSUER: dev.issuer,
+      CREDGATE_AUDIENCE: 'https://git.example.com',
+      CREDGATE_CLIENT_ID: client.clientId,
+      CREDGATE_CLIENT_SECRET: client.clientSecret,
+      CREDGATE_INTROSPECTION_CLIENT_SECRET: 'image-introspection-secret',
+    };
     child = spawn(command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -113,8 +135,7 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
     const deadline = Date.now() + 20_000;
     for (;;) {
       if (child.exitCode !== null) assert.fail(`credgate exited ${child.exitCode}:\n${output}`);
-      // Dev mode prints its banner once credgate and the embedded AS are both up.
-      const ok = /DEV MODE/.test(output) && (await fetch(`${base}/healthz`).then((r) => r.ok, () => false));
+      const ok = /credgate listening/.test(output) && (await fetch(`${base}/healthz`).then((r) => r.ok, () => false));
       if (ok) break;
       if (Date.now() > deadline) assert.fail(`no /healthz within 20 s:\n${output}`);
       await new Promise((r) => setTimeout(r, 100));
@@ -122,7 +143,8 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     const verify = (password: string) =>
       fetch(`${base}/v1/verify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password }) }).then((r) => r.json() as Promise<{ allow: boolean; reason: string }>);
-    assert.deepEqual(await verify('correct horse battery staple').then((d) => [d.allow, d.reason]), [true, 'ok']);
+    const alice = defaultDevUsers().find((u) => u.username === 'alice')!;
+    assert.deepEqual(await verify(alice.password).then((d) => [d.allow, d.reason]), [true, 'ok']);
     assert.deepEqual(await verify('not the password').then((d) => [d.allow, d.reason]), [false, 'invalid_credentials']);
 
     const [hcCommand, ...hcArgs] = runtime.healthcheck!;

@@ -125,10 +125,11 @@ describe('fault injection: each fault is a 503 within the deadline, never an all
   });
 
   test('a password grant that may have reached the AS is never sent twice', async () => {
-    for (const fault of [{ ...WRONG_PASSWORD, resetAtOnce: true }, { ...WRONG_PASSWORD, delayMs: 2000 }, answers.json(500, { error: 'server_error' })]) {
+    // A password not seen before (USER proved to be an ASP above, and a remembered ASP is never tried as a password).
+    for (const [i, fault] of [{ ...WRONG_PASSWORD, resetAtOnce: true }, { ...WRONG_PASSWORD, delayMs: 2000 }, answers.json(500, { error: 'server_error' })].entries()) {
       fake.token = fault;
       const calls = fake.calls.token;
-      assert.equal((await credgate.verify(USER)).status, 503);
+      assert.equal((await credgate.verify({ ...USER, password: `${USER.password}-${i}` })).status, 503);
       assert.equal(fake.calls.token, calls + 1, 'one attempt only: each one may count as a login');
     }
   });

@@ -177,13 +177,15 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
     assert.equal(fetchRefs.headers.get('content-type'), 'application/x-git-upload-pack-advertisement');
   });
 
-  test('a dot segment cannot disguise a push as a fetch: the policy judges the path git-http-backend serves', { timeout: 20_000 }, async () => {
+  test('a dot segment cannot disguise a push as a fetch: any target with one is refused as ambiguous', { timeout: 20_000 }, async () => {
     const authorization = basicHeader('carol', password('carol'));
     const push = await httpRequest(nginx.url, 'GET', '/repo.git/objects/../info/refs?service=git-receive-pack', { authorization });
     assert.equal(push.status, 403);
     const pushPack = await httpRequest(nginx.url, 'POST', '/repo.git/objects/../git-receive-pack', { authorization, 'content-type': 'application/x-git-receive-pack-request' });
     assert.equal(pushPack.status, 403);
-    const fetchRefs = await httpRequest(nginx.url, 'GET', '/repo.git/objects/../info/refs?service=git-upload-pack', { authorization });
+    const dotted = await httpRequest(nginx.url, 'GET', '/repo.git/objects/../info/refs?service=git-upload-pack', { authorization });
+    assert.equal(dotted.status, 403, 'even a fetch: credgate approves only what the backend reads one way');
+    const fetchRefs = await httpRequest(nginx.url, 'GET', '/repo.git/info/refs?service=git-upload-pack', { authorization });
     assert.equal(fetchRefs.status, 200, context());
   });
 

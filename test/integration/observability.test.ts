@@ -182,7 +182,7 @@ describe('observability: a scripted run through a real credgate, checked against
       mailImapBackend: '127.0.0.1:1143',
       mailSmtpBackend: '127.0.0.1:1025',
       mailBackendPassword: MAIL_BACKEND_PASSWORD,
-      throttleUsernameFailures: 3,
+      passwordFailureBudget: 5,
       throttleIpFailures: 0,
     });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
@@ -225,7 +225,8 @@ describe('observability: a scripted run through a real credgate, checked against
     const broken = await fetch(`${credgate.url}/v1/verify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"username":' });
     assert.equal(broken.status, 400);
 
-    // Throttling: three wrong passwords for one username, then the fourth is not sent to the AS.
+    // Login protection (budget 5): three wrong passwords for one account reach the AS, the fourth is
+    // not sent as a password; it is still introspected, since a new ASP of a throttled user must get in.
     for (let i = 1; i <= 3; i++) {
       const guess = secret(`guess ${i}`, `mallory-guess-${i}-${randomBytes(6).toString('hex')}`);
       assert.equal((await verify({ username: 'mallory', password: guess })).body.reason, 'invalid_credentials');
@@ -233,7 +234,7 @@ describe('observability: a scripted run through a real credgate, checked against
     }
     const throttled = await verify({ username: 'mallory', password: secret('guess 4', `mallory-guess-4-${randomBytes(6).toString('hex')}`) });
     assert.equal(throttled.body.reason, 'throttled');
-    expected.decision('verify', 'deny', 'throttled', 'none', false); expected.cache('miss'); expected.add('credgate_throttled_requests_total', {});
+    expected.decision('verify', 'deny', 'throttled', 'none', false); expected.cache('miss'); expected.upstream('introspection', 'ok'); expected.add('credgate_throttled_requests_total', {});
 
     // Six identical requests at once with a fresh ASP: one introspection; the others either
     // waited for it (coalesced, a miss each) or came after it and hit the cache.

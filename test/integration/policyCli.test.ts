@@ -27,7 +27,16 @@ describe('credgate policy check / explain, and SIGHUP', () => {
   test('check: a valid file exits 0 with a summary; an invalid one exits 2 and says where', async () => {
     const ok = await cli(['policy', 'check', 'deploy/policies/git.yaml'], {});
     assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /valid, 3 rule\(s\), default deny, audiences https:\/\/api\.credgate\.dev/);
+    assert.match(ok.stdout, /valid, 3 rule\(s\), default deny \(HTTP\), mailDefault deny, audiences https:\/\/api\.credgate\.dev/);
+    assert.equal(ok.stderr, '', 'nothing to warn about');
+    // A policy whose default allows HTTP says mail is not covered by it.
+    const httpOnly = join(dir, 'http-only.yaml');
+    writeFileSync(httpOnly, 'default: allow\nrules:\n  - name: web\n    match: { path: "/**" }\n');
+    const warned = await cli(['policy', 'check', httpOnly], {});
+    assert.equal(warned.code, 0);
+    assert.match(warned.stderr, /warning: default applies to HTTP only/);
+    const explained = await cli(['policy', 'explain', '--file', httpOnly, '--protocol', 'smtp'], {});
+    assert.equal(explained.code, 1, 'an HTTP default never decides a mail login');
     const bad = await cli(['policy', 'check', broken], {});
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /rules\[0\]\.match\.method: must be an HTTP method/);
@@ -49,7 +58,7 @@ describe('credgate policy check / explain, and SIGHUP', () => {
   });
 
   test('serve refuses to start with an invalid policy file, naming it', async () => {
-    const result = await cli(['serve'], { CREDGATE_POLICY_FILE: broken, PORT: '0', HOST: '127.0.0.1' });
+    const result = await cli(['dev'], { CREDGATE_POLICY_FILE: broken, PORT: '0', HOST: '127.0.0.1' });
     assert.equal(result.code, 2);
     assert.match(result.stderr, /policy file .*broken\.yaml is invalid/);
   });
@@ -57,8 +66,8 @@ describe('credgate policy check / explain, and SIGHUP', () => {
   test('SIGHUP reloads the policy; a broken file is refused and the old policy keeps answering', { timeout: 30_000 }, async () => {
     const policyFile = join(dir, 'live.yaml');
     copyFileSync('deploy/policies/git.yaml', policyFile);
-    // Dev mode (no issuer): the simplest real server, with the policy file.
-    const child = spawn(process.execPath, [CLI, 'serve'], { env: { PATH: process.env.PATH!, HOST: '127.0.0.1', PORT: '0', CREDGATE_POLICY_FILE: policyFile, CREDGATE_AUDIENCE: AUDIENCE }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Dev mode: the simplest real server, with the policy file.
+    const child = spawn(process.execPath, [CLI, 'dev'], { env: { PATH: process.env.PATH!, HOST: '127.0.0.1', PORT: '0', CREDGATE_POLICY_FILE: policyFile, CREDGATE_AUDIENCE: AUDIENCE }, stdio: ['ignore', 'pipe', 'pipe'] });
     try {
       let out = '';
       child.stdout.on('data', (c: Buffer) => (out += c));

@@ -4,6 +4,14 @@ import { Redis } from 'ioredis';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { redisServerAvailable, startRedis, type TestRedis } from '../fixtures/redis.js';
+import { runLedgerTable, TABLE_RULE } from '../fixtures/ledgerTable.js';
+import { createLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics/registry.js';
+import { SharedRedis } from '../../src/state/redis.js';
+import { RedisLoginLedger } from '../../src/state/redisLedger.js';
+import { AccountDirectory } from '../../src/verify/accounts.js';
+import { CredentialCache } from '../../src/verify/cache.js';
+import { LocalLoginLedger } from '../../src/verify/loginLedger.js';
 
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-replicas', clientSecret: 'replicas-client-secret-value' };
@@ -72,7 +80,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
       ...CLIENT,
       cacheKeySecret: CACHE_KEY_SECRET,
       redisUrl: redis.url,
-      throttleUsernameFailures: LIMIT,
+      passwordFailureBudget: LIMIT + 2,
       throttleIpFailures: 20,
       adminToken: ADMIN_TOKEN,
       // ASPs are recognised only by the shared marker, not by their shape, so that the marker shows.
@@ -102,7 +110,25 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     }
   });
 
-  test('wrong passwords alternating between replicas meet one per-username limit: the AS is asked 3 times, not 3 per replica', async () => {
+  test('the Redis scripts follow the one rule table, row for row like the local ledger', async () => {
+    const opened: SharedRedis[] = [];
+    try {
+      await runLedgerTable(async (row) => {
+        let clock = 1_000_000;
+        const shared = new SharedRedis({ url: redis.url, keyPrefix: `table:${row.length}:${opened.length}:`, timeoutMs: 1000, log: createLogger({ level: 'silent' }), metrics: new Metrics('t').sharedState(), onPurge: () => undefined, onSubscribed: () => undefined });
+        opened.push(shared);
+        RedisLoginLedger.define(shared.commandConnection);
+        await shared.start(3000);
+        const names = new CredentialCache({ ttlSeconds: 1, negativeTtlSeconds: 1, maxEntries: 10, appPasswordMemorySeconds: 1, keySecret: CACHE_KEY_SECRET });
+        const local = new LocalLoginLedger(TABLE_RULE, new AccountDirectory(100), 100, () => clock);
+        return { ledger: new RedisLoginLedger(shared, local, names, TABLE_RULE, () => clock), advance: (ms) => void (clock += ms) };
+      });
+    } finally {
+      await Promise.all(opened.map((r) => r.close()));
+    }
+  });
+
+  test('wrong passwords alternating between replicas meet one per-account budget: the AS is asked 3 times, not 3 per replica', async () => {
     const before = dev.stats().tokenRequests;
     const reasons: unknown[] = [];
     for (let i = 0; i < 12; i++) reasons.push((await (i % 2 === 0 ? a : b).verify({ username: 'carol', password: `guess-${i}`, clientIp: '203.0.113.7' })).body.reason);
@@ -165,14 +191,15 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
 
   test('Redis holds HMACs only: no username, password or IP in any key or value', async () => {
     await inspector.connect();
-    const keys = await inspector.keys('*');
+    const keys = (await inspector.keys('*')).filter((k) => !k.startsWith('table:'));
     assert.ok(keys.length > 0);
     for (const key of keys) {
       // Credential keys (neg, asp) are 128-bit HMACs, usernames and IPs (throttle, purged) 256-bit ones.
-      assert.match(key, /^credgate:((neg|asp):[A-Za-z0-9_-]{22}|(throttle:u|throttle:ip|purged):[A-Za-z0-9_-]{43})$/, key);
+      assert.match(key, /^credgate:((neg|asp):[A-Za-z0-9_-]{22}|(throttle:ip|purged|alias|account):[A-Za-z0-9_-]{43}|ledger:[A-Za-z0-9_-]{43}(:r)?)$/, key);
       const type = await inspector.type(key);
-      const values = type === 'string' ? [await inspector.get(key)] : await inspector.zrange(key, '0', '-1');
-      for (const value of values) assert.match(String(value), /^(1|\d+\.[A-Za-z0-9_-]+)$/, `${key} = ${value}`);
+      const values =
+        type === 'string' ? [await inspector.get(key)] : type === 'set' ? await inspector.smembers(key) : type === 'hash' ? Object.values(await inspector.hgetall(key)) : await inspector.zrange(key, '0', '-1');
+      for (const value of values) assert.match(String(value), /^(1|\d+|\d+\.[A-Za-z0-9_-]+|[A-Za-z0-9_-]{43})$/, `${key} = ${value}`);
     }
     const text = keys.join(' ');
     assert.match(text, /credgate:throttle:ip:/);
@@ -185,7 +212,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     try {
       const started = performance.now();
       const answer = await a.verify({ username: 'alice', password: 'wrong-while-redis-hangs' });
-      assert.equal(answer.body.reason, 'invalid_credentials');
+      assert.equal(answer.body.reason, 'upstream_unavailable', 'a new password waits for the shared login budget');
       assert.ok(performance.now() - started < 1500, `took ${Math.round(performance.now() - started)} ms`);
       assert.ok((await metric(a, 'credgate_shared_state_errors_total', 'reason="timeout"')) >= 1);
       const { status, body } = await readyz(a);
@@ -197,7 +224,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     }
   });
 
-  test('with Redis killed, both replicas keep deciding correctly from local state and say so in metrics, /readyz and logs', async () => {
+  test('with Redis killed, cached identities, ASPs and known-good passwords still work; no replica spends the login budget alone (503 for a new password)', async () => {
     await redis.kill();
     for (const server of [a, b]) await waitFor('the replica to notice', async () => (await sharedUp(server)) === 0, 3000);
     for (const server of [a, b]) {
@@ -205,8 +232,9 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
       const allowed = await server.verify({ username: 'alice', password: asp });
       assert.deepEqual([allowed.body.allow, allowed.body.cached], [true, false]);
       assert.equal((await server.verify({ username: 'alice', password: alice.password })).body.allow, true);
-      const denied = await server.verify({ username: 'alice', password: 'wrong-while-redis-is-down' });
-      assert.deepEqual([denied.status, denied.body.reason], [200, 'invalid_credentials']);
+      // A password not known to be good is not sent: R replicas would otherwise spend R budgets.
+      const refused = await server.verify({ username: 'alice', password: 'wrong-while-redis-is-down' });
+      assert.deepEqual([refused.status, refused.body.reason], [503, 'upstream_unavailable']);
       const { status, body } = await readyz(server);
       assert.equal(status, 200, 'deciding with local state is not a reason to take the replica out');
       assert.equal(body.status, 'ready');
@@ -214,13 +242,10 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
       assert.ok((await metric(server, 'credgate_shared_state_errors_total', 'reason="unavailable"')) >= 1);
       assert.match(server.logs.join(''), /shared state unreachable: deciding with local state/);
     }
-    // Each replica still throttles on its own count (the documented trade-off: the limit is per replica now).
+    // Guesses during the outage reach the AS not at all, on either replica.
     const tokens = dev.stats().tokenRequests;
-    const reasons = [];
-    for (let i = 0; i < 5; i++) reasons.push((await a.verify({ username: 'erin@example.com', password: `outage-guess-${i}` })).body.reason);
-    assert.deepEqual(reasons, ['invalid_credentials', 'invalid_credentials', 'invalid_credentials', 'throttled', 'throttled']);
-    assert.equal(dev.stats().tokenRequests - tokens, LIMIT);
-    assert.equal((await b.verify({ username: 'erin@example.com', password: 'outage-guess-b' })).body.reason, 'invalid_credentials');
+    for (let i = 0; i < 5; i++) for (const server of [a, b]) assert.equal((await server.verify({ username: 'erin@example.com', password: `outage-guess-${i}` })).body.reason, 'upstream_unavailable');
+    assert.equal(dev.stats().tokenRequests - tokens, 0);
   });
 
   test('when Redis returns on the same port, both reconnect by themselves within seconds and share again', async () => {

@@ -84,7 +84,7 @@ describe('timing: a wrong password for an existing and for an unknown user are i
     assert.equal(known.text, ghost.text);
     assert.match(known.text, /"cached":true/);
 
-    const throttled = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, logLevel: 'warn', throttleUsernameFailures: 3, negativeCacheTtlSeconds: 0 }, { keys: credgate.keys });
+    const throttled = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, logLevel: 'warn', passwordFailureBudget: 5, negativeCacheTtlSeconds: 0 }, { keys: credgate.keys });
     try {
       const answers = async (username: string) => {
         const out: string[] = [];

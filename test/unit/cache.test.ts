@@ -22,7 +22,10 @@ test('cache keys are HMACs: no password, token or username in them, and they dif
     c.keyFor({ kind: 'basic', username: 'alic', password: 'ehunter2hunter2' }, 'https://git'),
   ];
   assert.equal(new Set([key, ...others]).size, 6);
-  assert.equal(c.keyFor({ kind: 'basic', username: 'ALICE', password: 'hunter2hunter2' }, 'https://git'), key, 'usernames fold like the AS folds them');
+  // The username exactly as typed: an entry made under one spelling never answers for another
+  // (jos\u00e9 and jose\u0301 may be two accounts at the AS).
+  assert.notEqual(c.keyFor({ kind: 'basic', username: 'ALICE', password: 'hunter2hunter2' }, 'https://git'), key);
+  assert.notEqual(c.keyFor({ kind: 'basic', username: 'jos\u00e9', password: 'p' }, 'x'), c.keyFor({ kind: 'basic', username: 'jose\u0301', password: 'p' }, 'x'));
   assert.notEqual(cache().keyFor({ kind: 'basic', username: 'alice', password: 'hunter2hunter2' }, 'https://git'), key, 'a random HMAC key per process');
   const shared = 'a'.repeat(64);
   assert.equal(cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'), cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'));
@@ -45,16 +48,19 @@ test('TTL 0 disables each side of the cache', () => {
   assert.equal(c.size, 0);
 });
 
-test('purging a user drops all of their entries, positive and negative, and nobody else’s', () => {
+test('positive entries are filed by account (subject), negative ones by the name typed; each purge reaches only its own', () => {
   const c = cache();
   c.set('a1', { kind: 'identity', identity: identity() }, 'alice');
+  c.set('a3', { kind: 'identity', identity: identity() }, 'alice@example.com');
   c.set('a2', { kind: 'denied' }, 'Alice');
-  c.set('b1', { kind: 'identity', identity: identity({ username: 'bob' }) }, 'bob');
-  assert.equal(c.purgeUser('ALICE'), 2);
-  assert.equal(c.get('a1'), undefined);
+  c.set('b1', { kind: 'identity', identity: identity({ subject: 'auth0|b', username: 'bob' }) }, 'bob');
+  assert.equal(c.purgeUser('ALICE'), 1, 'a login name: its negative entries (every spelling that folds alike)');
   assert.equal(c.get('a2'), undefined);
+  assert.equal(c.purgeSubject('auth0|a'), 2, 'the account: its identities under every name');
+  assert.equal(c.get('a1'), undefined);
+  assert.equal(c.get('a3'), undefined);
   assert.ok(c.get('b1'));
-  assert.equal(c.purgeUser('alice'), 0);
+  assert.equal(c.purgeSubject('auth0|a'), 0);
 });
 
 test('the cache is bounded by entry count; evicted entries leave the purge index too', () => {
@@ -114,13 +120,14 @@ test('entries stop being served when their time is up, negative ones after negat
   await new Promise((resolve) => setTimeout(resolve, 1150));
   assert.equal(c.get('wrong'), undefined, 'gone after its second');
   assert.equal(typeof c.get('right'), 'object', 'the identity lives on (300 s)');
-  assert.equal(c.purgeUser('alice'), 1, 'and the expired one left the purge index when it was found stale');
+  assert.equal(c.purgeSubject('auth0|a'), 1, 'and the expired one left the purge index when it was found stale');
+  assert.equal(c.purgeUser('alice'), 0);
 });
 
 test('one user with many entries: every one is purged, and overwriting an entry keeps one index entry', () => {
   const c = cache({ maxEntries: 1000 });
   for (let i = 0; i < 500; i++) c.set(`k${i}`, { kind: 'denied' }, 'mallory');
-  c.set('k0', { kind: 'identity', identity: identity({ username: 'mallory' }) }, 'mallory');
+  c.set('k0', { kind: 'denied' }, 'mallory');
   c.set('other', { kind: 'denied' }, 'bob');
   assert.equal(c.purgeUser('mallory'), 500);
   assert.equal(c.size, 1);
@@ -131,7 +138,8 @@ test('keys are the first 128 bits of HMAC-SHA256 over the documented input, as n
   const secret = 'ab'.repeat(32);
   const c = cache({ keySecret: secret });
   const expected = (input: string, bytes: number) => createHmac('sha256', Buffer.from(secret, 'hex')).update(input).digest().subarray(0, bytes).toString('base64url');
-  assert.equal(c.keyFor({ kind: 'basic', username: 'Jürgen', password: 'pä:ss' }, 'https://git'), expected('basic\0jürgen\0pä:ss\0https://git', 16));
+  assert.equal(c.keyFor({ kind: 'basic', username: 'Jürgen', password: 'pä:ss' }, 'https://git'), expected('basic\0Jürgen\0pä:ss\0https://git', 16));
+  assert.equal(c.subjectKey('auth0|a'), expected('subject\0auth0|a', 32));
   assert.equal(c.keyFor({ kind: 'bearer', token: 'tok' }, 'https://git'), expected('bearer\0\0tok\0https://git', 16));
   assert.equal(c.userKey('ALICE'), expected('user\0alice', 32));
   assert.equal(c.digest('ip', '192.0.2.1'), expected('ip\x00192.0.2.1', 32));

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { identityFromIntrospection, type IntrospectionRules } from '../../src/verify/introspectionRules.js';
+import { outcomeOfIntrospection, type IntrospectionRules } from '../../src/verify/introspectionRules.js';
+import type { Identity } from '../../src/verify/types.js';
+
+const identityFromIntrospection = (answer: Record<string, unknown>, r: IntrospectionRules): Identity | null => {
+  const outcome = outcomeOfIntrospection(answer, r);
+  return outcome.kind === 'identity' ? outcome.identity : null;
+};
 
 const now = 1_800_000_000;
 const rules: IntrospectionRules = {
@@ -8,6 +14,7 @@ const rules: IntrospectionRules = {
   issuer: 'https://tenant.auth0.com/',
   acceptedTokenTypes: ['application_specific_password_token', 'Bearer', 'access_token'],
   usernameClaims: ['username', 'email'],
+  scopeClaims: ['scope', 'scp'],
   clockToleranceSeconds: 30,
   username: 'alice',
   now,
@@ -31,6 +38,31 @@ test('an Auth0-shaped ASP answer allows, as app_password, with its scopes and th
 test('aud as an array including the audience, an unexpired exp and a case-different username allow', () => {
   const id = identityFromIntrospection({ ...asp, aud: ['other', rules.audience], exp: now + 60, username: 'ALICE' }, rules);
   assert.equal(id?.expiresAt, now + 60);
+});
+
+test('the identity reports the AS claim, never the spelling typed: ALICE with alice\'s ASP is alice', () => {
+  assert.equal(identityFromIntrospection(asp, { ...rules, username: 'ALICE' })?.username, 'alice');
+});
+
+test('Unicode spellings are never folded: an ASP of jose\u0301 is refused under jos\u00e9 (two accounts at the AS), and so is full-width or non-ASCII case', () => {
+  const attacker = { ...asp, sub: 'auth0|attacker', username: 'jose\u0301' };
+  assert.equal(outcomeOfIntrospection(attacker, { ...rules, username: 'jos\u00e9' }).kind, 'refused');
+  assert.equal(identityFromIntrospection(attacker, { ...rules, username: 'jose\u0301' })?.username, 'jose\u0301');
+  assert.equal(outcomeOfIntrospection({ ...asp, username: 'alice' }, { ...rules, username: '\uff41lice' }).kind, 'refused');
+  assert.equal(outcomeOfIntrospection({ ...asp, username: 'stra\u00dfe' }, { ...rules, username: 'STRASSE' }).kind, 'refused');
+  assert.equal(outcomeOfIntrospection({ ...asp, username: '\u00e9lise' }, { ...rules, username: '\u00c9lise' }).kind, 'refused');
+});
+
+test('an inactive token may still be a password (not_mine); an active one for another user or audience is refused', () => {
+  assert.equal(outcomeOfIntrospection({ active: false }, rules).kind, 'not_mine');
+  assert.equal(outcomeOfIntrospection({ ...asp, username: 'bob' }, rules).kind, 'refused');
+  assert.equal(outcomeOfIntrospection({ ...asp, aud: 'https://mail.example.com' }, rules).kind, 'refused');
+});
+
+test('scopes come from scope (and scp) only unless permissions is configured: a narrowed token is not widened', () => {
+  const narrowed = { ...asp, scope: 'read:repo', permissions: ['read:repo', 'write:repo'] };
+  assert.deepEqual(identityFromIntrospection(narrowed, rules)?.scopes, ['read:repo']);
+  assert.deepEqual(identityFromIntrospection(narrowed, { ...rules, scopeClaims: ['scope', 'permissions'] })?.scopes, ['read:repo', 'write:repo']);
 });
 
 test('an access token type is accepted as access_token', () => {

@@ -12,7 +12,10 @@ import { Metrics } from '../../src/metrics/registry.js';
 import { Policy } from '../../src/policy/policy.js';
 import { policySchema } from '../../src/policy/schema.js';
 import type { Service } from '../../src/service.js';
-import type { Credentials, Decision, RequestContext } from '../../src/verify/types.js';
+import type { Credentials, Decision } from '../../src/verify/types.js';
+import type { VerifyContext } from '../../src/verify/verifier.js';
+import { DecisionPipeline } from '../../src/decide/pipeline.js';
+import type { Verifier } from '../../src/verify/verifier.js';
 
 const OPTIONS = { maxAttempts: 3, waitSeconds: 3, smtpErrorCode: '535 5.7.8' };
 
@@ -94,11 +97,11 @@ describe('parsing nginx request headers', () => {
 });
 
 describe('answers per protocol', () => {
-  const ok: MailOutcome = { kind: 'ok', server: { host: '10.0.0.5', port: 110 }, backendPassword: undefined };
+  const ok: MailOutcome = { kind: 'ok', server: { host: '10.0.0.5', port: 110 }, backendPassword: undefined, user: 'alice' };
 
   test('an allow names the backend by IP and port; the backend secret replaces the password when set', () => {
-    assert.deepEqual(renderMailAnswer('pop3', 1, ok, OPTIONS), { 'Auth-Status': 'OK', 'Auth-Server': '10.0.0.5', 'Auth-Port': '110' });
-    assert.deepEqual(renderMailAnswer('smtp', 1, { ...ok, backendPassword: 'backend-secret-value' }, OPTIONS), { 'Auth-Status': 'OK', 'Auth-Server': '10.0.0.5', 'Auth-Port': '110', 'Auth-Pass': 'backend-secret-value' });
+    assert.deepEqual(renderMailAnswer('pop3', 1, ok, OPTIONS), { 'Auth-Status': 'OK', 'Auth-Server': '10.0.0.5', 'Auth-Port': '110', 'Auth-User': 'alice' });
+    assert.deepEqual(renderMailAnswer('smtp', 1, { ...ok, backendPassword: 'backend-secret-value' }, OPTIONS), { 'Auth-Status': 'OK', 'Auth-Server': '10.0.0.5', 'Auth-Port': '110', 'Auth-User': 'alice', 'Auth-Pass': 'backend-secret-value' });
   });
 
   test('POP3: a denial carries the RFC 3206 [AUTH] code and Auth-Wait, no Auth-Error-Code', () => {
@@ -135,21 +138,24 @@ describe('GET /auth/mail', () => {
   const DENY: Decision = { allow: false, status: 401, reason: 'invalid_credentials', cached: false };
 
   async function setUp(decision: Decision, config: Partial<ConfigInput> = {}, policyDocument?: unknown) {
-    const calls: { credentials: Credentials; context: RequestContext }[] = [];
+    const calls: { credentials: Credentials; context: VerifyContext }[] = [];
     const logs: string[] = [];
     const log = createLogger({ level: 'info', destination: new Writable({ write: (c: Buffer, _e, done) => (logs.push(c.toString()), done()) }) });
     const parsed = configSchema.parse({ issuer: 'https://as.example/', audience: 'https://mail.example.com', clientId: 'c', clientSecret: 's', mailPop3Backend: '10.0.0.5:110', mailSmtpBackend: '[fd00::25]:587', ...config });
+    const verifier = {
+      async verify(credentials: Credentials, context: VerifyContext) {
+        calls.push({ credentials, context });
+        return decision;
+      },
+    } as unknown as Verifier;
+    const policy = policyDocument === undefined ? undefined : new Policy(policySchema.parse(policyDocument));
+    const metrics = new Metrics('test');
     const service = {
       config: parsed,
       trust: new TrustedProxies(parsed.trustedProxies, log),
-      policy: policyDocument === undefined ? undefined : new Policy(policySchema.parse(policyDocument)),
-      verifier: {
-        async verify(credentials: Credentials, context: RequestContext) {
-          calls.push({ credentials, context });
-          return decision;
-        },
-      },
-      metrics: new Metrics('test'),
+      policy,
+      pipeline: new DecisionPipeline(verifier, policy, { mailScopes: { imap: parsed.mailImapScopes, pop3: parsed.mailPop3Scopes, smtp: parsed.mailSmtpScopes } }, metrics, log),
+      metrics,
       log,
     } as unknown as Service;
     const app = Fastify();
@@ -166,7 +172,7 @@ describe('GET /auth/mail', () => {
     const response = await ask({ 'auth-protocol': 'pop3' });
     assert.equal(response.statusCode, 200);
     assert.equal(response.body, '');
-    assert.deepEqual(authHeaders(response), { 'auth-status': 'OK', 'auth-server': '10.0.0.5', 'auth-port': '110' });
+    assert.deepEqual(authHeaders(response), { 'auth-status': 'OK', 'auth-server': '10.0.0.5', 'auth-port': '110', 'auth-user': 'alice' });
     assert.deepEqual(calls[0]!.credentials, { kind: 'basic', username: 'alice', password: 'pa%ss wörd' });
     assert.deepEqual(calls[0]!.context.requiredScopes, ['read:mail']);
   });
@@ -183,7 +189,7 @@ describe('GET /auth/mail', () => {
 
   test('SMTP allow needs send:mail and names the IPv6 backend without brackets', async () => {
     const { ask, calls } = await setUp(ALLOW);
-    assert.deepEqual(authHeaders(await ask({ 'auth-protocol': 'smtp', 'auth-method': 'login' })), { 'auth-status': 'OK', 'auth-server': 'fd00::25', 'auth-port': '587' });
+    assert.deepEqual(authHeaders(await ask({ 'auth-protocol': 'smtp', 'auth-method': 'login' })), { 'auth-status': 'OK', 'auth-server': 'fd00::25', 'auth-port': '587', 'auth-user': 'alice' });
     assert.deepEqual(calls[0]!.context.requiredScopes, ['send:mail']);
   });
 
@@ -222,11 +228,11 @@ describe('GET /auth/mail', () => {
     const untrusted = await setUp(ALLOW);
     await untrusted.ask({ 'auth-protocol': 'pop3' });
     assert.equal(untrusted.calls[0]!.context.endUserIp, undefined);
-    assert.equal(untrusted.calls[0]!.context.clientIp, '127.0.0.1');
+    assert.match(untrusted.logs.join(''), /"clientIp":"127\.0\.0\.1"/);
     const trusted = await setUp(ALLOW, { trustedProxies: ['127.0.0.1'] });
     await trusted.ask({ 'auth-protocol': 'pop3' });
     assert.equal(trusted.calls[0]!.context.endUserIp, '192.0.2.7');
-    assert.equal(trusted.calls[0]!.context.clientIp, '192.0.2.7');
+    assert.match(trusted.logs.join(''), /"clientIp":"192\.0\.2\.7"/);
   });
 
   test('the backend secret goes only to a trusted proxy; another peer is refused without verifying', async () => {
@@ -252,12 +258,24 @@ describe('GET /auth/mail', () => {
     assert.equal((await ask({ 'auth-protocol': 'pop3' })).headers['auth-status'], 'OK');
     assert.deepEqual(calls[0]!.context.requiredScopes, ['mail:pop']);
     assert.equal(calls[0]!.context.audience, 'https://pop.example.com');
-    assert.equal(calls[0]!.context.rule, 'pop3');
+    assert.match(logs.join(''), /"rule":"pop3"/);
     const smtp = await ask({ 'auth-protocol': 'smtp' });
     assert.equal(smtp.statusCode, 401);
     assert.deepEqual(authHeaders(smtp), { 'auth-status': 'Invalid login or password', 'auth-wait': '3', 'auth-error-code': '535 5.7.8' }, 'an HTTP-only rule never opens mail');
     assert.equal(calls.length, 1);
     assert.match(logs.join(''), /"reason":"denied_by_policy"/);
+  });
+
+  test('Auth-User is the identity\'s username from the AS, never what the client typed; no username: refused', async () => {
+    const typedAsToken = await setUp({ ...ALLOW, identity: { ...identity, username: 'alice' } });
+    const answer = await typedAsToken.ask({ 'auth-protocol': 'pop3', 'auth-user': 'x-access-token' });
+    assert.equal(answer.headers['auth-user'], 'alice');
+    const unicode = await setUp({ ...ALLOW, identity: { ...identity, username: 'jos\u00e9' } });
+    assert.equal((await unicode.ask({ 'auth-protocol': 'pop3', 'auth-user': 'JOS%C3%89' })).headers['auth-user'], Buffer.from('jos\u00e9').toString('latin1'), 'raw UTF-8 bytes, as nginx passes Auth-User on unchanged');
+    const nameless = await setUp({ ...ALLOW, identity: { ...identity, username: undefined } });
+    const refused = await nameless.ask({ 'auth-protocol': 'pop3', 'auth-user': 'x-access-token' });
+    assert.equal(refused.headers['auth-status'], '[AUTH] Invalid login or password');
+    assert.equal(refused.headers['auth-user'], undefined);
   });
 
   test('only requests carrying Auth-Protocol reach the mail route; any other GET /auth/mail is the /auth/* route (Envoy asking about /mail)', async () => {

@@ -3,14 +3,25 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { normalisePath, parseTarget } from '../../src/policy/path.js';
-import { Policy, type PolicyRequest } from '../../src/policy/policy.js';
+import { Policy, type PolicyRequest, type PolicyVerdict } from '../../src/policy/policy.js';
+import { parseTarget } from '../../src/policy/target.js';
+import { TARGETS } from '../fixtures/targets.js';
 import { policySchema } from '../../src/policy/schema.js';
 import { loadPolicyFile } from '../../src/policy/store.js';
 import { missingScopes } from '../../src/verify/scopes.js';
 
-const policy = (doc: unknown) => new Policy(policySchema.parse(doc));
-const http = (method: string, uri: string, host = 'git.example.com'): PolicyRequest => ({ protocol: 'http', method, uri, host });
+/** A policy whose evaluate takes the raw URI and parses it as the pipeline does: ambiguous → denied. */
+const policy = (doc: unknown) => {
+  const p = new Policy(policySchema.parse(doc));
+  return Object.assign(p, {
+    evaluate(request: PolicyRequest & { uri?: string }): PolicyVerdict {
+      const parsed = request.uri === undefined ? undefined : parseTarget(request.uri);
+      if (parsed !== undefined && !parsed.ok) return { effect: 'deny', rule: undefined, why: parsed.why };
+      return Policy.prototype.evaluate.call(p, { ...request, target: parsed?.target });
+    },
+  });
+};
+const http = (method: string, uri: string, host = 'git.example.com') => ({ protocol: 'http' as const, method, uri, host });
 
 describe('policy matching', () => {
   const git = policy({
@@ -24,7 +35,7 @@ describe('policy matching', () => {
       { name: 'imap', match: { protocol: 'imap' }, scopes: ['read:mail'] },
     ],
   });
-  const cases: Array<[string, PolicyRequest, string | undefined, readonly string[] | 'deny']> = [
+  const cases: Array<[string, PolicyRequest & { uri?: string }, string | undefined, readonly string[] | 'deny']> = [
     ['first match wins: push refs before the catch-all fetch', http('GET', '/r.git/info/refs?service=git-receive-pack'), 'push-refs', ['write:repo']],
     ['query value must match: upload-pack is a fetch', http('GET', '/r.git/info/refs?service=git-upload-pack'), 'fetch', ['read:repo']],
     ['no query parameter: a fetch', http('GET', '/r.git/info/refs'), 'fetch', ['read:repo']],
@@ -35,10 +46,11 @@ describe('policy matching', () => {
     ['a method no rule lists falls to the default (deny)', http('DELETE', '/r.git'), undefined, 'deny'],
     ['a deny rule denies whatever else would match', http('GET', '/admin/users'), 'admin-off', 'deny'],
     ['** matches zero segments too', http('GET', '/info/refs?service=git-receive-pack'), 'push-refs', ['write:repo']],
-    ['dot-segments are resolved before matching', http('GET', '/r.git/../admin/x'), 'admin-off', 'deny'],
-    ['encoded dot-segments are resolved too', http('GET', '/r.git/%2e%2e/admin/x'), 'admin-off', 'deny'],
+    ['dot-segments are ambiguous (a backend may get them raw): denied before any rule', http('GET', '/r.git/../admin/x'), undefined, 'deny'],
+    ['encoded dot-segments too', http('GET', '/r.git/%2e%2e/admin/x'), undefined, 'deny'],
+    ['dot segments are denied even where they would resolve to an allowed path', http('GET', '/admin/../r.git/info/refs'), undefined, 'deny'],
     ['percent-encoded letters are decoded', http('GET', '/%61dmin/x'), 'admin-off', 'deny'],
-    ['repeated slashes collapse', http('GET', '//admin//x'), 'admin-off', 'deny'],
+    ['repeated slashes are ambiguous: denied', http('GET', '//admin//x'), undefined, 'deny'],
     ['an encoded slash is ambiguous: denied', http('GET', '/r.git%2f..%2fadmin/x'), undefined, 'deny'],
     ['an encoded NUL is denied', http('GET', '/r.git/%00/HEAD'), undefined, 'deny'],
     ['broken percent-encoding is denied', http('GET', '/r.git/%zz'), undefined, 'deny'],
@@ -48,7 +60,7 @@ describe('policy matching', () => {
     ['host glob does not match the bare parent domain', http('GET', '/x', 'internal.example.com'), 'fetch', ['read:repo']],
     ['absolute-form URIs are reduced to the path', http('POST', 'https://git.example.com/r.git/git-receive-pack'), 'push', ['write:repo']],
     ['rules without protocol apply to HTTP only: IMAP finds its own rule', { protocol: 'imap' }, 'imap', ['read:mail']],
-    ['a protocol no rule names falls to the default (deny)', { protocol: 'smtp' }, undefined, 'deny'],
+    ['a protocol no rule names falls to mailDefault (deny)', { protocol: 'smtp' }, undefined, 'deny'],
     ['an HTTP request with no known path matches no path rule', { protocol: 'http', method: 'GET' }, undefined, 'deny'],
   ];
   for (const [name, request, rule, expected] of cases) {
@@ -94,9 +106,21 @@ describe('policy matching', () => {
     const allow = policy({ default: 'allow' }).evaluate(http('GET', '/x'));
     assert.equal(allow.effect, 'require');
     assert.deepEqual(allow.effect === 'require' && allow.scopes, []);
-    const scoped = policy({ default: { scopes: ['basic'], scopeStrategy: 'hierarchic' } }).evaluate({ protocol: 'pop3' });
+    const scoped = policy({ default: { scopes: ['basic'], scopeStrategy: 'hierarchic' } }).evaluate(http('GET', '/x'));
     assert.equal(scoped.effect === 'require' && scoped.scopeStrategy, 'hierarchic');
     assert.deepEqual(scoped.effect === 'require' && scoped.scopes, ['basic']);
+  });
+
+  test('default applies to HTTP only: a mail login is decided by a rule naming its protocol, or by mailDefault', () => {
+    const httpOnly = policy({ default: 'allow', rules: [{ name: 'web', match: { path: '/**' }, scopes: [] }] });
+    for (const protocol of ['imap', 'pop3', 'smtp'] as const) assert.equal(httpOnly.evaluate({ protocol }).effect, 'deny', protocol);
+    assert.ok(httpOnly.warnings().some((w) => /HTTP only/.test(w)));
+    const mail = policy({ default: 'allow', mailDefault: { scopes: ['read:mail'] } });
+    const imap = mail.evaluate({ protocol: 'imap' });
+    assert.equal(imap.effect === 'require' && imap.rule, 'mailDefault');
+    assert.deepEqual(imap.effect === 'require' && imap.scopes, ['read:mail']);
+    assert.ok(mail.warnings().some((w) => /mailDefault is not deny/.test(w)));
+    assert.deepEqual(policy({ rules: [{ name: 'imap', match: { protocol: 'imap' } }] }).warnings(), []);
   });
 
   test('a rule scope strategy overrides the policy default', () => {
@@ -144,31 +168,24 @@ describe('scope strategies', () => {
   });
 });
 
-describe('request target normalisation', () => {
-  const cases: Array<[string, string | undefined]> = [
-    ['/', '/'],
-    ['/a/b', '/a/b'],
-    ['/a/b/', '/a/b/'],
-    ['/a/./b', '/a/b'],
-    ['/a/../../b', '/b'],
-    ['/a/b/..', '/a/'],
-    ['/%7Euser/r%20x.git', '/~user/r x.git'],
-    ['/caf%C3%A9', '/café'],
-    ['/a%2Fb', undefined],
-    ['/a%5Cb', undefined],
-    ['/a%0Ab', undefined],
-    ['/a%', undefined],
-    ['/a%C3', undefined],
-    ['relative/path', undefined],
-    ['', undefined],
-  ];
-  for (const [raw, expected] of cases) {
-    test(`${JSON.stringify(raw)} → ${JSON.stringify(expected)}`, () => assert.equal(normalisePath(raw), expected));
+describe('request targets: one parse, ambiguous ones refused', () => {
+  for (const { target, path, why } of TARGETS) {
+    test(`${JSON.stringify(target)} → ${path === undefined ? 'refused' : JSON.stringify(path)} (${why})`, () => {
+      const parsed = parseTarget(target);
+      assert.equal(parsed.ok ? parsed.target.path : undefined, path);
+    });
   }
-  test('the query is split off and parsed; a fragment is dropped', () => {
-    const t = parseTarget('/r.git/info/refs?service=git-upload-pack#frag');
-    assert.equal(t?.path, '/r.git/info/refs');
-    assert.equal(t?.query.get('service'), 'git-upload-pack');
+  test('absolute-form keeps its raw path (URL() would resolve the dots away)', () => {
+    assert.equal(parseTarget('https://git.example.com/a/../admin').ok, false);
+    const ok = parseTarget('https://git.example.com/r.git/info/refs?service=git-upload-pack');
+    assert.ok(ok.ok);
+    assert.equal(ok.ok && ok.target.path, '/r.git/info/refs');
+    assert.equal(ok.ok && ok.target.query.get('service'), 'git-upload-pack');
+  });
+  test('a fragment or control character in the target is refused', () => {
+    assert.equal(parseTarget('/r.git/info/refs#frag').ok, false);
+    assert.equal(parseTarget('/r.git/info/refs?x=%0a').ok, false);
+    assert.equal(parseTarget('/a b').ok, false);
   });
 });
 

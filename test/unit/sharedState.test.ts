@@ -71,7 +71,7 @@ test('replicas sharing cacheKeySecret name a user alike (purge broadcasts carry 
   assert.notEqual(one.digest('user', 'alice'), one.digest('ip', 'alice'));
 });
 
-test("a purge by userKey (as broadcast) drops that user's positive and negative entries and nobody else's", () => {
+test("a purge broadcast (a name's userKey and the account's subjectKey) drops that account's positive and negative entries and nobody else's", () => {
   const local = cache(SECRET);
   const aliceKey = local.keyFor({ kind: 'basic', username: 'alice', password: 'pw' }, 'aud');
   const aliceWrong = local.keyFor({ kind: 'basic', username: 'alice', password: 'wrong' }, 'aud');
@@ -79,12 +79,14 @@ test("a purge by userKey (as broadcast) drops that user's positive and negative 
   local.set(aliceKey, { kind: 'identity', identity: identity('alice') }, 'alice');
   local.set(aliceWrong, { kind: 'denied' }, 'alice');
   local.set(bobKey, { kind: 'identity', identity: identity('bob') }, 'bob');
-  assert.equal(local.purgeUserKey(cache(SECRET).userKey('ALICE')), 2);
+  assert.equal(local.purgeUserKey(cache(SECRET).userKey('ALICE')), 1, 'the name: its negative entry');
+  assert.equal(local.purgeUserKey(cache(SECRET).subjectKey(identity('alice').subject)), 1, 'the account: its identity');
   assert.equal(local.get(aliceKey), undefined);
   assert.equal(local.get(aliceWrong), undefined);
   const bob = local.get(bobKey);
   assert.ok(typeof bob === 'object' && bob.username === 'bob', 'bob keeps his entry');
   assert.equal(local.purgeUserKey(local.userKey('alice')), 0);
+  assert.equal(local.purgeUserKey(local.subjectKey(identity('alice').subject)), 0);
 });
 
 test('clear() drops every decision but keeps remembered ASPs', () => {

@@ -1,50 +1,21 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UpstreamError } from '../../src/errors.js';
-import { Health } from '../../src/health.js';
-import { createLogger } from '../../src/log.js';
-import { Metrics } from '../../src/metrics/registry.js';
-import { CredentialCache } from '../../src/verify/cache.js';
 import type { Strategy } from '../../src/verify/strategy.js';
 import type { Credentials, Identity } from '../../src/verify/types.js';
-import { Throttle } from '../../src/verify/throttle.js';
-import { Verifier, type VerifierOptions } from '../../src/verify/verifier.js';
+import { grantOk, grantStrategy, grantWrong, scripted, testVerifier, type TestVerifierOptions } from '../fixtures/verifier.js';
 
 const identity: Identity = { subject: 'auth0|a', username: 'alice', credential: 'password', scopes: ['read:repo'], audience: 'aud', expiresAt: undefined };
 
-/** A strategy whose answers the test scripts, slow enough for requests to overlap. */
-function scripted(name: Strategy['name'], answer: () => Promise<Identity | null>): Strategy & { calls: number } {
-  const s = {
-    name,
-    calls: 0,
-    async authenticate() {
-      s.calls++;
-      await new Promise((r) => setTimeout(r, 30));
-      return answer();
-    },
-  };
-  return s;
-}
-
-function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }, options: { usernameFailures?: number; now?: () => number; ttlSeconds?: number; negativeTtlSeconds?: number; extra?: Partial<VerifierOptions> } = {}) {
-  const metrics = new Metrics('test');
-  const v = new Verifier(
-    strategies,
-    new CredentialCache({ ttlSeconds: options.ttlSeconds ?? 60, negativeTtlSeconds: options.negativeTtlSeconds ?? 0, maxEntries: 100, appPasswordMemorySeconds: 3600 }),
-    new Throttle({ usernameFailures: options.usernameFailures ?? 0, ipFailures: 0, windowSeconds: 900, baseDelaySeconds: 30 }, options.now),
-    { defaultAudience: 'aud', strategyOrder: ['password_grant', 'app_password'], appPasswordPattern: /^[A-Za-z0-9_-]{32,}$/, tokenUsernames: new Set(['x-access-token', 'oauth2']), decisionTimeoutMs: 5000, ...options.extra },
-    metrics,
-    new Health({ metadataLoaded: () => true, jwksLoaded: () => true }),
-    createLogger({ level: 'silent' }),
-  );
-  return { v, metrics };
+function verifier(strategies: { passwordGrant: Strategy; appPassword: Strategy; jwt: Strategy }, options: TestVerifierOptions = {}) {
+  return testVerifier(() => ({ password_grant: strategies.passwordGrant, app_password: strategies.appPassword, token: strategies.jwt }), options);
 }
 const basic: Credentials = { kind: 'basic', username: 'alice', password: 'pw-123456' };
 
 test('concurrent identical requests share one strategy run (singleflight)', async () => {
   const password = scripted('password_grant', async () => identity);
   const { v, metrics } = verifier({ passwordGrant: password, appPassword: scripted('app_password', async () => null), jwt: scripted('token', async () => null) });
-  const decisions = await Promise.all(Array.from({ length: 50 }, () => v.verify(basic, { requiredScopes: [] }, 'verify')));
+  const decisions = await Promise.all(Array.from({ length: 50 }, () => v.verify(basic, { requiredScopes: [] })));
   assert.ok(decisions.every((d) => d.allow));
   assert.equal(password.calls, 1);
   assert.equal((await metrics.coalescedRequests.get()).values[0]?.value, 49);
@@ -53,7 +24,7 @@ test('concurrent identical requests share one strategy run (singleflight)', asyn
 test('different credentials are not coalesced', async () => {
   const password = scripted('password_grant', async () => identity);
   const { v } = verifier({ passwordGrant: password, appPassword: scripted('app_password', async () => null), jwt: scripted('token', async () => null) });
-  await Promise.all([v.verify(basic, { requiredScopes: [] }, 'verify'), v.verify({ ...basic, password: 'other-password' }, { requiredScopes: [] }, 'verify')]);
+  await Promise.all([v.verify(basic, { requiredScopes: [] }), v.verify({ ...basic, password: 'other-password' }, { requiredScopes: [] })]);
   assert.equal(password.calls, 2);
 });
 
@@ -63,17 +34,17 @@ test('strategies run in order: password grant, then app password; an upstream er
   });
   const asp = scripted('app_password', async () => ({ ...identity, credential: 'app_password' }));
   const { v } = verifier({ passwordGrant: down, appPassword: asp, jwt: scripted('token', async () => null) });
-  const allowed = await v.verify(basic, { requiredScopes: [] }, 'verify');
+  const allowed = await v.verify(basic, { requiredScopes: [] });
   assert.equal(allowed.allow, true, 'a later strategy may still allow');
   assert.equal(allowed.identity?.credential, 'app_password');
 
   const none = scripted('app_password', async () => null);
   const { v: v2 } = verifier({ passwordGrant: down, appPassword: none, jwt: scripted('token', async () => null) });
-  const unavailable = await v2.verify(basic, { requiredScopes: [] }, 'verify');
+  const unavailable = await v2.verify(basic, { requiredScopes: [] });
   assert.equal(unavailable.status, 503);
   assert.equal(unavailable.reason, 'upstream_unavailable');
   // Not cached: the next request asks again.
-  await v2.verify(basic, { requiredScopes: [] }, 'verify');
+  await v2.verify(basic, { requiredScopes: [] });
   assert.equal(none.calls, 2);
 });
 
@@ -82,7 +53,7 @@ test('a bug in a strategy (a plain exception) fails closed as 503, never an allo
     throw new TypeError('boom');
   });
   const { v } = verifier({ passwordGrant: buggy, appPassword: scripted('app_password', async () => null), jwt: scripted('token', async () => null) });
-  assert.equal((await v.verify(basic, { requiredScopes: [] }, 'verify')).status, 503);
+  assert.equal((await v.verify(basic, { requiredScopes: [] })).status, 503);
 });
 
 test('a JWT-shaped secret never goes to the password grant', async () => {
@@ -90,7 +61,7 @@ test('a JWT-shaped secret never goes to the password grant', async () => {
   const jwt = scripted('token', async () => null);
   const { v } = verifier({ passwordGrant: password, appPassword: scripted('app_password', async () => null), jwt });
   const token = `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from('{}').toString('base64url')}.sig`;
-  await v.verify({ kind: 'basic', username: 'alice', password: token }, { requiredScopes: [] }, 'verify');
+  await v.verify({ kind: 'basic', username: 'alice', password: token }, { requiredScopes: [] });
   assert.equal(password.calls, 0);
   assert.equal(jwt.calls, 1);
 });
@@ -101,7 +72,7 @@ test('an ASP-shaped password is introspected first: a valid ASP never reaches th
   const password = scripted('password_grant', async () => null);
   const asp = scripted('app_password', async () => ({ ...identity, credential: 'app_password' }));
   const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
-  assert.equal((await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] }, 'verify')).allow, true);
+  assert.equal((await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] })).allow, true);
   assert.equal(password.calls, 0);
 });
 
@@ -109,7 +80,7 @@ test('a long random user password that only looks like an ASP still works as a p
   const password = scripted('password_grant', async () => identity);
   const asp = scripted('app_password', async () => null);
   const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
-  const d = await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] }, 'verify');
+  const d = await v.verify({ kind: 'basic', username: 'alice', password: aspLike }, { requiredScopes: [] });
   assert.equal(d.identity?.credential, 'password');
   assert.deepEqual([asp.calls, password.calls], [1, 1]);
 });
@@ -119,61 +90,133 @@ test('a short ASP that proved itself once is introspected first from then on', a
   const asp = scripted('app_password', async () => ({ ...identity, credential: 'app_password' }));
   const { v } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) });
   const short: Credentials = { kind: 'basic', username: 'alice', password: 'short-asp' };
-  await v.verify(short, { requiredScopes: [] }, 'verify');
+  await v.verify(short, { requiredScopes: [] });
   assert.equal(password.calls, 1, 'unknown the first time: password grant first');
-  v.purgeUser('alice'); // drop the cached decision, keep the ASP memory
-  await v.verify(short, { requiredScopes: [] }, 'verify');
+  await v.purgeAccount(v.accountOf({ username: 'alice' })); // drop the cached decision, keep the ASP memory
+  await v.verify(short, { requiredScopes: [] });
   assert.equal(password.calls, 1, 'remembered: introspected first, no second failed login');
 });
 
-test('throttling: after the limit the AS is not asked, the back-off grows, and the window forgets', async () => {
-  let clock = 1_000_000;
-  const password = scripted('password_grant', async () => null);
-  const asp = scripted('app_password', async () => null);
-  const { v, metrics } = verifier({ passwordGrant: password, appPassword: asp, jwt: scripted('token', async () => null) }, { usernameFailures: 3, now: () => clock });
-  const guess = (i: number) => v.verify({ kind: 'basic', username: 'alice', password: `guess-${i}` }, { requiredScopes: [] }, 'verify');
-  for (let i = 0; i < 3; i++) assert.equal((await guess(i)).reason, 'invalid_credentials');
-  assert.equal(password.calls, 3);
-  const throttled = await guess(3);
-  assert.deepEqual([throttled.status, throttled.reason, throttled.retryAfterSeconds], [429, 'throttled', 30]);
-  assert.equal(password.calls, 3, 'not asked while throttled');
-  clock += 29_000;
-  assert.equal((await guess(4)).reason, 'throttled', 'state survives within its back-off');
-  clock += 1_000;
-  assert.equal((await guess(5)).reason, 'invalid_credentials', 'one try after the back-off');
-  assert.equal((await guess(6)).retryAfterSeconds, 60, 'the back-off doubles');
-  // Another user is unaffected.
-  assert.equal((await v.verify({ kind: 'basic', username: 'bob', password: 'x-1' }, { requiredScopes: [] }, 'verify')).reason, 'invalid_credentials');
-  clock += 901_000;
-  assert.equal((await guess(7)).reason, 'invalid_credentials', 'the window forgets');
-  assert.ok(((await metrics.throttledRequests.get()).values[0]?.value ?? 0) >= 3);
+
+// ---- Login protection (the ledger, through the real password-grant strategy) ----------------------
+
+const ALICE = { sub: 'auth0|alice', username: 'alice', email: 'alice@example.com', scope: 'read:repo' };
+/** A token endpoint that knows one password per name (alice's two login names). */
+const aliceAs = (good = 'alices-real-pw') => async (username: string, password: string) =>
+  (username === 'alice' || username === 'alice@example.com') && password === good ? grantOk(ALICE) : grantWrong;
+const aspOfAlice = (aud = 'aud') => async (password: string) =>
+  password.startsWith('asp-') ? ({ kind: 'identity', identity: { ...identity, subject: ALICE.sub, credential: 'app_password', audience: aud }, loginNames: ['alice', 'alice@example.com'] } as const) : null;
+const as = (v: ReturnType<typeof testVerifier>['v'], username: string, password: string) => v.verify({ kind: 'basic', username, password }, { requiredScopes: [] });
+
+test('a concurrent burst of 40 wrong passwords sends at most budget − 2 grants; the rest are throttled', async () => {
+  let grant!: ReturnType<typeof grantStrategy>;
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)), app_password: scripted('app_password', async () => null) }));
+  const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => as(v, 'alice', `guess-${i}`)));
+  assert.equal(grant.calls, 3, 'reserved before sending, atomically');
+  assert.equal(answers.filter((d) => d.reason === 'throttled').length, 37);
+  assert.equal(answers.filter((d) => d.reason === 'invalid_credentials').length, 3);
 });
 
-test('throttling is not a lockout weapon: a cached good credential and a remembered ASP still get in', async () => {
-  const grants: string[] = [];
-  const passwordGrant: Strategy = {
-    name: 'password_grant',
-    async authenticate(c) {
-      if (c.kind === 'basic') grants.push(c.password);
-      return c.kind === 'basic' && c.password === 'alices-real-pw' ? identity : null;
-    },
-  };
-  const appPassword: Strategy = {
-    name: 'app_password',
-    async authenticate(c) {
-      return c.kind === 'basic' && c.password === aspLike ? { ...identity, credential: 'app_password' } : null;
-    },
-  };
-  const { v } = verifier({ passwordGrant, appPassword, jwt: scripted('token', async () => null) }, { usernameFailures: 2 });
-  const as = (password: string) => v.verify({ kind: 'basic', username: 'alice', password }, { requiredScopes: [] }, 'verify');
-  assert.equal((await as('alices-real-pw')).allow, true);
-  assert.equal((await as(aspLike)).allow, true);
-  for (let i = 0; i < 5; i++) await as(`attacker-${i}`);
-  assert.equal((await as('attacker-9')).reason, 'throttled');
-  assert.equal((await as('alices-real-pw')).allow, true, 'a cached good password still gets in');
-  v.purgeUser('alice'); // decisions gone; the ASP memory stays
-  const grantsBefore = grants.length;
-  assert.equal((await as(aspLike)).allow, true, 'a remembered ASP is introspected even while throttled');
-  assert.equal(grants.length, grantsBefore, 'and never tried as a password');
-  assert.equal((await as('alices-real-pw')).reason, 'throttled', 'an uncached password waits like any other');
+test('a slow drip over weeks never gets past the budget: failures are forgotten only after the memory (30 days)', async () => {
+  let clock = 1_000_000_000;
+  let grant!: ReturnType<typeof grantStrategy>;
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)) }), { now: () => clock });
+  for (let day = 0; day < 29; day++) {
+    await as(v, 'alice', `guess-${day}`);
+    clock += 86_400_000;
+  }
+  assert.equal(grant.calls, 3, 'one guess a day for 29 days: still only 3 reached the AS');
+  assert.equal((await as(v, 'alice', 'guess-29')).reason, 'throttled', '29 days after the last failure that reached the AS');
+  clock += 4 * 86_400_000; // 30 days after the last failure the AS has forgotten it too
+  await as(v, 'alice', 'guess-late');
+  assert.equal(grant.calls, 4);
+});
+
+test('the real user gets in while the budget is spent: a known-good password, then an ASP; the success clears the ledger', async () => {
+  let grant!: ReturnType<typeof grantStrategy>;
+  const asp = scripted('app_password', aspOfAlice(), 0);
+  const { v, ledger } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)), app_password: asp }), { ttlSeconds: 0 });
+  assert.equal((await as(v, 'alice', 'alices-real-pw')).allow, true, 'remembered as good');
+  for (let i = 0; i < 10; i++) await as(v, 'alice', `attacker-${i}`);
+  assert.equal((await as(v, 'alice', 'attacker-x')).reason, 'throttled');
+  const sent = grant.calls;
+  assert.equal((await as(v, 'alice', 'asp-brand-new')).allow, true, 'a new ASP is introspected although the account is throttled');
+  assert.equal(grant.calls, sent, 'and sends no grant');
+  assert.equal((await as(v, 'alice', 'a-new-password')).reason, 'throttled', 'a password not known to be good waits');
+  assert.equal((await as(v, 'alice', 'alices-real-pw')).allow, true, 'the known-good password uses the slot kept for it');
+  assert.equal(ledger.unsettled('alice'), 0, 'its success cleared the account, as at the AS');
+  assert.equal((await as(v, 'alice', 'attacker-y')).reason, 'invalid_credentials', 'guesses start again from zero');
+});
+
+test('aliases share one budget once an account succeeded under them (username and e-mail claims)', async () => {
+  let grant!: ReturnType<typeof grantStrategy>;
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)) }));
+  assert.equal((await as(v, 'alice', 'alices-real-pw')).allow, true);
+  for (let i = 0; i < 5; i++) {
+    await as(v, 'alice', `a-${i}`);
+    await as(v, 'ALICE@example.com', `b-${i}`);
+  }
+  assert.equal(grant.calls - 1, 3, 'both names together: budget − 2 guesses');
+});
+
+test('an ASP sent with another name or for another audience is refused and never tried as a password', async () => {
+  let grant!: ReturnType<typeof grantStrategy>;
+  const asp = scripted('app_password', async (p) => (p.startsWith('asp-') ? { kind: 'refused' } : null), 0);
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)), app_password: asp }));
+  const aspShaped = 'asp-' + 'x'.repeat(40);
+  for (let i = 0; i < 5; i++) assert.equal((await as(v, 'alice@example.com', aspShaped + i)).reason, 'invalid_credentials');
+  assert.equal(grant.calls, 0);
+});
+
+test('wrong password, then introspection down: the failure counts and the answer is 503; the budget still holds', async () => {
+  let grant!: ReturnType<typeof grantStrategy>;
+  const down = scripted('app_password', async () => { throw new UpstreamError('down', 'introspection', 'unreachable'); }, 0);
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)), app_password: down }));
+  const answers = [];
+  for (let i = 0; i < 40; i++) answers.push((await as(v, 'alice', `guess-${i}`)).reason);
+  assert.equal(grant.calls, 3, 'not an unthrottled password oracle');
+  assert.ok(answers.every((r) => r === 'upstream_unavailable'));
+});
+
+test('a stale identity is never served for a password the AS has just rejected', async () => {
+  const { StaleIdentities } = await import('../../src/verify/staleIdentities.js');
+  let good = 'old-password';
+  const down = scripted('app_password', async () => { throw new UpstreamError('down', 'introspection', 'unreachable'); }, 0);
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: grantStrategy((u, p) => aliceAs(good)(u, p), ledger, cache), app_password: down }), { ttlSeconds: 0, stale: new StaleIdentities(3600, 100) });
+  assert.equal((await as(v, 'alice', 'old-password')).allow, true);
+  good = 'changed-password';
+  const after = await as(v, 'alice', 'old-password');
+  assert.equal(after.allow, false);
+  assert.equal(after.reason, 'upstream_unavailable');
+});
+
+test('a grant that never settles counts as a failure once its reservation expires', async () => {
+  let clock = 1_000_000_000;
+  const { ledger } = testVerifier(() => ({}), { now: () => clock });
+  const a = ledger.admitNow('carol', false);
+  assert.ok(a.admitted);
+  assert.equal(ledger.unsettled('carol'), 1);
+  clock += 11_000;
+  assert.equal(ledger.unsettled('carol'), 1, 'counted as a failure now');
+  await ledger.settle(a, 'failure');
+  assert.equal(ledger.unsettled('carol'), 1, 'and not twice when it settles late');
+  const b = ledger.admitNow('carol', false);
+  assert.ok(b.admitted);
+  await ledger.settle(b, 'success');
+  assert.equal(ledger.unsettled('carol'), 0);
+});
+
+test('confusable names of two accounts: one account\'s success does not clear failures the other may own', async () => {
+  const { ledger, accounts } = testVerifier(() => ({}));
+  accounts.link('auth0|victim', ['jos\u00e9']);
+  accounts.link('auth0|attacker', ['jose\u0301']); // the same ledger name (NFKC): shared
+  for (let i = 0; i < 2; i++) {
+    const a = ledger.admitNow('jos\u00e9', false);
+    assert.ok(a.admitted);
+    await ledger.settle(a, 'failure');
+  }
+  const own = ledger.admitNow('jose\u0301', true);
+  assert.ok(own.admitted);
+  await ledger.settle(own, 'success', 'auth0|attacker', 'jose\u0301');
+  assert.equal(ledger.unsettled('jos\u00e9'), 2, "the attacker's own login cleared nothing of the shared name");
 });

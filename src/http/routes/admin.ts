@@ -5,8 +5,11 @@ import type { Service } from '../../service.js';
 import { checkUsername, MAX_USERNAME_BYTES } from '../credentials.js';
 import { badRequest } from '../errors.js';
 
-/** `POST /admin/purge` body. Unknown fields are refused, as on `/v1/verify`. */
-const purgeRequest = z.object({ username: z.string().max(MAX_USERNAME_BYTES) }).strict();
+/** `POST /admin/purge` body: a login name or an AS subject (one of them). Unknown fields are refused, as on `/v1/verify`. */
+const purgeRequest = z
+  .object({ username: z.string().max(MAX_USERNAME_BYTES).optional(), subject: z.string().min(1).max(MAX_USERNAME_BYTES).optional() })
+  .strict()
+  .refine((b) => (b.username === undefined) !== (b.subject === undefined), 'give exactly one of username or subject');
 
 // RFC 6750 §2.1: "Bearer" 1*SP b64token (the scheme name is case-insensitive, RFC 7235 §2.1).
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
@@ -30,8 +33,10 @@ function hasAdminToken(header: string | string[] | undefined, adminToken: string
 }
 
 /**
- * The admin API: `POST /admin/purge {"username"}` drops every cached decision of one user (after an
- * ASP is revoked or a password changed) and answers `{"purged": N}` (with `redisUrl`, also `"broadcast"`: whether the other replicas were told now). Registered only when
+ * The admin API: `POST /admin/purge {"username"}` or `{"subject"}` purges one account (after an ASP is
+ * revoked or a password changed, or to lift login protection): every cached decision under any name
+ * the account was seen with, and its ledger. Answers `{"purged": N, "names": M}` (with `redisUrl`,
+ * also `"broadcast"`: whether the other replicas were told now). Registered only when
  * `adminToken` is set. `loopbackOnly` (on the main listener) answers connections from other hosts
  * with the ordinary 404, before authentication or body parsing, as if the route did not exist.
  */
@@ -55,13 +60,13 @@ export function adminRoutes(app: FastifyInstance, service: Service, options: { l
       const where = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : `${issue.path.join('.') || 'body'}: ${issue.message}`;
       return badRequest(reply, 'malformed_request', where);
     }
-    const { username } = parsed.data;
-    const problem = checkUsername(username);
-    if (problem) return badRequest(reply, 'malformed_request', problem);
-    const { purged, broadcast } = await service.purge(username);
+    const { username, subject } = parsed.data;
+    const problem = checkUsername(username ?? subject!);
+    if (problem) return badRequest(reply, 'malformed_request', problem.replace('username', username === undefined ? 'subject' : 'username'));
+    const { purged, names, broadcast } = await service.purge({ username, subject });
     service.metrics.purges.inc();
-    service.log.info({ requestId: request.id, username, purged, broadcast }, 'purged cached decisions');
-    if (broadcast === false) service.log.warn({ requestId: request.id, username }, 'purge not broadcast (shared state unreachable): other replicas are told once redis is back');
-    return reply.header('cache-control', 'no-store').send(broadcast === undefined ? { purged } : { purged, broadcast });
+    service.log.info({ requestId: request.id, username, subject, purged, names, broadcast }, 'purged the account: cached decisions of every alias, and its login-protection ledger');
+    if (broadcast === false) service.log.warn({ requestId: request.id, username, subject }, 'purge not broadcast (shared state unreachable): other replicas are told once redis is back');
+    return reply.header('cache-control', 'no-store').send(broadcast === undefined ? { purged, names } : { purged, names, broadcast });
   });
 }

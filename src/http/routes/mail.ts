@@ -1,25 +1,11 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Service } from '../../service.js';
-import type { Decision, RequestContext } from '../../verify/types.js';
+import type { Decision } from '../../verify/types.js';
 import { checkPair } from '../credentials.js';
-import { recordEarlyDenial } from '../errors.js';
-import { headersByName, parseBackend, parseMailRequest, renderMailAnswer, type MailAnswerOptions, type MailBackend, type MailOutcome, type MailProtocol } from '../mailProtocol.js';
-import { isTrustedPeer } from '../originalRequest.js';
+import { authUserHeader, headersByName, parseBackend, parseMailRequest, renderMailAnswer, type MailAnswerOptions, type MailBackend, type MailOutcome, type MailProtocol } from '../mailProtocol.js';
+import { isTrustedPeer, plainIp } from '../originalRequest.js';
 
 const BACKEND_KEYS = { imap: 'mailImapBackend', pop3: 'mailPop3Backend', smtp: 'mailSmtpBackend' } as const;
-const SCOPE_KEYS = { imap: 'mailImapScopes', pop3: 'mailPop3Scopes', smtp: 'mailSmtpScopes' } as const;
-
-type Requirement =
-  | { readonly effect: 'require'; readonly context: Pick<RequestContext, 'requiredScopes' | 'audience' | 'scopeStrategy' | 'rule'> }
-  | { readonly effect: 'deny'; readonly rule: string | undefined; readonly why: string };
-
-/** What a mail protocol needs: the policy's rules with `protocol:` when there is a policy, else `mail*Scopes`. */
-function requirement(service: Service, protocol: MailProtocol): Requirement {
-  if (!service.policy) return { effect: 'require', context: { requiredScopes: service.config[SCOPE_KEYS[protocol]] } };
-  const verdict = service.policy.evaluate({ protocol });
-  if (verdict.effect === 'deny') return verdict;
-  return { effect: 'require', context: { requiredScopes: verdict.scopes, audience: verdict.audience, scopeStrategy: verdict.scopeStrategy, rule: verdict.rule } };
-}
 
 /** Route constraint: requests that carry `Auth-Protocol`, as nginx's always do (see mailRoute). */
 const NGINX_MAIL = { name: 'nginxMailAuth', value: 'auth_http' } as const;
@@ -67,44 +53,46 @@ export function mailRoute(app: FastifyInstance, service: Service): void {
     deriveConstraint: (request) => (request.headers['auth-protocol'] !== undefined ? NGINX_MAIL.value : undefined),
   });
   app.get('/auth/mail', { constraints: { [NGINX_MAIL.name]: NGINX_MAIL.value } }, async (request, reply) => {
+    const peer = { address: plainIp(request.socket.remoteAddress ?? ''), trusted: isTrustedPeer(service.trust, request) };
     const login = parseMailRequest(headersByName(request.raw.rawHeaders), checkPair);
     if ('outcome' in login) {
-      recordEarlyDenial(service, request, 'mail', login.reason, login.message);
+      service.pipeline.refuse({ interface: 'mail', protocol: login.protocol ?? 'imap', requestId: request.id, peer }, login.reason, login.message);
       return answer(reply, login.protocol, login.attempt, login.outcome);
     }
     const { protocol, attempt } = login;
     const backend = backends[protocol];
-    const trusted = isTrustedPeer(service.trust, request);
     // Deployment faults: the client is told to come back later, the operator is told what to fix.
     if (backend === undefined) {
       service.log.error({ requestId: request.id, interface: 'mail', protocol }, `no ${protocol} backend configured (${BACKEND_KEYS[protocol]}): ${protocol} logins are refused`);
       return answer(reply, protocol, attempt, { kind: 'unavailable', retry: false });
     }
-    if (secret !== undefined && !trusted) {
-      service.log.error({ requestId: request.id, interface: 'mail', clientIp: request.ip }, 'mailBackendPassword is set, so /auth/mail answers only trusted proxies: add nginx to trustedProxies');
+    if (secret !== undefined && !peer.trusted) {
+      service.log.error({ requestId: request.id, interface: 'mail', clientIp: peer.address }, 'mailBackendPassword is set, so /auth/mail answers only trusted proxies: add nginx to trustedProxies');
       return answer(reply, protocol, attempt, { kind: 'unavailable', retry: false });
     }
-    const needs = requirement(service, protocol);
-    const endUserIp = trusted ? login.clientIp : undefined;
-    const clientIp = endUserIp ?? request.ip;
-    if (needs.effect === 'deny') {
-      // Asked before the credentials, as on /auth: the AS is not asked about a login no rule allows.
-      recordEarlyDenial(service, request, 'mail', 'denied_by_policy', needs.why, { rule: needs.rule, clientIp });
-      return answer(reply, protocol, attempt, { kind: 'invalid' });
-    }
-    const decision: Decision = await service.verifier.verify(
-      { kind: 'basic', username: login.username, password: login.password },
-      { ...needs.context, clientIp, endUserIp },
-      'mail',
-      request.id,
-    );
+    const decision = await service.pipeline.decide({
+      interface: 'mail',
+      protocol,
+      credentials: { kind: 'basic', username: login.username, password: login.password },
+      pinnedScopes: [],
+      peer,
+      // nginx's `Client-IP` is the end user's address only from a trusted nginx.
+      reportedClientIp: login.clientIp,
+      peerIsEndUser: false,
+      requestId: request.id,
+    });
     return answer(reply, protocol, attempt, outcomeOf(decision, backend, secret));
   });
 }
 
-/** A verifier decision as nginx should hear it: only an allow names the backend; every denial reads the same. */
+/**
+ * A decision as nginx should hear it: only an allow names the backend, and the account the backend
+ * logs in as (`Auth-User`: the AS's username for the identity, never the name the client typed);
+ * every denial reads the same.
+ */
 export function outcomeOf(decision: Decision, backend: MailBackend, backendPassword: string | undefined): MailOutcome {
-  if (decision.allow) return { kind: 'ok', server: backend, backendPassword };
+  const user = decision.identity?.username === undefined ? undefined : authUserHeader(decision.identity.username);
+  if (decision.allow && user !== undefined) return { kind: 'ok', server: backend, backendPassword, user };
   if (decision.reason === 'throttled') return { kind: 'throttled', retryAfterSeconds: decision.retryAfterSeconds ?? 1 };
   if (decision.reason === 'upstream_unavailable') return { kind: 'unavailable', retry: true };
   return { kind: 'invalid' };

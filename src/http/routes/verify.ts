@@ -1,13 +1,19 @@
 import { isIP } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { PROTOCOLS } from '../../policy/schema.js';
 import type { Service } from '../../service.js';
 import { SCOPE_TOKEN } from '../../verify/scopes.js';
 import { checkPair, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES } from '../credentials.js';
-import { badRequest, recordEarlyDenial } from '../errors.js';
+import { badRequest } from '../errors.js';
+import { isTrustedPeer, plainIp } from '../originalRequest.js';
 import { decisionJson } from '../render.js';
 
-/** `POST /v1/verify` body. Unknown fields are refused, so a typo (`scope` for `scopes`) cannot silently widen access. */
+/**
+ * `POST /v1/verify` body. Unknown fields are refused, so a typo (`scope` for `scopes`) cannot
+ * silently widen access. `method`, `host`, `uri` (the raw target) and `protocol` describe the
+ * original request: with any of them, the policy judges it exactly as on `/auth`.
+ */
 const verifyRequest = z
   .object({
     username: z.string().max(MAX_USERNAME_BYTES),
@@ -15,6 +21,10 @@ const verifyRequest = z
     scopes: z.array(z.string().regex(SCOPE_TOKEN, 'must be an RFC 6749 scope-token')).max(64).optional(),
     audience: z.string().min(1).max(512).optional(),
     clientIp: z.string().refine((s) => isIP(s) !== 0, 'must be an IP address').optional(),
+    method: z.string().regex(/^[A-Za-z]{1,20}$/, 'must be an HTTP method').optional(),
+    host: z.string().min(1).max(253).optional(),
+    uri: z.string().min(1).max(8192).optional(),
+    protocol: z.enum(PROTOCOLS).optional(),
   })
   .strict();
 
@@ -26,16 +36,26 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
       const where = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : `${issue.path.join('.') || 'body'}: ${issue.message}`;
       return badRequest(reply, 'malformed_request', where);
     }
-    const { username, password, scopes = [], audience, clientIp } = parsed.data;
-    const problem = checkPair(username, password);
-    if (problem) {
-      recordEarlyDenial(service, request, 'verify', problem.reason, problem.message);
-      return badRequest(reply, problem.reason, problem.message);
-    }
+    const { username, password, scopes = [], audience, clientIp, method, host, uri, protocol = 'http' } = parsed.data;
     if (audience !== undefined && !service.servesAudience(audience)) {
       return badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
     }
-    const decision = await service.verifier.verify({ kind: 'basic', username, password }, { requiredScopes: scopes, audience, clientIp: clientIp ?? request.ip, endUserIp: clientIp }, 'verify', request.id);
+    const problem = checkPair(username, password);
+    const asksAbout = method !== undefined || host !== undefined || uri !== undefined;
+    const decision = await service.pipeline.decide({
+      interface: 'verify',
+      protocol,
+      credentials: problem ?? { kind: 'basic', username, password },
+      original: asksAbout ? { method, host, target: uri } : undefined,
+      pinnedScopes: scopes,
+      pinnedAudience: audience,
+      peer: { address: plainIp(request.socket.remoteAddress ?? ''), trusted: isTrustedPeer(service.trust, request) },
+      // `clientIp` is believed only from a trusted caller; anyone else is the end user itself.
+      reportedClientIp: clientIp,
+      peerIsEndUser: true,
+      requestId: request.id,
+    });
+    if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
     return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').send(decisionJson(decision));
   });
 }

@@ -3,56 +3,111 @@ import type { Logger } from '../../log.js';
 import type { AccessTokenVerifier } from '../../upstream/accessToken.js';
 import type { Introspection } from '../../upstream/introspection.js';
 import type { PasswordGrant } from '../../upstream/passwordGrant.js';
-import { scopesOf, splitScope } from '../scopes.js';
-import { looksLikeJwt, type Strategy, type StrategyContext } from '../strategy.js';
-import type { Credentials, Identity } from '../types.js';
+import type { LoginLedger } from '../loginLedger.js';
+import { scopesOf, splitScope, type ScopeClaim } from '../scopes.js';
+import { loginNamesFrom, looksLikeJwt, usernameFrom, type Strategy, type StrategyContext } from '../strategy.js';
+import type { Credentials, StrategyOutcome } from '../types.js';
+
+export interface PasswordGrantOptions {
+  readonly usernameClaims: readonly string[];
+  readonly scopeClaims: readonly ScopeClaim[];
+}
+
+/** Passwords that succeeded before, by credential key: the real user's way in while a budget is spent. */
+export interface KnownPasswords {
+  isKnownPassword(key: string): boolean;
+  rememberPassword(key: string): void;
+  forgetPassword(key: string): void;
+}
+
+const REJECTED: StrategyOutcome = Object.freeze({ kind: 'rejected_by_as' });
 
 /**
- * The user's real password: the OAuth 2.0 password grant. The access token the AS issues is
- * verified like any other (locally if a JWT, by introspection if opaque) so that the subject,
- * audience and scopes always come from a checked token, never from the grant response alone.
+ * The user's real password: the OAuth 2.0 password grant (RFC 6749 §4.3), behind login protection.
+ * Every grant is reserved in the ledger before it is sent and settled when its answer is known, so
+ * the AS never sees the account's budget of consecutive failures. The access token the AS issues is
+ * verified like any other (locally if a JWT, by introspection if opaque), so subject, audience and
+ * scopes always come from a checked token, never from the grant response alone.
  */
 export class PasswordGrantStrategy implements Strategy {
   readonly name = 'password_grant';
+  readonly costsLoginAttempt = true;
 
   constructor(
+    private readonly options: PasswordGrantOptions,
     private readonly grant: PasswordGrant,
     private readonly accessTokens: AccessTokenVerifier,
     private readonly introspection: Introspection,
+    private readonly ledger: LoginLedger,
+    private readonly known: KnownPasswords,
     private readonly log: Logger,
   ) {}
 
-  async authenticate(credentials: Credentials, { audience, endUserIp, deadline }: StrategyContext): Promise<Identity | null> {
-    if (credentials.kind !== 'basic') return null;
-    const outcome = await this.grant.attempt(credentials.username, credentials.password, audience, endUserIp, deadline);
+  async authenticate(credentials: Credentials, { audience, endUserIp, deadline, credentialKey }: StrategyContext): Promise<StrategyOutcome> {
+    if (credentials.kind !== 'basic') return { kind: 'not_mine' };
+    const { username, password } = credentials;
+    const knownGood = this.known.isKnownPassword(credentialKey);
+    const admission = await this.ledger.admit(username, knownGood);
+    if (!admission.admitted) return { kind: 'throttled', retryAfterSeconds: admission.retryAfterSeconds };
+
+    let outcome;
+    try {
+      outcome = await this.grant.attempt(username, password, audience, endUserIp, deadline);
+    } catch (err) {
+      // Sent and unanswered: it may have counted at the AS, so it counts here.
+      await this.ledger.settle(admission, err instanceof UpstreamError && !err.sent ? 'unsent' : 'failure');
+      throw err;
+    }
     if (!outcome.ok) {
-      // too_many_attempts: the AS has blocked this user from credgate's address. Not a user error
-      // credgate may reveal; the next strategy still runs and a denial stays uniform.
+      if (outcome.error === 'mfa_required') {
+        // The password was right (the AS cleared its counter); the user just needs a second factor,
+        // which a legacy client cannot give: an ASP may still let them in.
+        await this.ledger.settle(admission, 'success', undefined, username);
+        this.known.rememberPassword(credentialKey);
+        return { kind: 'not_mine' };
+      }
+      await this.ledger.settle(admission, 'failure');
+      this.known.forgetPassword(credentialKey);
       if (outcome.error === 'too_many_attempts' || outcome.error === 'access_denied' || outcome.error === 'unauthorized') {
         this.log.warn({ asError: outcome.error, asErrorDescription: outcome.description }, 'password grant refused by the authorization server');
       }
-      return null;
+      return REJECTED;
     }
     let claims: Record<string, unknown> | null;
-    if (looksLikeJwt(outcome.accessToken)) {
-      claims = await this.accessTokens.verify(outcome.accessToken, audience);
-    } else {
-      const answer = await this.introspection.introspect(outcome.accessToken, deadline);
-      const aud = answer.aud;
-      claims = answer.active === true && (aud === audience || (Array.isArray(aud) && aud.includes(audience))) ? answer : null;
+    try {
+      if (looksLikeJwt(outcome.accessToken)) {
+        claims = await this.accessTokens.verify(outcome.accessToken, audience);
+      } else {
+        const answer = await this.introspection.introspect(outcome.accessToken, deadline);
+        const aud = answer.aud;
+        claims = answer.active === true && (aud === audience || (Array.isArray(aud) && aud.includes(audience))) ? answer : null;
+      }
+    } catch (err) {
+      // The AS accepted the password: its counter is clear, whatever happens to the token next.
+      await this.ledger.settle(admission, 'success', undefined, username);
+      throw err;
     }
     if (!claims || typeof claims.sub !== 'string') {
+      await this.ledger.settle(admission, 'success', undefined, username);
       // The AS said yes but its token does not check out: a configuration fault, never an allow.
       throw new UpstreamError('the access token from the password grant did not verify (issuer, audience or keys misconfigured?)', 'token', 'bad_response');
     }
-    const scopes = scopesOf(claims);
+    await this.ledger.settle(admission, 'success', claims.sub, username);
+    this.known.rememberPassword(credentialKey);
+    const scopes = scopesOf(claims, this.options.scopeClaims);
     return {
-      subject: claims.sub,
-      username: credentials.username,
-      credential: 'password',
-      scopes: scopes.length > 0 ? scopes : splitScope(outcome.scope),
-      audience,
-      expiresAt: typeof claims.exp === 'number' ? claims.exp : outcome.expiresIn !== undefined ? Math.floor(Date.now() / 1000) + outcome.expiresIn : undefined,
+      kind: 'identity',
+      identity: {
+        subject: claims.sub,
+        // The token's own username claim when it has one; else the login name the AS just
+        // authenticated for this subject, exactly as sent.
+        username: usernameFrom(claims, this.options.usernameClaims) ?? username,
+        credential: 'password',
+        scopes: scopes.length > 0 ? scopes : splitScope(outcome.scope),
+        audience,
+        expiresAt: typeof claims.exp === 'number' ? claims.exp : outcome.expiresIn !== undefined ? Math.floor(Date.now() / 1000) + outcome.expiresIn : undefined,
+      },
+      loginNames: [username, ...loginNamesFrom(claims, this.options.usernameClaims)],
     };
   }
 }

@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { UpstreamError } from '../errors.js';
+import type { CredentialCache } from '../verify/cache.js';
+import { grantLimit, SPENT_RETRY_AFTER_SECONDS, type Admission, type LedgerRule, type LocalLoginLedger, type LoginLedger, type SettleResult } from '../verify/loginLedger.js';
+import { ledgerName } from '../verify/strategy.js';
+import type { SharedRedis } from './redis.js';
+
+/**
+ * The login ledger's rule (verify/loginLedger.ts) in Redis, so that every replica spends one budget
+ * per account. Each script runs atomically: the check and the reservation are one step for all
+ * replicas. Keys (under `redisKeyPrefix`; names and subjects only as HMACs):
+ * - `ledger:<name>` hash {f: failures, l: last failure ms}, `ledger:<name>:r` sorted set of
+ *   reservations scored by the time they count as failures;
+ * - `alias:<name>` set of subjects the name succeeded for; `account:<subject>` set of its names.
+ * Every key lives `memoryMs` after its last write. Time is the caller's clock in ms (ARGV), passed
+ * by every replica from its own clock: keep replicas' clocks in sync (NTP) as for any TTL.
+ *
+ * The scripts touch keys named from data (aliases), so they run on a single Redis or a primary with
+ * replicas (Sentinel), not on Redis Cluster.
+ */
+const COMMON = `
+local prefix, now, memory = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function ledger(n) return prefix .. 'ledger:' .. n end
+-- Overdue reservations become failures; failures older than the memory are forgotten.
+local function age(n)
+  local k, r = ledger(n), ledger(n) .. ':r'
+  local f = tonumber(redis.call('HGET', k, 'f') or '0')
+  local l = tonumber(redis.call('HGET', k, 'l') or '0')
+  local overdue = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'WITHSCORES')
+  for i = 2, #overdue, 2 do
+    f = f + 1
+    l = math.max(l, tonumber(overdue[i]))
+  end
+  if #overdue > 0 then redis.call('ZREMRANGEBYSCORE', r, '-inf', now) end
+  if f > 0 and now - l >= memory then f = 0 end
+  redis.call('HSET', k, 'f', f, 'l', l)
+  redis.call('PEXPIRE', k, memory)
+  return f, redis.call('ZCARD', r)
+end
+-- The name and every name of every account it was seen succeed for.
+local function aliases(n)
+  local seen, out = {}, {}
+  local function add(x) if not seen[x] then seen[x] = true; out[#out + 1] = x end end
+  add(n)
+  for _, s in ipairs(redis.call('SMEMBERS', prefix .. 'alias:' .. n)) do
+    for _, m in ipairs(redis.call('SMEMBERS', prefix .. 'account:' .. s)) do add(m) end
+  end
+  return out
+end
+`;
+
+/** ARGV: prefix now memory | name limit reservationMs id → {1} admitted, {0, settledSpent} throttled. */
+const ADMIT =
+  COMMON +
+  `
+local name, limit, reservation, id = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local unsettled, settled = 0, 0
+for _, n in ipairs(aliases(name)) do
+  local f, r = age(n)
+  unsettled = unsettled + f + r
+  settled = settled + f
+end
+if unsettled >= limit then
+  if settled >= limit then return {0, 1} end
+  return {0, 0}
+end
+local r = ledger(name) .. ':r'
+redis.call('ZADD', r, now + reservation, id)
+redis.call('PEXPIRE', r, math.max(memory, reservation))
+redis.call('PEXPIRE', ledger(name), memory)
+return {1}`;
+
+/** ARGV: prefix now memory | name id result subject → 1. A success clears every name that names only this account. */
+const SETTLE =
+  COMMON +
+  `
+local name, id, result, subject = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+age(name)
+local k = ledger(name)
+local open = redis.call('ZREM', k .. ':r', id)
+if result == 'failure' and open == 1 then
+  redis.call('HINCRBY', k, 'f', 1)
+  redis.call('HSET', k, 'l', now)
+end
+if result == 'success' then
+  local function own(n)
+    local subjects = redis.call('SMEMBERS', prefix .. 'alias:' .. n)
+    if #subjects == 0 then return true end
+    if #subjects > 1 then return false end
+    return subject == '' or subjects[1] == subject
+  end
+  local clear = {}
+  if own(name) then clear[#clear + 1] = name end
+  if subject ~= '' then
+    for _, n in ipairs(redis.call('SMEMBERS', prefix .. 'account:' .. subject)) do
+      if own(n) then clear[#clear + 1] = n end
+    end
+  end
+  for _, n in ipairs(clear) do redis.call('HSET', ledger(n), 'f', 0) end
+end
+return 1`;
+
+/** ARGV: prefix now memory | subject name... → 1. */
+const LINK =
+  COMMON +
+  `
+local subject = ARGV[4]
+local account = prefix .. 'account:' .. subject
+for i = 5, #ARGV do
+  redis.call('SADD', prefix .. 'alias:' .. ARGV[i], subject)
+  redis.call('PEXPIRE', prefix .. 'alias:' .. ARGV[i], memory)
+  redis.call('SADD', account, ARGV[i])
+end
+redis.call('PEXPIRE', account, memory)
+return 1`;
+
+/** ARGV: prefix now memory | name → number of names reset. */
+const RESET =
+  COMMON +
+  `
+local names = aliases(ARGV[4])
+for _, n in ipairs(names) do redis.call('DEL', ledger(n), ledger(n) .. ':r') end
+return #names`;
+
+interface LedgerCommands {
+  credgateLedgerAdmit(...args: (string | number)[]): Promise<[number, number?]>;
+  credgateLedgerSettle(...args: (string | number)[]): Promise<number>;
+  credgateLedgerLink(...args: (string | number)[]): Promise<number>;
+  credgateLedgerReset(...args: (string | number)[]): Promise<number>;
+}
+
+
+/**
+ * The shared ledger. When Redis cannot be asked, no replica may spend the budget on its own (with
+ * R replicas that would be R budgets): a password not known to be good is not sent at all (the
+ * decision is 503, as when the AS cannot be asked), while one that succeeded before is still
+ * checked against this replica's own ledger, so the real user keeps getting in.
+ */
+export class RedisLoginLedger implements LoginLedger {
+  constructor(
+    private readonly redis: SharedRedis,
+    private readonly local: LocalLoginLedger,
+    private readonly names: Pick<CredentialCache, 'digest'>,
+    private readonly rule: LedgerRule,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  static define(connection: Redis): void {
+    connection.defineCommand('credgateLedgerAdmit', { numberOfKeys: 0, lua: ADMIT });
+    connection.defineCommand('credgateLedgerSettle', { numberOfKeys: 0, lua: SETTLE });
+    connection.defineCommand('credgateLedgerLink', { numberOfKeys: 0, lua: LINK });
+    connection.defineCommand('credgateLedgerReset', { numberOfKeys: 0, lua: RESET });
+  }
+
+  #common(): (string | number)[] {
+    return [this.redis.key(''), this.now(), this.rule.memoryMs];
+  }
+
+  #name(username: string): string {
+    return this.names.digest('login', ledgerName(username));
+  }
+
+  #subject(subject: string): string {
+    return this.names.digest('subject', subject);
+  }
+
+  async admit(username: string, knownGood: boolean): Promise<Admission> {
+    const name = this.#name(username);
+    const id = `${this.now()}.${randomBytes(6).toString('base64url')}`;
+    const answer = await this.redis.run('ledger', (r) =>
+      (r as unknown as LedgerCommands).credgateLedgerAdmit(...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id),
+    );
+    if (answer === undefined) {
+      if (!knownGood) throw new UpstreamError('login protection cannot reach the shared state (redis): a password not known to be good is not sent', 'shared_state', 'unreachable', { sent: false });
+      const local = this.local.admitNow(username, true);
+      return local.admitted ? { ...local, key: `local:${local.key}` } : local;
+    }
+    if (answer[0] === 1) return { admitted: true, key: name, id };
+    return { admitted: false, retryAfterSeconds: answer[1] === 1 ? SPENT_RETRY_AFTER_SECONDS : 1 };
+  }
+
+  async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void> {
+    if (admission.key.startsWith('local:')) return this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject, username);
+    // Not reaching Redis here leaves the reservation to expire there, as a failure: the safe side.
+    await this.redis.run('ledger', (r) =>
+      (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), admission.key, admission.id, result, subject === undefined ? '' : this.#subject(subject)),
+    );
+  }
+
+  /** Shares what this replica learnt: `names` are the login names `subject` succeeded under. */
+  async link(subject: string, names: readonly string[]): Promise<void> {
+    if (names.length === 0) return;
+    await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), ...new Set(names.map((n) => this.#name(n)))));
+  }
+
+  async reset(username: string): Promise<void> {
+    await this.local.reset(username);
+    await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerReset(...this.#common(), this.#name(username)));
+  }
+}

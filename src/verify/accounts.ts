@@ -1,0 +1,65 @@
+import { LRUCache } from 'lru-cache';
+import { ledgerName } from './strategy.js';
+
+/**
+ * Which login names credgate has seen succeed for which account (subject), by `ledgerName`. Learnt
+ * only from verified successes: the name a password grant was accepted for, and the username claims
+ * (`username`, `email`) of a verified token or ASP. Login protection counts an account's aliases
+ * against one budget, and an admin purge of one name reaches every alias of its account.
+ *
+ * A name seen with two subjects (two accounts whose names fold alike, `José`/`JOSÉ`) is "shared":
+ * it stays linked to both, so neither account's success clears failures that may be the other's.
+ */
+export class AccountDirectory {
+  readonly #subjectsByName: LRUCache<string, Set<string>>;
+  readonly #namesBySubject: LRUCache<string, Set<string>>;
+
+  constructor(maxAccounts: number) {
+    this.#subjectsByName = new LRUCache({ max: maxAccounts * 2 });
+    this.#namesBySubject = new LRUCache({ max: maxAccounts });
+  }
+
+  /** Records that `subject` proved itself under each of `names` (login names, any spelling). */
+  link(subject: string, names: readonly string[]): void {
+    let known = this.#namesBySubject.get(subject);
+    if (known === undefined) this.#namesBySubject.set(subject, (known = new Set()));
+    for (const name of names) {
+      const key = ledgerName(name);
+      known.add(key);
+      let subjects = this.#subjectsByName.get(key);
+      if (subjects === undefined) this.#subjectsByName.set(key, (subjects = new Set()));
+      subjects.add(subject);
+    }
+  }
+
+  /** Subjects a login name has been seen to belong to. */
+  subjectsOf(name: string): readonly string[] {
+    return [...(this.#subjectsByName.get(ledgerName(name)) ?? [])];
+  }
+
+  /** Ledger keys of a subject's login names. */
+  namesOf(subject: string): readonly string[] {
+    return [...(this.#namesBySubject.get(subject) ?? [])];
+  }
+
+  /** The ledger key of `name` and of every alias of every account it names: one budget for them all. */
+  aliasKeys(name: string): string[] {
+    const key = ledgerName(name);
+    const keys = new Set([key]);
+    for (const subject of this.#subjectsByName.get(key) ?? []) for (const alias of this.#namesBySubject.get(subject) ?? []) keys.add(alias);
+    return [...keys];
+  }
+
+  /** Ledger keys a success of `subject` clears: its names that name no other account (and `name`, unless it is shared). */
+  clearedBySuccess(subject: string | undefined, name: string): string[] {
+    const keys = new Set<string>();
+    const own = (key: string) => {
+      const subjects = this.#subjectsByName.get(key);
+      return subjects === undefined || subjects.size === 0 || (subjects.size === 1 && (subject === undefined || subjects.has(subject)));
+    };
+    const typed = ledgerName(name);
+    if (own(typed)) keys.add(typed);
+    if (subject !== undefined) for (const key of this.#namesBySubject.get(subject) ?? []) if (own(key)) keys.add(key);
+    return [...keys];
+  }
+}
