@@ -18,7 +18,7 @@ const password = (name: string) => users[name]!.password;
 // The application behind Caddy is an echo server; the policy is git.yaml, so the paths are git's.
 const FETCH_REFS = '/repo.git/info/refs?service=git-upload-pack';
 const PUSH_REFS = '/repo.git/info/refs?service=git-receive-pack';
-const SPOOFED = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password' };
+const SPOOFED = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password', 'x-auth-token': 'forged.identity.token' };
 
 describe('Caddy forward_auth in front of an application (deploy/caddy/Caddyfile, deploy/policies/git.yaml)', { timeout: 40_000 }, () => {
   let dir: string;
@@ -65,6 +65,7 @@ describe('Caddy forward_auth in front of an application (deploy/caddy/Caddyfile,
     assert.equal(seen.headers['x-auth-subject'], users.alice!.sub);
     assert.equal(seen.headers['x-auth-scopes'], 'read:repo write:repo read:mail send:mail');
     assert.equal(seen.headers['x-auth-credential'], 'password');
+    assert.equal(seen.headers['x-auth-token'], undefined, 'credgate sends no X-Auth-Token yet: the client\'s is removed');
     assert.equal(seen.headers.authorization, undefined);
   });
 
@@ -89,6 +90,7 @@ describe('Caddy forward_auth in front of an application (deploy/caddy/Caddyfile,
     assert.equal(seen.headers['x-auth-subject'], users.carol!.sub);
     assert.equal(seen.headers['x-auth-scopes'], 'read:repo');
     assert.equal(seen.headers['x-auth-credential'], 'access_token');
+    assert.equal(seen.headers['x-auth-token'], undefined);
   });
 
   test('the policy judges the original request Caddy forwards: carol (read:repo) may fetch but not push', { timeout: 10_000 }, async () => {

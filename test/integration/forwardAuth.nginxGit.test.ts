@@ -190,7 +190,7 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
   });
 
   test('the proxied app receives the identity credgate verified, never the client\'s X-Auth-* headers, and not the password', { timeout: 20_000 }, async () => {
-    const spoofed = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password' };
+    const spoofed = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password', 'x-auth-token': 'forged.identity.token', 'x-original-uri': '/elsewhere' };
     const allowed = await fetch(`${nginx.url}/app/r.git/info/refs?service=git-upload-pack`, { headers: { authorization: basicHeader('carol', password('carol')), ...spoofed } });
     assert.equal(allowed.status, 200, context());
     const seen = (await allowed.json()) as EchoedRequest;
@@ -199,6 +199,8 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
     assert.equal(seen.headers['x-auth-subject'], users.carol!.sub);
     assert.equal(seen.headers['x-auth-scopes'], 'read:repo');
     assert.equal(seen.headers['x-auth-credential'], 'password');
+    assert.equal(seen.headers['x-auth-token'], undefined, 'credgate sends no X-Auth-Token yet: the client\'s is not passed on');
+    assert.equal(seen.headers['x-original-uri'], undefined);
     assert.equal(seen.headers.authorization, undefined);
 
     const anonymous = await fetch(`${nginx.url}/app/r.git/info/refs?service=git-upload-pack`, { headers: spoofed });
