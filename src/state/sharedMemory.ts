@@ -10,9 +10,10 @@ export interface SharedMemoryOptions {
 }
 
 /**
- * Known-wrong credentials and ASP markers in Redis, under the local cache's own HMAC keys:
- * `neg:<key>` (PX negativeCacheTtl) and `asp:<key>` (PX appPasswordMemory). Values are `1`: Redis
- * learns nothing but that some credential failed or was an ASP.
+ * Known-wrong credentials, ASP markers and known-good-password markers in Redis, under the local
+ * cache's own HMAC keys: `neg:<key>` (PX negativeCacheTtl), `asp:<key>` and `pw:<key>` (PX
+ * appPasswordMemory). Values are `1`: Redis learns nothing but that some credential failed, was an
+ * ASP, or succeeded as a password. A replica that restarts learns them back on its first miss.
  *
  * A purge sets `purged:<userKey>` for one negative TTL: while it stands, shared negative entries of
  * that user are ignored (a password set seconds ago must not stay "wrong" on another replica), at the
@@ -25,14 +26,23 @@ export class RedisSharedMemory implements SharedMemory {
     private readonly options: SharedMemoryOptions,
   ) {}
 
-  async recall(key: string, username: string | undefined): Promise<{ denied: boolean; appPassword: boolean }> {
-    const keys = [this.redis.key('neg', key), this.redis.key('asp', key)];
+  async recall(key: string, username: string | undefined): Promise<{ denied: boolean; appPassword: boolean; knownPassword: boolean }> {
+    const keys = [this.redis.key('neg', key), this.redis.key('asp', key), this.redis.key('pw', key)];
     if (username !== undefined) keys.push(this.#purgedKey(username));
     // One round trip: the commands are pipelined on the connection (and need no common hash slot).
     const values = await this.redis.run('recall', (redis) => Promise.all(keys.map((k) => redis.get(k))));
-    if (values === undefined) return { denied: false, appPassword: false };
-    const [negative, appPassword, purged] = values;
-    return { denied: negative != null && purged == null, appPassword: appPassword != null };
+    if (values === undefined) return { denied: false, appPassword: false, knownPassword: false };
+    const [negative, appPassword, knownPassword, purged] = values;
+    return { denied: negative != null && purged == null, appPassword: appPassword != null, knownPassword: knownPassword != null };
+  }
+
+  async rememberPassword(key: string): Promise<void> {
+    if (this.options.appPasswordMemorySeconds <= 0) return;
+    await this.redis.run('remember', (redis) => redis.set(this.redis.key('pw', key), '1', 'PX', this.options.appPasswordMemorySeconds * 1000));
+  }
+
+  async forgetPassword(key: string): Promise<void> {
+    await this.redis.run('remember', (redis) => redis.del(this.redis.key('pw', key)));
   }
 
   async rememberDenied(key: string): Promise<void> {

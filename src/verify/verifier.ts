@@ -187,7 +187,7 @@ export class Verifier {
       // "Wrong password, then introspection could not be asked": the password's failure stands.
       if (result.rejectedByAs) {
         this.options.staleIdentities?.forget(key);
-        await this.ipThrottle.recordFailure(endUserIp);
+        await Promise.all([this.ipThrottle.recordFailure(endUserIp), this.shared?.forgetPassword(key)]);
       }
       return; // never cached: the next request asks again
     }
@@ -201,6 +201,8 @@ export class Verifier {
       if (identity.credential !== 'password') {
         this.cache.rememberAppPassword(key);
         await this.shared?.rememberAppPassword(key);
+      } else {
+        await this.shared?.rememberPassword(key);
       }
       return;
     }
@@ -208,7 +210,7 @@ export class Verifier {
     this.options.staleIdentities?.forget(key);
     // Awaited (each bounded by the shared store's timeout) so that the next request, on any
     // replica, already counts this failure.
-    await Promise.all([this.ipThrottle.recordFailure(endUserIp), this.shared?.rememberDenied(key)]);
+    await Promise.all([this.ipThrottle.recordFailure(endUserIp), this.shared?.rememberDenied(key), result.rejectedByAs ? this.shared?.forgetPassword(key) : undefined]);
   }
 
   /**
@@ -218,6 +220,7 @@ export class Verifier {
   async #recall(key: string, username: string | undefined): Promise<'denied' | undefined> {
     const recalled = await this.shared!.recall(key, username);
     if (recalled.appPassword) this.cache.rememberAppPassword(key);
+    if (recalled.knownPassword) this.cache.rememberPassword(key);
     return recalled.denied ? 'denied' : undefined;
   }
 

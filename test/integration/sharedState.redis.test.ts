@@ -70,11 +70,12 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
   let a: TestCredgate;
   let b: TestCredgate;
   let inspector: Redis;
+  let config: Parameters<typeof startCredgate>[0];
 
   before(async () => {
     redis = await startRedis({ password: REDIS_PASSWORD });
     dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1000 });
-    const config = {
+    config = {
       issuer: dev.issuer,
       audience: AUDIENCE,
       ...CLIENT,
@@ -140,6 +141,19 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     for (const server of [a, b]) assert.equal((await server.verify({ username: 'alice', password: alice.password })).body.allow, true);
   });
 
+  test('a password that succeeded on one replica is known good on a replica started later: it gets the slot kept for the real user', async () => {
+    // alice's password succeeded on both replicas above; an attacker spends her budget.
+    for (let i = 0; i < 3; i++) await (i % 2 === 0 ? a : b).verify({ username: 'alice', password: `spend-${i}` });
+    assert.equal((await b.verify({ username: 'alice', password: 'a-new-password' })).body.reason, 'throttled');
+    const c = await startCredgate({ ...config, adminToken: undefined }, { keys: a.keys });
+    try {
+      const answer = await c.verify({ username: 'alice', password: alice.password });
+      assert.equal(answer.body.allow, true, 'known good through Redis, on a replica that never saw it');
+    } finally {
+      await c.close();
+    }
+  });
+
   test('a wrong password answered by one replica is answered from the shared negative cache by the other', async () => {
     const before = dev.stats().tokenRequests;
     const first = await a.verify({ username: 'alice', password: 'not-alices-password' });
@@ -195,7 +209,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     assert.ok(keys.length > 0);
     for (const key of keys) {
       // Credential keys (neg, asp) are 128-bit HMACs, usernames and IPs (throttle, purged) 256-bit ones.
-      assert.match(key, /^credgate:((neg|asp):[A-Za-z0-9_-]{22}|(throttle:ip|purged|alias|account):[A-Za-z0-9_-]{43}|ledger:[A-Za-z0-9_-]{43}(:r)?)$/, key);
+      assert.match(key, /^credgate:((neg|asp|pw):[A-Za-z0-9_-]{22}|(throttle:ip|purged|alias|account):[A-Za-z0-9_-]{43}|ledger:[A-Za-z0-9_-]{43}(:r)?)$/, key);
       const type = await inspector.type(key);
       const values =
         type === 'string' ? [await inspector.get(key)] : type === 'set' ? await inspector.smembers(key) : type === 'hash' ? Object.values(await inspector.hgetall(key)) : await inspector.zrange(key, '0', '-1');
