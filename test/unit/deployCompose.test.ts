@@ -9,6 +9,7 @@ import { parse } from 'yaml';
 import { envName, loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import { loadPolicyFile } from '../../src/policy/store.js';
+import { devModeRefusal } from '../../src/dev/devMode.js';
 
 const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
 const DIR = join(REPOSITORY, 'deploy/docker');
@@ -36,7 +37,7 @@ describe('deploy/docker/compose.yaml (credgate, Redis, nginx, Prometheus)', () =
   });
 
   test("credgate's environment is credgate settings only and passes its validation; Redis is the compose service; the try-out policy is valid", () => {
-    const known = new Set(Object.keys(configSchema.shape).map(envName));
+    const known = new Set([...Object.keys(configSchema.shape).map(envName), 'NODE_ENV']);
     const env = Object.fromEntries(
       Object.entries(services.credgate!.environment!).map(([k, v]) => [k, String(v).replace(/^\$\{\w+:-(.*)\}$/, '$1')]),
     );
@@ -44,6 +45,11 @@ describe('deploy/docker/compose.yaml (credgate, Redis, nginx, Prometheus)', () =
     const config = loadConfig({ env: { ...env, CREDGATE_POLICY_FILE: join(DIR, 'policy.yaml') } });
     assert.equal(new URL(config.redisUrl!).hostname, 'redis');
     assert.equal(config.issuer, undefined, 'dev mode');
+    // Dev mode by name only, and one that starts: not production, loopback only.
+    assert.deepEqual((services.credgate as { command?: string[] }).command, ['dev']);
+    assert.equal(devModeRefusal(config, env), undefined);
+    assert.ok(devModeRefusal(config, { ...env, NODE_ENV: 'production' }), 'the image default would refuse');
+    for (const name of ['nginx', 'prometheus']) assert.equal((services[name] as { network_mode?: string }).network_mode, 'service:credgate', `${name} reaches credgate on loopback`);
     assert.ok(loadPolicyFile(join(DIR, 'policy.yaml')).policy.ruleCount > 0);
     // Deny beside the allow: Redis without the shared HMAC key is refused.
     assert.throws(() => loadConfig({ env: { ...env, CREDGATE_CACHE_KEY_SECRET: '' } }), /cacheKeySecret/);
@@ -73,7 +79,7 @@ describe('deploy/docker/compose.yaml (credgate, Redis, nginx, Prometheus)', () =
     assert.equal(result.status, 0, result.stdout + result.stderr);
     const config = parse(readFileSync(join(DIR, 'prometheus.yml'), 'utf8'));
     assert.equal(config.scrape_configs[0].job_name, 'credgate');
-    assert.equal(String(config.scrape_configs[0].dns_sd_configs[0].port), services.credgate!.environment!.CREDGATE_METRICS_PORT);
+    assert.equal(config.scrape_configs[0].static_configs[0].targets[0], `127.0.0.1:${services.credgate!.environment!.CREDGATE_METRICS_PORT}`);
   });
 
   test('nginx -t accepts the try-out site with the deploy/nginx files it includes', { skip: !existsSync('/usr/sbin/nginx') && 'nginx is not installed (test/setup.sh installs it)' }, () => {
