@@ -20,7 +20,7 @@ import { StaleIdentities } from './verify/staleIdentities.js';
 import { Throttle } from './verify/throttle.js';
 import { buildStrategies } from './verify/strategies/registry.js';
 import { Verifier } from './verify/verifier.js';
-import { TrustedProxies } from './http/originalRequest.js';
+import { TrustedProxies } from './decide/trust.js';
 import { PolicyStore } from './policy/store.js';
 import { startSharedState, type SharedState } from './state/sharedState.js';
 
@@ -167,7 +167,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
       decisionTimeoutMs: config.decisionTimeoutMs,
       staleIdentities: config.staleIfErrorSeconds > 0 ? new StaleIdentities(config.staleIfErrorSeconds, config.cacheMaxEntries) : undefined,
     },
-    metrics,
+    metrics.verifierEvents(),
     health,
     log,
     shared?.memory,

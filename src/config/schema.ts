@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { BlockList, isIP } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
-import { DEFAULT_SCOPE_CLAIMS, SCOPE_CLAIMS, SCOPE_TOKEN } from '../verify/scopes.js';
-import { APP_PASSWORD_TOKEN_TYPE } from '../verify/types.js';
+import { APP_PASSWORD_TOKEN_TYPE, DEFAULT_SCOPE_CLAIMS, SCOPE_CLAIMS, SCOPE_TOKEN } from '../vocabulary.js';
 
 /** JWS algorithms credgate may accept on access tokens. Symmetric algorithms and `none` are not
  * representable, so no configuration can open the door to `alg: none` or HS256-with-public-key. */

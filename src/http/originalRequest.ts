@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';
 import proxyAddr from 'proxy-addr';
-import type { Logger } from '../log.js';
+import type { TrustedProxies } from '../decide/trust.js';
 
 /** What an HTTP request says about the request it asks about, as far as credgate may believe it. */
 export interface OriginalRequest {
@@ -45,78 +45,43 @@ export function plainIp(address: string): string {
 }
 
 /**
- * Trusted proxies (`trustedProxies`): the only peers whose `X-Original-*`, `X-Forwarded-*` and
- * `X-Real-IP` are believed. `X-Forwarded-For` is walked from the right past trusted hops
- * (proxy-addr), so a client cannot plant an address by sending its own header.
+ * The original request. `envoyTarget` is the raw request-target after the `/auth` prefix (Envoy's
+ * ext_authz `path_prefix`), used when no `X-Original-URI`/`X-Forwarded-Uri` is sent. Nothing here
+ * decodes the target: the decision pipeline parses it once (policy/target.ts).
  */
-export class TrustedProxies {
-  readonly #trust: (address: string, index: number) => boolean;
-  readonly configured: boolean;
-  #lastWarning = 0;
-
-  constructor(
-    list: readonly string[],
-    private readonly log: Logger,
-  ) {
-    this.configured = list.length > 0;
-    this.#trust = proxyAddr.compile([...list]);
+export function readOriginalRequest(trust: TrustedProxies, request: FastifyRequest, envoyTarget?: string): OriginalRequest {
+  const peer = plainIp(request.socket.remoteAddress ?? '');
+  const headers = distinctHeaders(request);
+  if (!trust.isTrusted(peer)) {
+    if (ORIGINAL_HEADERS.some((h) => headers[h] !== undefined) || headers['x-forwarded-for'] !== undefined) trust.warnUntrusted(peer);
+    return { peer, trusted: false, original: {}, reportedClientIp: undefined, ambiguous: undefined };
   }
-
-  isTrusted(address: string | undefined): boolean {
-    return this.configured && address !== undefined && this.#trust(address, 0);
+  const one = (name: (typeof ORIGINAL_HEADERS)[number]) => headers[name]?.[0];
+  // A header sent twice, or the nginx-style and the Traefik/Caddy-style header disagreeing: the
+  // proxy set one family and passed the client's copy of the other through. Believing either
+  // could turn a push into a fetch, so the request is ambiguous (and denied).
+  const ambiguous =
+    ORIGINAL_HEADERS.find((h) => (headers[h]?.length ?? 0) > 1) ??
+    CONFLICTING.find(([a, b]) => one(a) !== undefined && one(b) !== undefined && one(a) !== one(b))?.join(' and ');
+  let reportedClientIp: string | undefined;
+  if (headers['x-forwarded-for'] !== undefined) {
+    const address = plainIp(proxyAddr(request.raw, trust.isTrustedHop));
+    reportedClientIp = isIP(address) !== 0 ? address : undefined;
+  } else {
+    const realIp = one('x-real-ip')?.trim();
+    reportedClientIp = realIp !== undefined && isIP(realIp) !== 0 ? plainIp(realIp) : undefined;
   }
-
-  /** Whether trusted proxies are configured at all: once they are, any other peer is the end user itself. */
-  get peersAreEndUsers(): boolean {
-    return this.configured;
-  }
-
-  /**
-   * The original request. `envoyTarget` is the raw request-target after the `/auth` prefix (Envoy's
-   * ext_authz `path_prefix`), used when no `X-Original-URI`/`X-Forwarded-Uri` is sent. Nothing here
-   * decodes the target: the decision pipeline parses it once (policy/target.ts).
-   */
-  originalRequest(request: FastifyRequest, envoyTarget?: string): OriginalRequest {
-    const peer = plainIp(request.socket.remoteAddress ?? '');
-    const headers = distinctHeaders(request);
-    if (!this.isTrusted(peer)) {
-      if (ORIGINAL_HEADERS.some((h) => headers[h] !== undefined) || headers['x-forwarded-for'] !== undefined) this.#warnUntrusted(peer);
-      return { peer, trusted: false, original: {}, reportedClientIp: undefined, ambiguous: undefined };
-    }
-    const one = (name: (typeof ORIGINAL_HEADERS)[number]) => headers[name]?.[0];
-    // A header sent twice, or the nginx-style and the Traefik/Caddy-style header disagreeing: the
-    // proxy set one family and passed the client's copy of the other through. Believing either
-    // could turn a push into a fetch, so the request is ambiguous (and denied).
-    const ambiguous =
-      ORIGINAL_HEADERS.find((h) => (headers[h]?.length ?? 0) > 1) ??
-      CONFLICTING.find(([a, b]) => one(a) !== undefined && one(b) !== undefined && one(a) !== one(b))?.join(' and ');
-    let reportedClientIp: string | undefined;
-    if (headers['x-forwarded-for'] !== undefined) {
-      const address = plainIp(proxyAddr(request.raw, this.#trust));
-      reportedClientIp = isIP(address) !== 0 ? address : undefined;
-    } else {
-      const realIp = one('x-real-ip')?.trim();
-      reportedClientIp = realIp !== undefined && isIP(realIp) !== 0 ? plainIp(realIp) : undefined;
-    }
-    return {
-      peer,
-      trusted: true,
-      original: {
-        method: one('x-original-method') ?? one('x-forwarded-method') ?? (envoyTarget !== undefined ? request.method : undefined),
-        host: one('x-forwarded-host') ?? one('x-original-host') ?? headers.host?.[0],
-        target: one('x-original-uri') ?? one('x-forwarded-uri') ?? envoyTarget,
-      },
-      reportedClientIp,
-      ambiguous: ambiguous === undefined ? undefined : `the trusted proxy sent ${ambiguous} twice or with different values (it must set or strip the client's copies)`,
-    };
-  }
-
-  #warnUntrusted(peer: string): void {
-    const now = Date.now();
-    if (now - this.#lastWarning < 60_000) return;
-    this.#lastWarning = now;
-    this.log.warn({ peer }, 'forwarded headers from a peer that is not a trusted proxy were ignored (set trustedProxies / CREDGATE_TRUSTED_PROXIES)');
-  }
+  return {
+    peer,
+    trusted: true,
+    original: {
+      method: one('x-original-method') ?? one('x-forwarded-method') ?? (envoyTarget !== undefined ? request.method : undefined),
+      host: one('x-forwarded-host') ?? one('x-original-host') ?? headers.host?.[0],
+      target: one('x-original-uri') ?? one('x-forwarded-uri') ?? envoyTarget,
+    },
+    reportedClientIp,
+    ambiguous: ambiguous === undefined ? undefined : `the trusted proxy sent ${ambiguous} twice or with different values (it must set or strip the client's copies)`,
+  };
 }
 
 /** Whether the direct peer of `request` is a configured trusted proxy. */

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CallOutcome, Endpoint } from '../upstream/http.js';
-import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../verify/types.js';
+import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../vocabulary.js';
 
 /** Interfaces a decision can come from: the values of the `interface` label. */
 export const INTERFACES = ['auth', 'verify', 'mail', 'cli'] as const;
@@ -258,6 +258,17 @@ export class Metrics {
     this.upstreamDuration.observe({ endpoint }, seconds);
     if (endpoint === 'jwks') this.jwksRefreshes.inc({ result: outcome === 'ok' ? 'success' : 'failure' });
   };
+
+  /** The verifier's events (src/verify/verifier.ts VerifierEvents) as counters. */
+  verifierEvents() {
+    return {
+      cacheLookup: (result: 'hit' | 'negative_hit' | 'miss') => this.cacheLookup(result),
+      coalesced: () => this.coalescedRequests.inc(),
+      throttled: () => this.throttledRequests.inc(),
+      decisionTimeout: () => this.decisionTimeouts.inc(),
+      staleServed: () => this.staleIdentitiesServed.inc(),
+    };
+  }
 
   /** One decision-cache look-up. */
   cacheLookup(result: 'hit' | 'negative_hit' | 'miss'): void {

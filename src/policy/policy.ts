@@ -1,10 +1,10 @@
 import picomatch from 'picomatch';
-import type { ScopeStrategy } from '../verify/scopes.js';
+import type { ScopeStrategy } from '../vocabulary.js';
 import type { RequestTarget } from './target.js';
 import type { PolicyDocument, Protocol, RuleDocument } from './schema.js';
 
 export type { Protocol } from './schema.js';
-export type { ScopeStrategy } from '../verify/scopes.js';
+export type { ScopeStrategy } from '../vocabulary.js';
 
 /** The original request, as far as credgate knows it; `target` already parsed (target.ts), undefined when unknown. */
 export interface PolicyRequest {

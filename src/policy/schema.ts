@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { SCOPE_STRATEGIES, SCOPE_TOKEN } from '../verify/scopes.js';
+import { SCOPE_STRATEGIES, SCOPE_TOKEN } from '../vocabulary.js';
 
 /** Protocols a request can arrive by: `http` (forward-auth, `/v1/verify`) or a mail protocol (`/auth/mail`). */
 export const PROTOCOLS = ['http', 'imap', 'pop3', 'smtp'] as const;

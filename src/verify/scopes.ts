@@ -1,7 +1,8 @@
 import type { JWTPayload } from 'jose';
 
-/** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
-export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+import { DEFAULT_SCOPE_CLAIMS, SCOPE_TOKEN, type ScopeClaim, type ScopeStrategy } from '../vocabulary.js';
+
+export { DEFAULT_SCOPE_CLAIMS, SCOPE_CLAIMS, SCOPE_STRATEGIES, SCOPE_TOKEN, type ScopeClaim, type ScopeStrategy } from '../vocabulary.js';
 
 /** Splits a space-delimited scope string (RFC 6749 §3.3), dropping anything that is not a scope-token. */
 export function splitScope(value: unknown): string[] {
@@ -14,13 +15,6 @@ function stringArray(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((s): s is string => typeof s === 'string' && SCOPE_TOKEN.test(s)) : [];
 }
 
-/** Claims a token's granted scopes may be read from (`scopeClaims`). */
-export const SCOPE_CLAIMS = ['scope', 'scp', 'permissions'] as const;
-export type ScopeClaim = (typeof SCOPE_CLAIMS)[number];
-/** The default: what the token was narrowed to. Auth0's `permissions` lists every permission the user
- * holds whatever scope was requested, so a token issued for `read:repo` would pass a `write:repo` rule. */
-export const DEFAULT_SCOPE_CLAIMS: readonly ScopeClaim[] = ['scope', 'scp'];
-
 /**
  * Granted scopes of a token, from the configured claims only: `scope` (space-separated string,
  * RFC 8693 §4.2, RFC 9068 §2.2.3), `scp` (array, Okta/Azure), and Auth0's RBAC `permissions` only
@@ -31,18 +25,6 @@ export function scopesOf(claims: JWTPayload | Record<string, unknown>, from: rea
   for (const claim of from) for (const s of claim === 'scope' ? splitScope(claims.scope) : stringArray(claims[claim])) scopes.add(s);
   return [...scopes];
 }
-
-/**
- * How a granted scope satisfies a required one (the names Ory Oathkeeper uses):
- * - `exact`: only the same string;
- * - `hierarchic`: a granted scope also covers everything below it, segments split on `:`
- *   (`repo` grants `repo:read` and `repo:read:issues`, not `repository`);
- * - `wildcard`: a granted `*` segment stands for any one segment, and a trailing `*` for one or
- *   more (`repo:*` grants `repo:read`; `*:repo` grants `read:repo` and `write:repo`).
- * The strategy applies to what the token grants; required scopes are always taken literally.
- */
-export const SCOPE_STRATEGIES = ['exact', 'hierarchic', 'wildcard'] as const;
-export type ScopeStrategy = (typeof SCOPE_STRATEGIES)[number];
 
 function grantsHierarchic(granted: string, required: string): boolean {
   return required === granted || required.startsWith(granted + ':');

@@ -4,12 +4,9 @@ export type Credentials =
   | { readonly kind: 'basic'; readonly username: string; readonly password: string }
   | { readonly kind: 'bearer'; readonly token: string };
 
-/** The introspection `token_type` Auth0 gives app-specific passwords. */
-export const APP_PASSWORD_TOKEN_TYPE = 'application_specific_password_token';
+import type { CredentialType, Reason } from '../vocabulary.js';
 
-/** How the credential was proven: the value of `X-Auth-Credential` and of `credential` in JSON. */
-export const CREDENTIAL_TYPES = ['password', 'app_password', 'access_token'] as const;
-export type CredentialType = (typeof CREDENTIAL_TYPES)[number];
+export { APP_PASSWORD_TOKEN_TYPE, CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../vocabulary.js';
 
 /** Who the authorization server says the caller is. Never built from what the client typed alone. */
 export interface Identity {
@@ -28,19 +25,6 @@ export interface Identity {
   /** Epoch seconds; undefined for an ASP that never expires. */
   readonly expiresAt: number | undefined;
 }
-
-/** Stable snake_case reasons: used unchanged in JSON answers, log lines and metric labels. */
-export const REASONS = [
-  'ok',
-  'missing_credentials',
-  'malformed_credentials',
-  'invalid_credentials',
-  'insufficient_scope',
-  'denied_by_policy',
-  'throttled',
-  'upstream_unavailable',
-] as const;
-export type Reason = (typeof REASONS)[number];
 
 export interface Decision {
   readonly allow: boolean;

@@ -2,7 +2,6 @@ import { UpstreamError } from '../errors.js';
 import { deadlineIn, type Deadline } from '../upstream/deadline.js';
 import type { Health } from '../health.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics/registry.js';
 import type { AccountDirectory } from './accounts.js';
 import type { CredentialCache } from './cache.js';
 import type { LoginLedger } from './loginLedger.js';
@@ -35,6 +34,19 @@ export interface VerifyContext {
   readonly scopeStrategy?: ScopeStrategy;
   /** The end user's own IP, only when credgate knows it is theirs: per-IP throttling and `auth0-forwarded-for`. */
   readonly endUserIp?: string;
+}
+
+/** What the verifier reports as it works (the service counts them as metrics). */
+export interface VerifierEvents {
+  cacheLookup(result: 'hit' | 'negative_hit' | 'miss'): void;
+  /** A request waited for an identical one already asking the AS. */
+  coalesced(): void;
+  /** A decision answered `throttled`. */
+  throttled(): void;
+  /** The decision deadline passed before the AS answered. */
+  decisionTimeout(): void;
+  /** A stale identity answered while the AS could not be asked. */
+  staleServed(): void;
 }
 
 /** Registered strategies by name. */
@@ -80,7 +92,7 @@ export class Verifier {
     private readonly ledger: LoginLedger,
     private readonly accounts: AccountDirectory,
     private readonly options: VerifierOptions,
-    private readonly metrics: Metrics,
+    private readonly events: VerifierEvents,
     private readonly health: Health,
     private readonly log: Logger,
     /** State shared with other replicas (Redis); undefined: this process decides alone. */
@@ -119,7 +131,7 @@ export class Verifier {
 
     let cached = this.cache.get(key);
     if (cached === undefined && this.shared) cached = await this.#recall(key, username);
-    this.metrics.cacheLookup(cached === undefined ? 'miss' : cached === 'denied' ? 'negative_hit' : 'hit');
+    this.events.cacheLookup(cached === undefined ? 'miss' : cached === 'denied' ? 'negative_hit' : 'hit');
     if (cached === 'denied') return DENIED_CACHED;
     if (cached !== undefined) return this.#authorize(cached, context, true);
 
@@ -135,7 +147,7 @@ export class Verifier {
     // Singleflight: concurrent requests with the same credentials share one upstream round trip.
     let flight = this.#inFlight.get(key);
     if (flight) {
-      this.metrics.coalescedRequests.inc();
+      this.events.coalesced();
       return this.#fromResult(await this.#within(flight, deadline), context, key);
     }
     flight = this.#authenticate(credentials, key, audience, endUserIp, deadline)
@@ -240,13 +252,13 @@ export class Verifier {
   }
 
   #throttled(retryAfterSeconds: number): Decision {
-    this.metrics.throttledRequests.inc();
+    this.events.throttled();
     return { allow: false, status: 429, reason: 'throttled', retryAfterSeconds, cached: false };
   }
 
   #fromResult(result: Waited, context: VerifyContext, key: string): Decision {
     if (result === 'deadline') {
-      this.metrics.decisionTimeouts.inc();
+      this.events.decisionTimeout();
       this.log.warn({ decisionTimeoutMs: this.options.decisionTimeoutMs }, 'no answer from the authorization server within the decision deadline');
     }
     if (result === 'deadline' || result.kind === 'unavailable') {
@@ -254,7 +266,7 @@ export class Verifier {
       // get here first).
       const stale = result !== 'deadline' && result.rejectedByAs ? undefined : this.options.staleIdentities?.get(key);
       if (!stale) return UNAVAILABLE;
-      this.metrics.staleIdentitiesServed.inc();
+      this.events.staleServed();
       this.log.warn(
         { subject: stale.identity.subject, username: stale.identity.username, credential: stale.identity.credential, staleForSeconds: stale.staleForSeconds },
         'authorization server unavailable: answering from a stale identity (staleIfErrorSeconds)',

@@ -5,7 +5,7 @@ import Fastify from 'fastify';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import { checkPair } from '../../src/http/credentials.js';
 import { authWait, decodeAuthValue, loginAttempt, MAX_AUTH_WAIT_SECONDS, parseBackend, parseMailRequest, renderMailAnswer, type MailLogin, type MailOutcome } from '../../src/http/mailProtocol.js';
-import { TrustedProxies } from '../../src/http/originalRequest.js';
+import { TrustedProxies } from '../../src/decide/trust.js';
 import { mailRoute } from '../../src/http/routes/mail.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/registry.js';

@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import Fastify from 'fastify';
-import { TrustedProxies } from '../../src/http/originalRequest.js';
+import { TrustedProxies } from '../../src/decide/trust.js';
+import { readOriginalRequest } from '../../src/http/originalRequest.js';
 import { createLogger } from '../../src/log.js';
 
 /** A route that answers what TrustedProxies made of the request; inject sets the peer address. */
 function appTrusting(list: string[]) {
   const trust = new TrustedProxies(list, createLogger({ level: 'silent' }));
   const app = Fastify();
-  app.all('/auth', async (request) => trust.originalRequest(request));
+  app.all('/auth', async (request) => readOriginalRequest(trust, request));
   // As the /auth/* route does: the raw request line after the prefix, never the router's decoded parameter.
-  app.all('/auth/*', async (request) => trust.originalRequest(request, request.raw.url!.slice('/auth'.length)));
+  app.all('/auth/*', async (request) => readOriginalRequest(trust, request, request.raw.url!.slice('/auth'.length)));
   return app;
 }
 

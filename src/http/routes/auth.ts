@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Service } from '../../service.js';
-import { SCOPE_TOKEN } from '../../verify/scopes.js';
+import { SCOPE_TOKEN } from '../../vocabulary.js';
 import { authorizationHeaders, parseAuthorization } from '../credentials.js';
-import { isTrustedPeer } from '../originalRequest.js';
+import { isTrustedPeer, readOriginalRequest } from '../originalRequest.js';
 import { identityHeaders } from '../render.js';
 import { badRequest } from '../errors.js';
 
@@ -46,7 +46,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
     // With Envoy the query string is the original request's, so nothing can be pinned by it.
     const pinned = envoyTarget === undefined ? pinnedScopes(request.query) : [];
     if (typeof pinned === 'string') return badRequest(reply, 'malformed_request', pinned);
-    const seen = service.trust.originalRequest(request, envoyTarget);
+    const seen = readOriginalRequest(service.trust, request, envoyTarget);
     const credentials = parseAuthorization(authorizationHeaders(request.raw.rawHeaders));
     const decision = await service.pipeline.decide({
       interface: 'auth',

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { PROTOCOLS } from '../../policy/schema.js';
 import type { Service } from '../../service.js';
-import { SCOPE_TOKEN } from '../../verify/scopes.js';
+import { SCOPE_TOKEN } from '../../vocabulary.js';
 import { checkPair, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES } from '../credentials.js';
 import { badRequest } from '../errors.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
