@@ -227,6 +227,15 @@ export const configSchema = z
     metricsPort: z.coerce.number().int().min(0).max(65535).optional(),
     /** pino level. Default `info`. */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** `iss` of the signed identity tokens policy rules ask for (`identityToken`): credgate's public URL, as downstream
+     * services will check it. Unset: a policy that asks for identity tokens is refused. */
+    identityIssuer: z.string().min(1).max(512).optional(),
+    /** PEM PKCS#8 private key that signs identity tokens (Ed25519 or P-256 recommended; `credgate keygen --use identity`).
+     * Its own key, never the introspection client key. Required with `identityIssuer` (dev mode and tests: in memory). */
+    identityKeyFile: z.string().min(1).optional(),
+    /** More PEM keys published at /.well-known/jwks.json for identity tokens: the previous key during a rotation, until
+     * every token it signed has expired (at most the largest `ttlSeconds` after the switch). */
+    identityPublishedKeyFiles: z.array(z.string().min(1)).default([]),
   })
   .strict()
   .superRefine((c, ctx) => {

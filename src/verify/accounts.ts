@@ -15,8 +15,9 @@ export class AccountDirectory {
   readonly #namesBySubject: LRUCache<string, Set<string>>;
 
   constructor(maxAccounts: number) {
-    this.#subjectsByName = new LRUCache({ max: maxAccounts * 2 });
-    this.#namesBySubject = new LRUCache({ max: maxAccounts });
+    // maxSize, not max: lru-cache preallocates `max` slots.
+    this.#subjectsByName = new LRUCache({ maxSize: maxAccounts * 2, sizeCalculation: () => 1 });
+    this.#namesBySubject = new LRUCache({ maxSize: maxAccounts, sizeCalculation: () => 1 });
   }
 
   /** Records that `subject` proved itself under each of `names` (login names, any spelling). */

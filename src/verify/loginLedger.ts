@@ -96,7 +96,8 @@ export class LocalLoginLedger implements LoginLedger {
     maxTracked: number,
     private readonly now: () => number = Date.now,
   ) {
-    this.#entries = new LRUCache({ max: maxTracked });
+    // maxSize, not max: lru-cache preallocates `max` slots, and most deployments track few accounts.
+    this.#entries = new LRUCache({ maxSize: maxTracked, sizeCalculation: () => 1 });
   }
 
   async admit(username: string, knownGood: boolean): Promise<Admission> {
