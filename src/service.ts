@@ -176,7 +176,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
   }
   const ledger: LoginLedger = shared?.ledger ?? localLedger ?? UNPROTECTED;
-  const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, log });
+  const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, names: accounts, log });
   const verifier = new Verifier(
     strategies,
     cache,

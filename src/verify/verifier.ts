@@ -208,6 +208,7 @@ export class Verifier {
       this.cache.set(key, { kind: 'identity', identity }, username);
       const names = username === undefined ? result.loginNames : [username, ...result.loginNames];
       this.accounts.link(identity.subject, names);
+      if (identity.username !== undefined) this.accounts.rememberCanonicalName(identity.subject, identity.username);
       await this.ledger.link(identity.subject, names);
       this.options.staleIdentities?.remember(key, identity, this.cache.positiveTtlSeconds(identity));
       if (identity.credential !== 'password') {
