@@ -15,10 +15,11 @@ import fp from 'fastify-plugin';
 import { configSchema, type Config, type ConfigInput } from '../config/schema.js';
 import type { CredentialsProblem } from '../decide/pipeline.js';
 import { authorizationHeaders, isProblem, parseAuthorization } from '../http/credentials.js';
+import { readOriginalRequest } from '../http/originalRequest.js';
 import { createLogger, type Logger } from '../log.js';
 import { createService, requireServiceConfig, type Service } from '../service.js';
 import type { ClientKeys } from '../upstream/clientKeys.js';
-import { SCOPE_TOKEN } from '../verify/scopes.js';
+import { SCOPE_TOKEN } from '../vocabulary.js';
 import type { Credentials, CredentialType, Decision } from '../verify/types.js';
 
 export { loadConfig } from '../config/load.js';
@@ -186,7 +187,7 @@ async function install(fastify: FastifyInstance, service: Service, options: Comm
   const decide = (request: FastifyRequest, credentials: Credentials | CredentialsProblem): Promise<Decision> => {
     const route = request.routeOptions.config.credgate;
     const wanted: CredgateRouteOptions = typeof route === 'object' ? route : {};
-    const seen = service.trust.originalRequest(request);
+    const seen = readOriginalRequest(service.trust, request);
     const hosts = hostHeaders(request.raw.rawHeaders);
     return service.pipeline.decide({
       interface: 'plugin',

@@ -371,7 +371,6 @@ describe('the account a mail backend logs in as is the AS name of the credential
   for (const l of SPELLED) {
     test(
       `${describeLogin(l)} (${l.why}): Auth-User, Dovecot's user, X-Auth-User and /v1/verify's username are ${shown(ACCOUNTS[l.lands].username)}, its INBOX is ${l.lands}'s`,
-      { todo: 'after a password grant whose access token has no username claim, credgate reports the name as typed' },
       async () => {
         for (const protocol of ['imap', 'smtp'] as const) assert.equal((await authMail(l, protocol)).user, ACCOUNTS[l.lands].username, `Auth-User (${protocol})`);
         await assertLandsIn(l, l.lands, 'LOGIN');
