@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: credgate's figures on loopback (see BENCHMARKS.md). Prints a table and writes
+ * `npm run bench`: credgate's figures on loopback (see docs/benchmarks.md). Prints a table and writes
  * bench-results.json at the repository root. A missed target is printed as FAIL, never an exit code.
  *
  *   1. upstream calls for 1000 concurrent identical fresh credentials (singleflight)

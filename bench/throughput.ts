@@ -1,6 +1,6 @@
 /**
  * Figures 3–5 of `npm run bench`: a cached decision against a bare fastify route, both served by
- * this process, loaded by autocannon children in A-B-B-A halves (see BENCHMARKS.md); the method
+ * this process, loaded by autocannon children in A-B-B-A halves (see docs/benchmarks.md); the method
  * (`abba`) and the rows figure 6 shares.
  */
 import { fileURLToPath } from 'node:url';
