@@ -22,21 +22,40 @@ import type { SharedRedis } from './redis.js';
 const COMMON = `
 local prefix, now, memory = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function ledger(n) return prefix .. 'ledger:' .. n end
--- Overdue reservations become failures; failures older than the memory are forgotten.
-local function age(n)
+-- Overdue reservations become failures (at the time they fell due) → failures, last failure, reservations.
+local function overdue(n)
   local k, r = ledger(n), ledger(n) .. ':r'
   local f = tonumber(redis.call('HGET', k, 'f') or '0')
   local l = tonumber(redis.call('HGET', k, 'l') or '0')
-  local overdue = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'WITHSCORES')
-  for i = 2, #overdue, 2 do
+  local due = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'WITHSCORES')
+  for i = 2, #due, 2 do
     f = f + 1
-    l = math.max(l, tonumber(overdue[i]))
+    l = math.max(l, tonumber(due[i]))
   end
-  if #overdue > 0 then redis.call('ZREMRANGEBYSCORE', r, '-inf', now) end
-  if f > 0 and now - l >= memory then f = 0 end
+  if #due > 0 then redis.call('ZREMRANGEBYSCORE', r, '-inf', now) end
   redis.call('HSET', k, 'f', f, 'l', l)
   redis.call('PEXPIRE', k, memory)
-  return f, redis.call('ZCARD', r)
+  return f, l, redis.call('ZCARD', r)
+end
+-- Applies time to an account (all of its names): failures are forgotten memoryMs after the last
+-- failure of ANY of them, all together, as the AS counts the account → failures, reservations.
+local function age(names)
+  local fs, ls, rs, last = {}, {}, {}, 0
+  for i, n in ipairs(names) do
+    fs[i], ls[i], rs[i] = overdue(n)
+    if fs[i] > 0 then last = math.max(last, ls[i]) end
+  end
+  local forget = now - last >= memory
+  local failures, reservations = 0, 0
+  for i, n in ipairs(names) do
+    if fs[i] > 0 then
+      if forget then fs[i] = 0 else ls[i] = last end
+      redis.call('HSET', ledger(n), 'f', fs[i], 'l', ls[i])
+    end
+    failures = failures + fs[i]
+    reservations = reservations + rs[i]
+  end
+  return failures, reservations
 end
 -- The name and every name of every account it was seen succeed for.
 local function aliases(n)
@@ -55,12 +74,8 @@ const ADMIT =
   COMMON +
   `
 local name, limit, reservation, id = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local unsettled, settled = 0, 0
-for _, n in ipairs(aliases(name)) do
-  local f, r = age(n)
-  unsettled = unsettled + f + r
-  settled = settled + f
-end
+local settled, reserved = age(aliases(name))
+local unsettled = settled + reserved
 if unsettled >= limit then
   if settled >= limit then return {0, 1} end
   return {0, 0}
@@ -76,7 +91,8 @@ const SETTLE =
   COMMON +
   `
 local name, id, result, subject = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-age(name)
+-- Only overdue reservations here: forgetting is decided for the whole account, at admission.
+overdue(name)
 local k = ledger(name)
 local open = redis.call('ZREM', k .. ':r', id)
 if result == 'failure' and open == 1 then

@@ -20,7 +20,8 @@ import { ledgerName } from './strategy.js';
  *   a failure (one more failure), or "never sent" (released); one that never settles within
  *   `reservationMs` counts as a failure, since it may have reached the AS;
  * - failures are forgotten only `memoryMs` after the last one (the AS keeps its block that long), or
- *   by a success or an admin reset. Nothing decays faster.
+ *   by a success or an admin reset. Nothing decays faster. "The last one" is the account's: the
+ *   failures of all of its names are forgotten together, since the AS counts the account, not the name.
  */
 export interface LedgerRule {
   readonly budget: number;
@@ -40,15 +41,37 @@ export function grantLimit(rule: Pick<LedgerRule, 'budget'>, knownGood: boolean)
   return knownGood ? rule.budget - 1 : rule.budget - 2;
 }
 
-/** Applies time to an entry: overdue reservations become failures; failures older than the memory are forgotten. */
-export function age(entry: LedgerEntry, now: number, rule: LedgerRule): void {
+/** Overdue reservations become failures (at the time they fell due). */
+export function settleOverdue(entry: LedgerEntry, now: number): void {
   for (const [id, until] of entry.reservations) {
     if (until > now) continue;
     entry.reservations.delete(id);
     entry.failures += 1;
     entry.lastFailureAt = Math.max(entry.lastFailureAt, until);
   }
-  if (entry.failures > 0 && now - entry.lastFailureAt >= rule.memoryMs) entry.failures = 0;
+}
+
+/**
+ * Applies time to an account, given the entries of all of its names: overdue reservations become
+ * failures; the failures are forgotten `memoryMs` after the last failure of ANY of the names, all
+ * together. Forgetting one name's older failures while another name's keep the account's run alive
+ * at the AS would let an attacker stagger the names (two guesses under one name, one under the other
+ * a few weeks later, two more under the first once its own are 30 days old: five at the AS). Each
+ * entry keeps the account's last failure time, so that it is not forgotten early even if it is later
+ * read without its aliases.
+ */
+export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule): void {
+  let last = 0;
+  for (const entry of entries) {
+    settleOverdue(entry, now);
+    if (entry.failures > 0) last = Math.max(last, entry.lastFailureAt);
+  }
+  const forget = now - last >= rule.memoryMs;
+  for (const entry of entries) {
+    if (entry.failures === 0) continue;
+    if (forget) entry.failures = 0;
+    else entry.lastFailureAt = last;
+  }
 }
 
 export type SettleResult = 'success' | 'failure' | 'unsent';
@@ -109,10 +132,9 @@ export class LocalLoginLedger implements LoginLedger {
     const now = this.now();
     let unsettled = 0;
     let inFlight = 0;
-    for (const key of this.accounts.aliasKeys(username)) {
-      const entry = this.#entries.get(key);
-      if (entry === undefined) continue;
-      age(entry, now, this.rule);
+    const entries = this.#account(username);
+    age(entries, now, this.rule);
+    for (const entry of entries) {
       unsettled += entry.failures + entry.reservations.size;
       inFlight += entry.reservations.size;
     }
@@ -131,7 +153,8 @@ export class LocalLoginLedger implements LoginLedger {
     const now = this.now();
     const entry = this.#entries.get(admission.key);
     if (entry) {
-      age(entry, now, this.rule);
+      // Only overdue reservations here: forgetting is decided for the whole account (`age`), at admission.
+      settleOverdue(entry, now);
       settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now);
     }
     if (result !== 'success') return;
@@ -155,14 +178,18 @@ export class LocalLoginLedger implements LoginLedger {
 
   /** For tests and metrics: the unsettled count of a name's account. */
   unsettled(username: string): number {
-    const now = this.now();
-    let n = 0;
+    const entries = this.#account(username);
+    age(entries, this.now(), this.rule);
+    return entries.reduce((n, entry) => n + entry.failures + entry.reservations.size, 0);
+  }
+
+  /** The entries of a name and of every alias of its account. */
+  #account(username: string): LedgerEntry[] {
+    const entries: LedgerEntry[] = [];
     for (const key of this.accounts.aliasKeys(username)) {
       const entry = this.#entries.get(key);
-      if (entry === undefined) continue;
-      age(entry, now, this.rule);
-      n += entry.failures + entry.reservations.size;
+      if (entry !== undefined) entries.push(entry);
     }
-    return n;
+    return entries;
   }
 }
