@@ -13,7 +13,7 @@ import type { SharedRedis } from './redis.js';
  * - `ledger:<name>` hash {f: failures, l: last failure ms}, `ledger:<name>:r` sorted set of
  *   reservations scored by the time they count as failures;
  * - `alias:<name>` set of subjects the name succeeded for; `account:<subject>` set of its names.
- * Every key lives `memoryMs` after its last write. Time is the caller's clock in ms (ARGV), passed
+ * Every key lives `memoryMs` after its last write (a link, after its last use). Time is the caller's clock in ms (ARGV), passed
  * by every replica from its own clock: keep replicas' clocks in sync (NTP) as for any TTL.
  *
  * The scripts touch keys named from data (aliases), so they run on a single Redis or a primary with
@@ -57,14 +57,22 @@ local function age(names)
   end
   return failures, reservations
 end
--- The name and every name of every account it was seen succeed for.
+-- The name and every name of every account it was seen succeed for. Every link used is kept
+-- another memoryMs: a link must outlive the failures it groups (they are forgotten memoryMs after the
+-- account's last one), or the names would be counted apart again while the AS still counts them together.
 local function aliases(n)
   local seen, out = {}, {}
   local function add(x) if not seen[x] then seen[x] = true; out[#out + 1] = x end end
   add(n)
   for _, s in ipairs(redis.call('SMEMBERS', prefix .. 'alias:' .. n)) do
-    for _, m in ipairs(redis.call('SMEMBERS', prefix .. 'account:' .. s)) do add(m) end
+    local account = prefix .. 'account:' .. s
+    for _, m in ipairs(redis.call('SMEMBERS', account)) do
+      add(m)
+      redis.call('PEXPIRE', prefix .. 'alias:' .. m, memory)
+    end
+    redis.call('PEXPIRE', account, memory)
   end
+  redis.call('PEXPIRE', prefix .. 'alias:' .. n, memory)
   return out
 end
 `;
