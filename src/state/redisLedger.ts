@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
 import { UpstreamError } from '../errors.js';
 import type { CredentialCache } from '../verify/cache.js';
@@ -22,6 +23,15 @@ import type { SharedRedis } from './redis.js';
 const COMMON = `
 local prefix, now, memory = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function ledger(n) return prefix .. 'ledger:' .. n end
+-- The ledger's order of events (failures and successes; many can happen within one ms).
+local function tick() return redis.call('INCR', prefix .. 'ledger:seq') end
+-- Whether a success of the subject may clear name n: no other account was seen succeed under it.
+local function own(n, subject)
+  local subjects = redis.call('SMEMBERS', prefix .. 'alias:' .. n)
+  if #subjects == 0 then return true end
+  if #subjects > 1 then return false end
+  return subject == '' or subjects[1] == subject
+end
 -- Overdue reservations become failures (at the time they fell due) → failures, last failure, reservations.
 local function overdue(n)
   local k, r = ledger(n), ledger(n) .. ':r'
@@ -32,7 +42,10 @@ local function overdue(n)
     f = f + 1
     l = math.max(l, tonumber(due[i]))
   end
-  if #due > 0 then redis.call('ZREMRANGEBYSCORE', r, '-inf', now) end
+  if #due > 0 then
+    redis.call('ZREMRANGEBYSCORE', r, '-inf', now)
+    redis.call('HSET', k, 'q', tick())
+  end
   redis.call('HSET', k, 'f', f, 'l', l)
   redis.call('PEXPIRE', k, memory)
   return f, l, redis.call('ZCARD', r)
@@ -94,7 +107,7 @@ redis.call('PEXPIRE', r, math.max(memory, reservation))
 redis.call('PEXPIRE', ledger(name), memory)
 return {1}`;
 
-/** ARGV: prefix now memory | name id result subject → 1. A success clears every name that names only this account. */
+/** ARGV: prefix now memory | name id result subject → the event's order. A success clears every name that names only this account. */
 const SETTLE =
   COMMON +
   `
@@ -105,38 +118,47 @@ local k = ledger(name)
 local open = redis.call('ZREM', k .. ':r', id)
 if result == 'failure' and open == 1 then
   redis.call('HINCRBY', k, 'f', 1)
-  redis.call('HSET', k, 'l', now)
+  redis.call('HSET', k, 'l', now, 'q', tick())
 end
 if result == 'success' then
-  local function own(n)
-    local subjects = redis.call('SMEMBERS', prefix .. 'alias:' .. n)
-    if #subjects == 0 then return true end
-    if #subjects > 1 then return false end
-    return subject == '' or subjects[1] == subject
-  end
   local clear = {}
-  if own(name) then clear[#clear + 1] = name end
+  if own(name, subject) then clear[#clear + 1] = name end
   if subject ~= '' then
     for _, n in ipairs(redis.call('SMEMBERS', prefix .. 'account:' .. subject)) do
-      if own(n) then clear[#clear + 1] = n end
+      if own(n, subject) then clear[#clear + 1] = n end
     end
   end
-  for _, n in ipairs(clear) do redis.call('HSET', ledger(n), 'f', 0) end
+  -- (HSET only where the hash exists: one made here would never expire.)
+  for _, n in ipairs(clear) do
+    if redis.call('EXISTS', ledger(n)) == 1 then redis.call('HSET', ledger(n), 'f', 0) end
+  end
 end
-return 1`;
+return tick()`;
 
-/** ARGV: prefix now memory | subject name... → 1. */
+/**
+ * ARGV: prefix now memory | subject succeededAt name... → 1. `succeededAt` (or ''): the order of this
+ * subject's successful password grant just settled; failures its names had before it are cleared,
+ * as the AS cleared them (on an account's first success its other names are learnt only here).
+ */
 const LINK =
   COMMON +
   `
-local subject = ARGV[4]
+local subject, succeeded = ARGV[4], tonumber(ARGV[5])
 local account = prefix .. 'account:' .. subject
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   redis.call('SADD', prefix .. 'alias:' .. ARGV[i], subject)
   redis.call('PEXPIRE', prefix .. 'alias:' .. ARGV[i], memory)
   redis.call('SADD', account, ARGV[i])
 end
 redis.call('PEXPIRE', account, memory)
+if succeeded then
+  for i = 6, #ARGV do
+    local k = ledger(ARGV[i])
+    local f = tonumber(redis.call('HGET', k, 'f') or '0')
+    local q = tonumber(redis.call('HGET', k, 'q') or '0')
+    if f > 0 and q <= succeeded and own(ARGV[i], subject) then redis.call('HSET', k, 'f', 0) end
+  end
+end
 return 1`;
 
 /** ARGV: prefix now memory | name → number of names reset. */
@@ -162,6 +184,9 @@ interface LedgerCommands {
  * checked against this replica's own ledger, so the real user keeps getting in.
  */
 export class RedisLoginLedger implements LoginLedger {
+  /** Subjects whose password grant just succeeded (settled, names not yet linked) → that event's order in Redis. */
+  readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
+
   constructor(
     private readonly redis: SharedRedis,
     private readonly local: LocalLoginLedger,
@@ -207,15 +232,20 @@ export class RedisLoginLedger implements LoginLedger {
   async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void> {
     if (admission.key.startsWith('local:')) return this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject, username);
     // Not reaching Redis here leaves the reservation to expire there, as a failure: the safe side.
-    await this.redis.run('ledger', (r) =>
+    const order = await this.redis.run('ledger', (r) =>
       (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), admission.key, admission.id, result, subject === undefined ? '' : this.#subject(subject)),
     );
+    if (result === 'success' && subject !== undefined && typeof order === 'number') this.#succeeded.set(subject, order);
   }
 
   /** Shares what this replica learnt: `names` are the login names `subject` succeeded under. */
   async link(subject: string, names: readonly string[]): Promise<void> {
     if (names.length === 0) return;
-    await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), ...new Set(names.map((n) => this.#name(n)))));
+    const succeeded = this.#succeeded.get(subject);
+    this.#succeeded.delete(subject);
+    await this.redis.run('ledger', (r) =>
+      (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), succeeded ?? '', ...new Set(names.map((n) => this.#name(n)))),
+    );
   }
 
   async reset(username: string): Promise<void> {

@@ -32,6 +32,8 @@ export interface LedgerRule {
 export interface LedgerEntry {
   failures: number;
   lastFailureAt: number;
+  /** When the last failure was recorded, in the ledger's own order of events (see `link`). */
+  lastFailureSeq?: number;
   /** Reservation id → the time it counts as a failure if not settled. */
   reservations: Map<string, number>;
 }
@@ -41,13 +43,14 @@ export function grantLimit(rule: Pick<LedgerRule, 'budget'>, knownGood: boolean)
   return knownGood ? rule.budget - 1 : rule.budget - 2;
 }
 
-/** Overdue reservations become failures (at the time they fell due). */
-export function settleOverdue(entry: LedgerEntry, now: number): void {
+/** Overdue reservations become failures (at the time they fell due; `seq` orders them among the ledger's events). */
+export function settleOverdue(entry: LedgerEntry, now: number, seq?: () => number): void {
   for (const [id, until] of entry.reservations) {
     if (until > now) continue;
     entry.reservations.delete(id);
     entry.failures += 1;
     entry.lastFailureAt = Math.max(entry.lastFailureAt, until);
+    if (seq) entry.lastFailureSeq = seq();
   }
 }
 
@@ -60,10 +63,10 @@ export function settleOverdue(entry: LedgerEntry, now: number): void {
  * entry keeps the account's last failure time, so that it is not forgotten early even if it is later
  * read without its aliases.
  */
-export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule): void {
+export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule, seq?: () => number): void {
   let last = 0;
   for (const entry of entries) {
-    settleOverdue(entry, now);
+    settleOverdue(entry, now, seq);
     if (entry.failures > 0) last = Math.max(last, entry.lastFailureAt);
   }
   const forget = now - last >= rule.memoryMs;
@@ -77,7 +80,7 @@ export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRu
 export type SettleResult = 'success' | 'failure' | 'unsent';
 
 /** One reservation's settlement: a success clears, a failure adds one, "unsent" only releases. */
-export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult, now: number): void {
+export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult, now: number, seq?: number): void {
   const open = entry.reservations.delete(id);
   if (result === 'success') {
     entry.failures = 0;
@@ -85,6 +88,7 @@ export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult
     // A reservation already overdue was counted as a failure by `age`; it is not counted twice.
     entry.failures += 1;
     entry.lastFailureAt = now;
+    entry.lastFailureSeq = seq;
   }
 }
 
@@ -100,7 +104,12 @@ export interface LoginLedger {
   settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void>;
   /** Admin reset: forgets the failures of `username` and of every alias of its account. */
   reset(username: string): Promise<void>;
-  /** `subject` succeeded under these login names: they share its budget (locally the AccountDirectory does it). */
+  /**
+   * `subject` succeeded under these login names: they share its budget (locally the AccountDirectory
+   * does it). Right after a successful password grant of `subject` (`settle`), failures its names
+   * had before that success are cleared too, as the AS cleared them: on an account's first success
+   * credgate learns its other names (the `username`/`email` claims) only here.
+   */
   link(subject: string, names: readonly string[]): Promise<void>;
 }
 
@@ -112,6 +121,11 @@ let nextId = 0;
 /** The rule in this process's memory. With several replicas, `RedisLoginLedger` shares it. */
 export class LocalLoginLedger implements LoginLedger {
   readonly #entries: LRUCache<string, LedgerEntry>;
+  /** Failures recorded so far: orders failures and successes (time alone cannot: many happen in one ms). */
+  #seq = 0;
+  readonly #nextSeq = () => ++this.#seq;
+  /** Subjects whose password grant succeeded and whose names are not linked yet → `#seq` at that success. */
+  readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
 
   constructor(
     readonly rule: LedgerRule,
@@ -133,7 +147,7 @@ export class LocalLoginLedger implements LoginLedger {
     let unsettled = 0;
     let inFlight = 0;
     const entries = this.#account(username);
-    age(entries, now, this.rule);
+    age(entries, now, this.rule, this.#nextSeq);
     for (const entry of entries) {
       unsettled += entry.failures + entry.reservations.size;
       inFlight += entry.reservations.size;
@@ -154,10 +168,11 @@ export class LocalLoginLedger implements LoginLedger {
     const entry = this.#entries.get(admission.key);
     if (entry) {
       // Only overdue reservations here: forgetting is decided for the whole account (`age`), at admission.
-      settleOverdue(entry, now);
-      settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now);
+      settleOverdue(entry, now, this.#nextSeq);
+      settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now, this.#nextSeq());
     }
     if (result !== 'success') return;
+    if (subject !== undefined) this.#succeeded.set(subject, this.#seq);
     // The AS clears the account's counter on a success: so does credgate, for every key that names
     // only this account (a name shared with another account keeps its failures).
     for (const key of this.accounts.clearedBySuccess(subject, username ?? admission.key)) {
@@ -174,12 +189,23 @@ export class LocalLoginLedger implements LoginLedger {
 
   async link(subject: string, names: readonly string[]): Promise<void> {
     this.accounts.link(subject, names);
+    const at = this.#succeeded.get(subject);
+    if (at === undefined || names.length === 0) return;
+    this.#succeeded.delete(subject);
+    // Failures recorded before the success (never one that came after it, or a grant still under way)
+    // of every name that names only this account.
+    for (const key of this.accounts.clearedBySuccess(subject, names[0]!)) {
+      const entry = this.#entries.get(key);
+      if (entry === undefined || entry.failures === 0 || (entry.lastFailureSeq ?? 0) > at) continue;
+      entry.failures = 0;
+      if (entry.reservations.size === 0) this.#entries.delete(key);
+    }
   }
 
   /** For tests and metrics: the unsettled count of a name's account. */
   unsettled(username: string): number {
     const entries = this.#account(username);
-    age(entries, this.now(), this.rule);
+    age(entries, this.now(), this.rule, this.#nextSeq);
     return entries.reduce((n, entry) => n + entry.failures + entry.reservations.size, 0);
   }
 
