@@ -186,6 +186,8 @@ interface LedgerCommands {
 export class RedisLoginLedger implements LoginLedger {
   /** Subjects whose password grant just succeeded (settled, names not yet linked) → that event's order in Redis. */
   readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
+  /** Admissions made locally because Redis did not answer → the reservation the Redis script may have made anyway. */
+  readonly #fallbacks = new LRUCache<string, { name: string; id: string }>({ max: 10_000 });
 
   constructor(
     private readonly redis: SharedRedis,
@@ -221,19 +223,40 @@ export class RedisLoginLedger implements LoginLedger {
       (r as unknown as LedgerCommands).credgateLedgerAdmit(...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id),
     );
     if (answer === undefined) {
-      if (!knownGood) throw new UpstreamError('login protection cannot reach the shared state (redis): a password not known to be good is not sent', 'shared_state', 'unreachable', { sent: false });
-      const local = this.local.admitNow(username, true);
-      return local.admitted ? { ...local, key: `local:${local.key}` } : local;
+      // The script may have run and only its answer been lost (a command timeout): its reservation
+      // must not be left to expire there as a failure (with the attacker's budget − 2, that would
+      // take the known-good slot on every replica). Released if nothing is sent; else it is settled,
+      // in Redis too, with the grant's result.
+      const local = knownGood ? this.local.admitNow(username, true) : undefined;
+      if (local?.admitted !== true) {
+        await this.#settle(name, id, 'unsent', undefined);
+        if (local !== undefined) return local;
+        throw new UpstreamError('login protection cannot reach the shared state (redis): a password not known to be good is not sent', 'shared_state', 'unreachable', { sent: false });
+      }
+      this.#fallbacks.set(local.id, { name, id });
+      return { ...local, key: `local:${local.key}` };
     }
     if (answer[0] === 1) return { admitted: true, key: name, id };
     return { admitted: false, retryAfterSeconds: answer[1] === 1 ? SPENT_RETRY_AFTER_SECONDS : 1 };
   }
 
   async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void> {
-    if (admission.key.startsWith('local:')) return this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject, username);
+    if (admission.key.startsWith('local:')) {
+      await this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject, username);
+      const remote = this.#fallbacks.get(admission.id);
+      this.#fallbacks.delete(admission.id);
+      // A success clears the account in Redis too, as at the AS; a failure counts there only if the
+      // reservation got there.
+      if (remote !== undefined) await this.#settle(remote.name, remote.id, result, subject);
+      return;
+    }
+    await this.#settle(admission.key, admission.id, result, subject);
+  }
+
+  async #settle(name: string, id: string, result: SettleResult, subject: string | undefined): Promise<void> {
     // Not reaching Redis here leaves the reservation to expire there, as a failure: the safe side.
     const order = await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), admission.key, admission.id, result, subject === undefined ? '' : this.#subject(subject)),
+      (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), name, id, result, subject === undefined ? '' : this.#subject(subject)),
     );
     if (result === 'success' && subject !== undefined && typeof order === 'number') this.#succeeded.set(subject, order);
   }
