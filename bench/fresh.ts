@@ -22,11 +22,11 @@ async function fire(bench: Bench, name: string, input: FireInput): Promise<FireO
 
 export async function identicalFresh(bench: Bench): Promise<void> {
   const { dev, credgate } = bench;
-  const asp = dev.createAppPassword('alice').password;
-  const before = dev.stats();
+  const [asp] = await dev.appPasswords('alice', 1);
+  const before = await dev.stats();
   const coalescedBefore = sumOf(await scrape(credgate), 'credgate_coalesced_requests_total');
-  const out = await fire(bench, 'identical', { url: `${credgate.url}/v1/verify`, bodies: Array.from({ length: 1000 }, () => ({ username: 'alice', password: asp })), concurrency: 1000 });
-  const after = dev.stats();
+  const out = await fire(bench, 'identical', { url: `${credgate.url}/v1/verify`, bodies: Array.from({ length: 1000 }, () => ({ username: 'alice', password: asp! })), concurrency: 1000 });
+  const after = await dev.stats();
   const grants = after.tokenRequests - before.tokenRequests;
   const introspections = after.introspectionRequests - before.introspectionRequests;
   const coalesced = sumOf(await scrape(credgate), 'credgate_coalesced_requests_total') - coalescedBefore;
@@ -40,10 +40,10 @@ export async function identicalFresh(bench: Bench): Promise<void> {
 
 export async function distinctFresh(bench: Bench): Promise<void> {
   const { dev, credgate } = bench;
-  const asps = Array.from({ length: 1000 }, () => dev.createAppPassword('alice').password);
-  const before = dev.stats();
+  const asps = await dev.appPasswords('alice', 1000);
+  const before = await dev.stats();
   const out = await fire(bench, 'distinct', { url: `${credgate.url}/v1/verify`, bodies: asps.map((password) => ({ username: 'alice', password })), concurrency: 100 });
-  const after = dev.stats();
+  const after = await dev.stats();
   const sorted = ascending(out.latencies);
   const grants = after.tokenRequests - before.tokenRequests;
   const introspections = after.introspectionRequests - before.introspectionRequests;
