@@ -6,18 +6,20 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FireInput, FireOutput } from './fire.js';
+import { bracket } from './generator.js';
 import { runChild } from './pinning.js';
 import { ascending, percentile, results, row } from './report.js';
 import { scrape, sumOf, type Bench } from './setup.js';
 
 const fireScript = fileURLToPath(new URL('./fire.js', import.meta.url));
 
-async function fire(bench: Bench, name: string, input: FireInput): Promise<FireOutput> {
+/** The client's output, and the server process's CPU time while it ran, µs. */
+async function fire(bench: Bench, name: string, input: FireInput): Promise<FireOutput & { serverCpuMicros: number }> {
   const file = join(bench.scratch, `${name}.json`);
   writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
-  const r = await runChild<FireOutput>([fireScript, file], 60_000, 'load');
+  const { value: r, server } = await bracket(() => runChild<FireOutput>([fireScript, file], 60_000, 'load'));
   if (!r.ok) throw new Error(`fire (${name}): ${r.why}`);
-  return r.value;
+  return { ...r.value, serverCpuMicros: server.cpuMicros };
 }
 
 export async function identicalFresh(bench: Bench): Promise<void> {
@@ -49,7 +51,7 @@ export async function distinctFresh(bench: Bench): Promise<void> {
   const introspections = after.introspectionRequests - before.introspectionRequests;
   results.distinctFresh = {
     requests: 1000, concurrency: 100, grants, introspections, allowed: out.allowed, wallMs: out.wallMs,
-    p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1), statuses: out.statuses, failures: out.failures,
+    p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1), statuses: out.statuses, failures: out.failures, serverCpuMicrosPerDecision: out.serverCpuMicros / 1000,
   };
   row('2', 'password-grant calls', grants, 'calls');
   row('2', 'introspection calls', introspections, 'calls');
@@ -58,5 +60,5 @@ export async function distinctFresh(bench: Bench): Promise<void> {
   row('2', 'latency p50', percentile(sorted, 50), 'ms');
   row('2', 'latency p99', percentile(sorted, 99), 'ms');
   row('2', 'wall time (100 in flight)', out.wallMs, 'ms');
-  row('2', 'throughput', 1000 / (out.wallMs / 1000), 'decisions/s');
+  row('2', 'throughput · credgate CPU per decision', `${Math.round(1000 / (out.wallMs / 1000))} · ${Math.round(out.serverCpuMicros / 1000)}`, 'decisions/s · µs CPU');
 }
