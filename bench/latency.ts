@@ -4,7 +4,7 @@
  * cached `/auth` against the bare GET route. `h2load --h1 --rps` on the load CPU, 50 connections,
  * in the order bare, /auth, /auth, bare; p99 over every response of a side's two runs.
  */
-import { runH2load, runWrk, type RateRun } from './generator.js';
+import { quiet, runH2load, runWrk, type RateRun } from './generator.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
 import type { Bench } from './setup.js';
 import { basicAuthorization, CONNECTIONS } from './throughput.js';
@@ -32,7 +32,7 @@ export async function latencyAtHalfLoad(bench: Bench): Promise<void> {
   const runs: Record<'bare' | 'auth', RateRun[]> = { bare: [], auth: [] };
   for (const side of ['bare', 'auth', 'auth', 'bare'] as const) {
     const n = runs[side].length + 1;
-    runs[side].push(await runH2load(`9 ${side} #${n}`, { ...sides[side], connections: CONNECTIONS, rate, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS }, bench.scratch));
+    runs[side].push(await quiet(() => runH2load(`9 ${side} #${n}`, { ...sides[side], connections: CONNECTIONS, rate, seconds: SECONDS, warmupSeconds: WARMUP_SECONDS }, bench.scratch)));
   }
   const combine = (rs: RateRun[]) => {
     const sorted = ascending(rs.flatMap((r) => r.latencies));
@@ -57,12 +57,15 @@ export async function latencyAtHalfLoad(bench: Bench): Promise<void> {
     row('9', `${label}: answered · CPU`, `${Math.round(s.achieved)} · ${fmt(s.cpuPerRequest)}`, 'req/s · µs CPU/req');
     row('9', `${label}: p50 / p99 / p99.9 / max`, `${s.p50.toFixed(2)} / ${s.p99.toFixed(2)} / ${s.p999.toFixed(2)} / ${s.max.toFixed(1)}`, 'ms');
   }
+  // The bare route not keeping up, or errors, make the measurement unusable; cached /auth not
+  // keeping up is a result: its capacity is below the load (its p99 is then understated, since a
+  // connection waits for its previous answer before sending the next request).
   const problems: string[] = [];
-  for (const [label, s] of [['bare', bare], ['/auth', auth]] as const) {
-    if (s.achieved < KEPT_UP * rate) problems.push(`${label} answered ${Math.round(s.achieved)} of ${rate} req/s offered`);
-    if (s.bad > 0) problems.push(`${label}: ${s.bad} failed or non-2xx`);
-  }
+  if (bare.achieved < KEPT_UP * rate) problems.push(`bare answered ${Math.round(bare.achieved)} of ${rate} req/s offered`);
+  for (const [label, s] of [['bare', bare], ['/auth', auth]] as const) if (s.bad > 0) problems.push(`${label}: ${s.bad} failed or non-2xx`);
   if (problems.length > 0) row('9', 'measurement problem', problems.join('; '), '');
+  const saturated = auth.achieved < KEPT_UP * rate;
+  if (saturated) row('9', 'cached /auth did not keep up: answered / offered', `${Math.round(auth.achieved)} / ${rate}`, 'req/s', 'keeps up');
   const ratio = auth.p99 / bare.p99;
-  targetRow('9', 'cached /auth p99 ÷ bare p99 at the same load', ratio, '×', `≤ ${P99_RATIO_TARGET}`, problems.length > 0 ? 'invalid' : ratio <= P99_RATIO_TARGET);
+  targetRow('9', `cached /auth p99 ÷ bare p99 at the same load${saturated ? ' (saturated: p99 understated)' : ''}`, ratio, '×', `≤ ${P99_RATIO_TARGET}`, problems.length > 0 ? 'invalid' : ratio <= P99_RATIO_TARGET && !saturated);
 }

@@ -22,7 +22,9 @@ import { AccountDirectory } from '../src/verify/accounts.js';
 import { CredentialCache } from '../src/verify/cache.js';
 import { LocalLoginLedger, type LedgerRule } from '../src/verify/loginLedger.js';
 import { aliceBody, misses, startUncachedTwin, warm, type MissRun } from './missPath.js';
+import { bracket, quiet } from './generator.js';
 import { pinnedCommand } from './pinning.js';
+import { noteRun } from './validity.js';
 import { fmt, results, row, targetRow } from './report.js';
 import { startCredgate, until200, type Bench } from './setup.js';
 import { basicAuthorization, cachedProblems, CONNECTIONS, interleave, record, sideRows } from './throughput.js';
@@ -75,6 +77,15 @@ async function pairs(ledger: LocalLoginLedger | RedisLoginLedger, n: number, war
   const wall = ((performance.now() - t0) * 1000) / n;
   const used = process.cpuUsage(cpu0);
   return { cpu: (used.user + used.system) / n, wall };
+}
+
+/** A loop in this process, bracketed and repeated like a load run while other processes took the server's CPU. */
+function measured(label: string, loop: () => Promise<{ cpu: number; wall: number }>): Promise<{ cpu: number; wall: number; neighbourShare: number }> {
+  return quiet(async () => {
+    const { value, server } = await bracket(loop);
+    noteRun({ label, tool: 'node client', neighbourShare: server.neighbourShare });
+    return { ...value, neighbourShare: server.neighbourShare };
+  });
 }
 
 const freePort = () =>
@@ -158,8 +169,8 @@ export async function loginProtection(bench: Bench): Promise<void> {
   }
 
   // A miss: the ledger's own work per password grant.
-  const local = await pairs(localLedger(), 1000, 100);
-  const localBusy = await pairs(localLedger(), 20_000, 2000, 100);
+  const local = await measured('10 local ledger, empty', () => pairs(localLedger(), 1000, 100));
+  const localBusy = await measured('10 local ledger, 100 others', () => pairs(localLedger(), 20_000, 2000, 100));
   row('10', 'local ledger: admit + settle per grant, ledger otherwise empty', local.cpu, 'µs CPU');
   row('10', 'local ledger: admit + settle per grant, 100 other accounts in it', localBusy.cpu, 'µs CPU');
   const ledgerResults: Record<string, unknown> = { local, localWithOthers: localBusy, ledgerMaxAccounts: DEFAULTS.ledgerMaxAccounts };
@@ -170,7 +181,7 @@ export async function loginProtection(bench: Bench): Promise<void> {
       RedisLoginLedger.define(shared.commandConnection);
       await shared.start(3000);
       const names = new CredentialCache({ ttlSeconds: 1, negativeTtlSeconds: 1, maxEntries: 10, appPasswordMemorySeconds: 1, keySecret: randomBytes(32).toString('hex') });
-      const r = await pairs(new RedisLoginLedger(shared, localLedger(), names, RULE), 2000, 200);
+      const r = await measured('10 Redis ledger', () => pairs(new RedisLoginLedger(shared, localLedger(), names, RULE), 2000, 200));
       ledgerResults.redis = r;
       row('10', 'Redis ledger: admit + settle per password grant', `${fmt(r.cpu)} · ${fmt(r.wall)}`, 'µs CPU in credgate · µs wall (2 round trips)');
     } finally {

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { importJWK, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { RunningServer } from '../src/main.js';
-import { bracket } from './generator.js';
+import { bracket, quiet } from './generator.js';
 import { runChild } from './pinning.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
 import type { FireInput, FireOutput } from './fire.js';
@@ -57,12 +57,20 @@ export async function warm(bench: Bench, name: string, url: string, bodies: Reco
   await sequential(bench, `${name}-warm-up`, { url, bodies, warmup: 0 });
 }
 
+type Bodies = Record<string, unknown>[] | (() => Promise<Record<string, unknown>[]>);
+const bodiesOf = async (b: Bodies) => (typeof b === 'function' ? await b() : b);
+
 /**
- * `warmup` bodies first (not measured), then `bodies`, one at a time, to `url`; the measured part is
- * bracketed with this process's CPU time and the AS's.
+ * `warmup` bodies first (not measured), then `bodies` (a function: new ones for each attempt, when
+ * they are single-use such as fresh ASPs), one at a time; the measured part is bracketed with this
+ * process's CPU time and the AS's, and repeated while a neighbour took the server's CPU (`quiet`).
  */
-export async function misses(bench: Bench, name: string, url: string, warmup: Record<string, unknown>[], bodies: Record<string, unknown>[]): Promise<MissRun> {
+export async function misses(bench: Bench, name: string, url: string, warmup: Record<string, unknown>[], bodies: Bodies): Promise<MissRun> {
   if (warmup.length > 0) await warm(bench, name, url, warmup);
+  return quiet(async () => measuredMisses(bench, name, url, await bodiesOf(bodies)));
+}
+
+async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<MissRun> {
   const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
   const { value: out, server } = await bracket(() => sequential(bench, name, { url, bodies, warmup: 0 }));
   const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
@@ -83,14 +91,18 @@ export async function misses(bench: Bench, name: string, url: string, warmup: Re
 }
 
 /** The same misses, `IN_FLIGHT` under way at once (fire.ts): credgate's CPU per miss when requests overlap. */
-export async function concurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<{ cpuPerRequest: number; uncachedAllows: number; requests: number }> {
+export async function concurrentMisses(bench: Bench, name: string, url: string, bodies: Bodies): Promise<{ cpuPerRequest: number; uncachedAllows: number; requests: number; neighbourShare: number }> {
+  return quiet(async () => measuredConcurrentMisses(bench, name, url, await bodiesOf(bodies)));
+}
+
+async function measuredConcurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<{ cpuPerRequest: number; uncachedAllows: number; requests: number; neighbourShare: number }> {
   const file = join(bench.scratch, `${name}.json`);
   const input: FireInput = { url, bodies, concurrency: IN_FLIGHT };
   writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
   const { value: r, server } = await bracket(() => runChild<FireOutput>([fireScript, file], 90_000, 'load'));
   if (!r.ok) throw new Error(`concurrent client (${name}): ${r.why}`);
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
-  return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length };
+  return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length, neighbourShare: server.neighbourShare };
 }
 
 export function missRows(figure: string, label: string, r: MissRun): void {
@@ -143,10 +155,10 @@ export async function missPath(bench: Bench): Promise<void> {
   row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
 
   // A fresh ASP per request: introspection (recognised by its shape) with a private_key_jwt assertion.
-  const asps = (await dev.appPasswords('alice', WARMUP + MEASURED)).map((password) => ({ username: 'alice', password }));
-  const asp = await misses(bench, '7 ASP', `${credgate.url}/v1/verify`, asps.slice(0, WARMUP), asps.slice(WARMUP));
+  const freshAsps = async (n: number) => (await dev.appPasswords('alice', n)).map((password) => ({ username: 'alice', password }));
+  const asp = await misses(bench, '7 ASP', `${credgate.url}/v1/verify`, await freshAsps(WARMUP), () => freshAsps(MEASURED));
   missRows('7', 'ASP miss (introspection)', asp);
-  const aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, (await dev.appPasswords('alice', MEASURED)).map((password) => ({ username: 'alice', password })));
+  const aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, () => freshAsps(MEASURED));
 
   // alice's password, every time, at a twin that caches nothing: the password grant (behind the
   // login ledger, budget 5), then the access token's signature checked locally.
@@ -157,7 +169,7 @@ export async function missPath(bench: Bench): Promise<void> {
     password = await misses(bench, '7 password', `${twin.url}/v1/verify`, same(WARMUP), same(MEASURED));
     // Distinct users, so that requests under way together are not one flight (singleflight).
     const users = await dev.users(4 * IN_FLIGHT);
-    await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight, warm-up`, `${twin.url}/v1/verify`, users);
+    await warm(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
     passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, Array.from({ length: MEASURED }, (_, i) => users[i % users.length]!));
   } finally {
     await twin.close();

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningServer } from '../src/main.js';
-import { runWrk, type WrkOptions, type WrkRun } from './generator.js';
+import { quiet, runWrk, type WrkOptions, type WrkRun } from './generator.js';
 import { fmt, results, row, targetRow } from './report.js';
 import { ALICE, AUDIENCE, CLIENT, scrape, sumOf, until200, type Bench } from './setup.js';
 import { noteBare } from './validity.js';
@@ -23,8 +23,8 @@ export interface Side {
   server?: RunningServer;
   /** The bare GET route: its measured runs are checked against the machine's known range. */
   bareGet?: boolean;
-  /** Options of run `n`: 0 is the warm-up, 1… the measured runs in order. */
-  options(run: number): WrkOptions;
+  /** Options of run `n`: 0 is the warm-up, 1… the measured runs in order (a repeated run gets the next number). */
+  options(run: number): WrkOptions | Promise<WrkOptions>;
 }
 
 export interface SideResult {
@@ -58,21 +58,33 @@ async function counters(server: RunningServer): Promise<{ hits: number; misses: 
 export async function interleave(figure: string, sides: Side[], o: { halfSeconds?: number; warmupSeconds?: number; rounds?: number } = {}): Promise<Map<string, SideResult>> {
   const half = o.halfSeconds ?? HALF_SECONDS;
   const rounds = o.rounds ?? 2;
-  const runs = new Map<string, WrkRun[]>(sides.map((s) => [s.name, []]));
-  const counted = new Map<string, { hits: number; misses: number; upstream: number }>();
-  for (const side of sides) await runWrk(`${figure} ${side.name} warm-up`, { ...side.options(0), seconds: o.warmupSeconds ?? WARMUP_SECONDS });
+  const runs = new Map<string, (WrkRun & { counted?: { hits: number; misses: number; upstream: number } })[]>(sides.map((s) => [s.name, []]));
+  /** Options handed out per side: 0 the warm-up, then one per attempt (a repeated run gets new ones). */
+  const issued = new Map<string, number>(sides.map((s) => [s.name, 0]));
+  for (const side of sides) await runWrk(`${figure} ${side.name} warm-up`, { ...(await side.options(0)), seconds: o.warmupSeconds ?? WARMUP_SECONDS }, true);
   for (let r = 0; r < rounds; r++) {
     for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
       const n = runs.get(side.name)!.length + 1;
-      const before = side.server ? await counters(side.server) : undefined;
-      const run = await runWrk(`${figure} ${side.name} #${n}`, { ...side.options(n), seconds: half });
-      if (side.server && before) {
+      const run = await quiet(async () => {
+        const k = issued.get(side.name)! + 1;
+        issued.set(side.name, k);
+        const options = await side.options(k);
+        const before = side.server ? await counters(side.server) : undefined;
+        const result = await runWrk(`${figure} ${side.name} #${n}`, { ...options, seconds: half });
+        if (!side.server || !before) return result;
         const after = await counters(side.server);
-        const sum = counted.get(side.name) ?? { hits: 0, misses: 0, upstream: 0 };
-        counted.set(side.name, { hits: sum.hits + after.hits - before.hits, misses: sum.misses + after.misses - before.misses, upstream: sum.upstream + after.upstream - before.upstream });
-      }
+        return { ...result, counted: { hits: after.hits - before.hits, misses: after.misses - before.misses, upstream: after.upstream - before.upstream } };
+      });
       if (side.bareGet) noteBare(`${figure} #${n}`, run.rps);
       runs.get(side.name)!.push(run);
+    }
+  }
+  const counted = new Map<string, { hits: number; misses: number; upstream: number }>();
+  for (const [name, rs] of runs) {
+    for (const r of rs) {
+      if (!r.counted) continue;
+      const sum = counted.get(name) ?? { hits: 0, misses: 0, upstream: 0 };
+      counted.set(name, { hits: sum.hits + r.counted.hits, misses: sum.misses + r.counted.misses, upstream: sum.upstream + r.counted.upstream });
     }
   }
   const out = new Map<string, SideResult>();

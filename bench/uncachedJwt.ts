@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url';
 import type { JWK } from 'jose';
 import type { JoseInput, JoseResult } from './jose.js';
 import type { MintResult, MintSpec } from './mint.js';
+import { bracket, quiet } from './generator.js';
 import { runChild } from './pinning.js';
+import { noteRun } from './validity.js';
 import { fmt, row, targetRow } from './report.js';
 import { AUDIENCE, until200, type Bench } from './setup.js';
 import { bareGet, cachedProblems, CONNECTIONS, interleave, passwordGrantToken, record, sideRows } from './throughput.js';
@@ -44,12 +46,19 @@ async function mint(bench: Bench, privateJwk: JWK, template: string, name: strin
   return { path: out, ms: r.value.ms };
 }
 
-/** jose alone, in its own process on the server's CPU while this process idles. */
-async function joseAlone(bench: Bench, publicJwk: JWK, tokensFile: string): Promise<JoseResult> {
+/**
+ * jose alone, in its own process on the server's CPU while this process idles; repeated like a load
+ * run while other processes took the CPU (their share: the CPU's busy time less jose's and ours).
+ */
+async function joseAlone(bench: Bench, publicJwk: JWK, tokensFile: string, label: string): Promise<JoseResult> {
   const input: JoseInput = { publicJwk, issuer: bench.dev.issuer, audience: AUDIENCE, tokensFile, seconds: JOSE_SECONDS, inFlight: CONNECTIONS };
-  const r = await runChild<JoseResult>([joseScript, JSON.stringify(input)], 30_000, 'server');
-  if (!r.ok) throw new Error(`jose alone: ${r.why}`);
-  return r.value;
+  return quiet(async () => {
+    const { value: r, server } = await bracket(() => runChild<JoseResult>([joseScript, JSON.stringify(input)], 30_000, 'server'));
+    if (!r.ok) throw new Error(`jose alone: ${r.why}`);
+    const neighbourShare = Math.max(0, server.neighbourShare - r.value.totalCpuMicros / (server.wallSeconds * 1e6));
+    noteRun({ label, tool: 'node client', neighbourShare });
+    return { ...r.value, neighbourShare };
+  });
 }
 
 export async function uncachedBearer(bench: Bench): Promise<void> {
@@ -57,18 +66,24 @@ export async function uncachedBearer(bench: Bench): Promise<void> {
   const keys = await bench.dev.keys();
   // A first batch for jose alone, whose speed sets how many tokens the load runs need.
   const small = await mint(bench, keys.privateJwk, template, 'jose', 2000);
-  const jose: JoseResult[] = [await joseAlone(bench, keys.publicJwk, small.path)];
+  const jose: JoseResult[] = [await joseAlone(bench, keys.publicJwk, small.path, '6 jose alone, before')];
   const rate = 1e6 / Math.min(jose[0]!.serial.cpuMicros, jose[0]!.inFlight.cpuMicros);
   const perRun = (seconds: number) => Math.min(MAX_TOKENS_PER_RUN, Math.ceil(MARGIN * rate * seconds) + 2 * CONNECTIONS);
-  // Run 0 is the warm-up, runs 1 and 2 the measured ones.
+  // Run 0 is the warm-up, runs 1 and 2 the measured ones; a run repeated (a neighbour took the
+  // server's CPU) gets a file minted for it then, so that no token is ever sent twice.
   const counts = [perRun(WARMUP_SECONDS), perRun(HALF_SECONDS), perRun(HALF_SECONDS)];
   const files: string[] = [];
   let mintMs = small.ms;
-  for (const [i, count] of counts.entries()) {
-    const m = await mint(bench, keys.privateJwk, template, `run${i}`, count);
-    files.push(m.path);
-    mintMs += m.ms;
-  }
+  const tokensFor = async (run: number): Promise<string> => {
+    while (files.length <= run) {
+      const count = counts[files.length] ?? (counts[files.length] = perRun(HALF_SECONDS));
+      const m = await mint(bench, keys.privateJwk, template, `run${files.length}`, count);
+      files.push(m.path);
+      mintMs += m.ms;
+    }
+    return files[run]!;
+  };
+  await tokensFor(2);
   // The minted tokens pass (one of jose's batch; the load runs use the others).
   const [someToken] = readFileSync(small.path, 'utf8').split('\n', 1);
   const check = await until200(`${bench.credgate.url}/auth`, { headers: { authorization: `Bearer ${someToken}` } });
@@ -78,11 +93,11 @@ export async function uncachedBearer(bench: Bench): Promise<void> {
     '6',
     [
       bareGet(bench),
-      { name: 'uncached Bearer JWT', server: bench.credgate, options: (run) => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, tokensFile: files[run]! }) },
+      { name: 'uncached Bearer JWT', server: bench.credgate, options: async (run) => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, tokensFile: await tokensFor(run) }) },
     ],
     { halfSeconds: HALF_SECONDS, warmupSeconds: WARMUP_SECONDS },
   );
-  jose.push(await joseAlone(bench, keys.publicJwk, small.path));
+  jose.push(await joseAlone(bench, keys.publicJwk, small.path, '6 jose alone, after'));
   const mean = (f: (j: JoseResult) => number) => jose.reduce((t, j) => t + f(j), 0) / jose.length;
   const joseCpu = { serial: mean((j) => j.serial.cpuMicros), inFlight: mean((j) => j.inFlight.cpuMicros) };
   const joseRate = { serial: mean((j) => j.serial.rate), inFlight: mean((j) => j.inFlight.rate) };
@@ -93,7 +108,7 @@ export async function uncachedBearer(bench: Bench): Promise<void> {
   for (const s of sides.values()) sideRows('6', s);
   row('6', 'jose jwtVerify alone, 1 at a time', `${Math.round(joseRate.serial)} · ${fmt(joseCpu.serial)}`, 'verifies/s · µs CPU/verify');
   row('6', `jose jwtVerify alone, ${CONNECTIONS} in flight`, `${Math.round(joseRate.inFlight)} · ${fmt(joseCpu.inFlight)}`, 'verifies/s · µs CPU/verify');
-  row('6', 'tokens for the measured runs / used', `${counts[1]! + counts[2]!} / ${tokensUsed}`, 'tokens');
+  row('6', 'tokens for the measured runs / used', `${counts.slice(1).reduce((t, c) => t + c, 0)} / ${tokensUsed}`, 'tokens');
   if (subject.counters) row('6', 'cache hits / misses / AS calls', `${subject.counters.hits} / ${subject.counters.misses} / ${subject.counters.upstream}`, '');
   const problem = cachedProblems(subject, 'misses');
   if (problem) row('6', 'measurement problem', problem, '');

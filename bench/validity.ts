@@ -7,18 +7,20 @@
  *  - the bare fastify GET route, driven by wrk, reached this machine's known range (a generator or
  *    a server core slowed by something else shows up here first);
  *  - other processes took at most 10 % of the server's CPU during every measured run (from
- *    /proc/stat: the CPU's user + nice + system time less this process's own, plus steal).
+ *    /proc/stat: the CPU's user + nice + system time less this process's own, plus steal). A run
+ *    over that is thrown away and repeated, up to twice (`quiet` in generator.ts), and reported.
  * When it is not, every target that depends on load prints INVALID instead of PASS/FAIL.
  */
 
 /**
- * Requests per second wrk (one thread, 50 connections, on the other core) gets from a bare fastify
- * GET route on one pinned core of this machine class (2-core KVM guest, Xeon, node 20): 22–23k when
- * the machine is quiet. Below the floor the server core or the generator was slowed by something
- * else; above the ceiling the machine is not the one these figures describe. Another machine sets
- * its own with CREDGATE_BENCH_BARE_RANGE=MIN-MAX.
+ * Requests per second wrk (one thread, 50 connections, on the other core) gets from the bare fastify
+ * GET route on one pinned core of this machine class (2-core KVM guest, Intel Xeon, node 20):
+ * 52–66k with nothing else running (load average < 0.5); 6–14k while other test suites ran, and the
+ * 22–23k once reported for it was such a reading. Below the floor the server core or the generator
+ * was slowed by something else; above the ceiling the machine is not the one these figures
+ * describe. Another machine sets its own with CREDGATE_BENCH_BARE_RANGE=MIN-MAX.
  */
-export const KNOWN_BARE_RANGE: readonly [number, number] = parseRange(process.env.CREDGATE_BENCH_BARE_RANGE) ?? [17_000, 32_000];
+export const KNOWN_BARE_RANGE: readonly [number, number] = parseRange(process.env.CREDGATE_BENCH_BARE_RANGE) ?? [45_000, 80_000];
 export const GENERATOR_MAX_SHARE = 0.9;
 export const NEIGHBOUR_MAX_SHARE = 0.1;
 
@@ -38,6 +40,8 @@ export interface RunCheck {
 }
 
 const runs: RunCheck[] = [];
+/** Runs taken while a neighbour was busy on the server's CPU, thrown away and repeated. */
+const discarded: RunCheck[] = [];
 const bareRps: { label: string; rps: number }[] = [];
 let pinned = false;
 let pinningSummary = 'not pinned';
@@ -49,6 +53,12 @@ export function notePinning(isPinned: boolean, summary: string): void {
 
 export function noteRun(check: RunCheck): void {
   runs.push(check);
+}
+
+/** Throws the last noted run away (it is repeated): it no longer counts, but is reported. */
+export function discardLast(): void {
+  const r = runs.pop();
+  if (r) discarded.push(r);
 }
 
 /** A measured (not warm-up) run of the bare GET route under wrk. */
@@ -79,7 +89,9 @@ export function verdict(): Verdict {
     checks.push({
       name: 'quiet server core',
       ok: worstN.neighbourShare <= NEIGHBOUR_MAX_SHARE,
-      detail: `other processes took at most ${pct(worstN.neighbourShare)} of the server's CPU (${worstN.label}); limit ${pct(NEIGHBOUR_MAX_SHARE)}`,
+      detail:
+        `other processes took at most ${pct(worstN.neighbourShare)} of the server's CPU (${worstN.label}); limit ${pct(NEIGHBOUR_MAX_SHARE)}` +
+        (discarded.length > 0 ? `; ${discarded.length} runs over the limit thrown away and repeated (${discarded.map((d) => `${d.label} ${pct(d.neighbourShare)}`).join(', ')})` : ''),
     });
   }
   if (bareRps.length > 0) {
@@ -98,9 +110,9 @@ export function verdict(): Verdict {
   return { valid: checks.every((c) => c.ok), checks };
 }
 
-export function validityReport(): { valid: boolean; checks: Verdict['checks']; runs: RunCheck[]; bare: typeof bareRps; knownBareRange: readonly [number, number] } {
+export function validityReport(): { valid: boolean; checks: Verdict['checks']; runs: RunCheck[]; discarded: RunCheck[]; bare: typeof bareRps; knownBareRange: readonly [number, number] } {
   const v = verdict();
-  return { ...v, runs, bare: bareRps, knownBareRange: KNOWN_BARE_RANGE };
+  return { ...v, runs, discarded, bare: bareRps, knownBareRange: KNOWN_BARE_RANGE };
 }
 
 const pct = (share: number) => `${(share * 100).toFixed(1)} %`;
