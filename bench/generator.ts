@@ -23,13 +23,13 @@ const ATTEMPTS = 3;
 
 /**
  * Runs a measurement (one that notes itself in validity.ts last) and, while other processes took
- * more than the limit of the server's CPU during it, throws it away and runs it again after 2 s, up
+ * more than the limit of the server's CPU (or of the generator's, for wrk and h2load) during it, throws it away and runs it again after 2 s, up
  * to `ATTEMPTS` in all; the last attempt stands whatever it shows (the verdict then says so).
  */
-export async function quiet<T extends { server: ServerSide } | { neighbourShare: number }>(run: () => Promise<T>): Promise<T> {
+export async function quiet<T extends { server: ServerSide; generator?: GeneratorSide } | { neighbourShare: number }>(run: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const r = await run();
-    const share = 'server' in r ? r.server.neighbourShare : r.neighbourShare;
+    const share = 'server' in r ? Math.max(r.server.neighbourShare, r.generator?.neighbourShare ?? 0) : r.neighbourShare;
     if (!(share > NEIGHBOUR_MAX_SHARE) || attempt >= ATTEMPTS) return r;
     discardLast();
     await sleep(2000);
@@ -42,6 +42,8 @@ const WRK_SCRIPT = fileURLToPath(new URL('../../bench/wrk.lua', import.meta.url)
 export interface ServerSide {
   /** Server (this process) CPU time during the run, µs. */
   cpuMicros: number;
+  /** The load CPU's busy time (user + nice + system, plus steal) during the run, µs. */
+  loadCpuBusyMicros: number;
   /** Other processes' share of the server's CPU (user + nice + system beyond ours, plus steal). */
   neighbourShare: number;
   /** Wall time of the run as this process saw it, s. */
@@ -53,7 +55,16 @@ export interface GeneratorSide {
   cpuSeconds: number;
   /** ÷ its run's duration: the share of its core it used. */
   share: number;
+  /** Other processes' share of the generator's CPU during the run (its busy time less the generator's). */
+  neighbourShare: number;
 }
+
+/** Others on the load CPU: its busy time less the generator's own, ÷ wall time. */
+const generatorSide = (server: ServerSide, cpuSeconds: number, seconds: number): GeneratorSide => ({
+  cpuSeconds,
+  share: cpuSeconds / seconds,
+  neighbourShare: Math.max(0, server.loadCpuBusyMicros - cpuSeconds * 1e6) / (server.wallSeconds * 1e6),
+});
 
 export interface WrkOptions {
   url: string;
@@ -109,16 +120,20 @@ const TICK_MICROS = 10_000;
 /** Brackets `work` with this process's CPU time and the server CPU's /proc/stat counters. */
 export async function bracket<T>(work: () => Promise<T>): Promise<{ value: T; server: ServerSide }> {
   const cpu = currentPinning().serverCpu;
+  const loadCpu = currentPinning().loadCpu;
   const [busy0, steal0] = cpuTicks(cpu);
+  const [loadBusy0, loadSteal0] = cpuTicks(loadCpu);
   const usage0 = process.cpuUsage();
   const t0 = performance.now();
   const value = await work();
   const wallMicros = (performance.now() - t0) * 1000;
   const used = process.cpuUsage(usage0);
   const [busy1, steal1] = cpuTicks(cpu);
+  const [loadBusy1, loadSteal1] = cpuTicks(loadCpu);
   const ours = used.user + used.system;
   const others = Math.max(0, (busy1 - busy0) * TICK_MICROS - ours) + (steal1 - steal0) * TICK_MICROS;
-  return { value, server: { cpuMicros: ours, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6 } };
+  const loadCpuBusyMicros = (loadBusy1 - loadBusy0 + loadSteal1 - loadSteal0) * TICK_MICROS;
+  return { value, server: { cpuMicros: ours, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6 } };
 }
 
 /** Runs `command args` on the load CPU under bash, which prints `times` after it: [stdout, children's CPU seconds]. */
@@ -152,8 +167,8 @@ export async function runWrk(label: string, o: WrkOptions, warmUp = false): Prom
   if (!line) throw new Error(`wrk (${label}): no result line`);
   const r = JSON.parse(line.slice('BENCHJSON '.length)) as Record<string, number>;
   const seconds = r.durationUs! / 1e6;
-  const generator = { cpuSeconds: out.cpuSeconds, share: out.cpuSeconds / seconds };
-  if (!warmUp) noteRun({ label, tool: 'wrk', generatorShare: generator.share, neighbourShare: server.neighbourShare });
+  const generator = generatorSide(server, out.cpuSeconds, seconds);
+  if (!warmUp) noteRun({ label, tool: 'wrk', generatorShare: generator.share, neighbourShare: server.neighbourShare, generatorNeighbourShare: generator.neighbourShare });
   return {
     label,
     requests: r.requests!,
@@ -234,8 +249,8 @@ export async function runH2load(label: string, o: RateOptions, scratch: string):
     // The server's CPU covers the warm-up too: charged per request over all of it (see RateRun).
     const allRequests = requests + (o.warmupSeconds * o.rate);
     const wall = o.seconds + o.warmupSeconds;
-    const generator = { cpuSeconds: out.cpuSeconds, share: out.cpuSeconds / wall };
-    noteRun({ label, tool: 'h2load', generatorShare: generator.share, neighbourShare: server.neighbourShare });
+    const generator = generatorSide(server, out.cpuSeconds, wall);
+    noteRun({ label, tool: 'h2load', generatorShare: generator.share, neighbourShare: server.neighbourShare, generatorNeighbourShare: generator.neighbourShare });
     return {
       label,
       offered: o.rate,
