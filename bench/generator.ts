@@ -19,12 +19,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { discardLast, NEIGHBOUR_MAX_SHARE, noteRun } from './validity.js';
 
 /** Attempts of one measured run while other processes keep taking the server's CPU. */
-const ATTEMPTS = 3;
+const ATTEMPTS = 4;
 
 /**
  * Runs a measurement (one that notes itself in validity.ts last) and, while other processes took
- * more than the limit of the server's CPU (or of the generator's, for wrk and h2load) during it, throws it away and runs it again after 2 s, up
- * to `ATTEMPTS` in all; the last attempt stands whatever it shows (the verdict then says so).
+ * more than the limit of the server's CPU (or of the generator's, for wrk and h2load) during it,
+ * throws it away and runs it again after 5 s, up to `ATTEMPTS` in all; the last attempt stands
+ * whatever it shows (the verdict then says so).
  */
 export async function quiet<T extends { server: ServerSide; generator?: GeneratorSide } | { neighbourShare: number }>(run: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
@@ -32,7 +33,7 @@ export async function quiet<T extends { server: ServerSide; generator?: Generato
     const share = 'server' in r ? Math.max(r.server.neighbourShare, r.generator?.neighbourShare ?? 0) : r.neighbourShare;
     if (!(share > NEIGHBOUR_MAX_SHARE) || attempt >= ATTEMPTS) return r;
     discardLast();
-    await sleep(2000);
+    await sleep(5000);
   }
 }
 

@@ -149,7 +149,7 @@ export async function loginProtection(bench: Bench): Promise<void> {
         { name: 'cached /auth, budget 5', server: bench.credgate, options: () => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: 2, headers: { authorization } }) },
         { name: 'cached /auth, budget 0', server: unprotected, options: () => ({ url: `${unprotected.url}/auth`, connections: CONNECTIONS, seconds: 2, headers: { authorization } }) },
       ],
-      { halfSeconds: 2, rounds: 4 },
+      { halfSeconds: 2, rounds: 6 },
     );
     callsDuring = { admit: ledgerCalls.admit - before.admit, settle: ledgerCalls.settle - before.settle };
     record('loginProtectionCached', sides, { ledgerCalls: callsDuring });

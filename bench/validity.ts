@@ -9,7 +9,7 @@
  *  - other processes took at most 10 % of the server's CPU during every measured run (from
  *    /proc/stat: the CPU's user + nice + system time less this process's own, plus steal), nor of
  *    the generator's CPU during a wrk or h2load run (its busy time less the generator's own). A run
- *    over that is thrown away and repeated, up to twice (`quiet` in generator.ts), and reported.
+ *    over that is thrown away and repeated, up to three times (`quiet` in generator.ts), and reported.
  * When it is not, every target that depends on load prints INVALID instead of PASS/FAIL.
  */
 
