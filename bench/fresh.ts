@@ -6,27 +6,29 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FireInput, FireOutput } from './fire.js';
+import { bracket } from './generator.js';
 import { runChild } from './pinning.js';
 import { ascending, percentile, results, row } from './report.js';
 import { scrape, sumOf, type Bench } from './setup.js';
 
 const fireScript = fileURLToPath(new URL('./fire.js', import.meta.url));
 
-async function fire(bench: Bench, name: string, input: FireInput): Promise<FireOutput> {
+/** The client's output, and the server process's CPU time while it ran, µs. */
+async function fire(bench: Bench, name: string, input: FireInput): Promise<FireOutput & { serverCpuMicros: number }> {
   const file = join(bench.scratch, `${name}.json`);
   writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
-  const r = await runChild<FireOutput>([fireScript, file], 60_000, 'load');
+  const { value: r, server } = await bracket(() => runChild<FireOutput>([fireScript, file], 60_000, 'load'));
   if (!r.ok) throw new Error(`fire (${name}): ${r.why}`);
-  return r.value;
+  return { ...r.value, serverCpuMicros: server.cpuMicros };
 }
 
 export async function identicalFresh(bench: Bench): Promise<void> {
   const { dev, credgate } = bench;
-  const asp = dev.createAppPassword('alice').password;
-  const before = dev.stats();
+  const [asp] = await dev.appPasswords('alice', 1);
+  const before = await dev.stats();
   const coalescedBefore = sumOf(await scrape(credgate), 'credgate_coalesced_requests_total');
-  const out = await fire(bench, 'identical', { url: `${credgate.url}/v1/verify`, bodies: Array.from({ length: 1000 }, () => ({ username: 'alice', password: asp })), concurrency: 1000 });
-  const after = dev.stats();
+  const out = await fire(bench, 'identical', { url: `${credgate.url}/v1/verify`, bodies: Array.from({ length: 1000 }, () => ({ username: 'alice', password: asp! })), concurrency: 1000 });
+  const after = await dev.stats();
   const grants = after.tokenRequests - before.tokenRequests;
   const introspections = after.introspectionRequests - before.introspectionRequests;
   const coalesced = sumOf(await scrape(credgate), 'credgate_coalesced_requests_total') - coalescedBefore;
@@ -40,16 +42,16 @@ export async function identicalFresh(bench: Bench): Promise<void> {
 
 export async function distinctFresh(bench: Bench): Promise<void> {
   const { dev, credgate } = bench;
-  const asps = Array.from({ length: 1000 }, () => dev.createAppPassword('alice').password);
-  const before = dev.stats();
+  const asps = await dev.appPasswords('alice', 1000);
+  const before = await dev.stats();
   const out = await fire(bench, 'distinct', { url: `${credgate.url}/v1/verify`, bodies: asps.map((password) => ({ username: 'alice', password })), concurrency: 100 });
-  const after = dev.stats();
+  const after = await dev.stats();
   const sorted = ascending(out.latencies);
   const grants = after.tokenRequests - before.tokenRequests;
   const introspections = after.introspectionRequests - before.introspectionRequests;
   results.distinctFresh = {
     requests: 1000, concurrency: 100, grants, introspections, allowed: out.allowed, wallMs: out.wallMs,
-    p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1), statuses: out.statuses, failures: out.failures,
+    p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1), statuses: out.statuses, failures: out.failures, serverCpuMicrosPerDecision: out.serverCpuMicros / 1000,
   };
   row('2', 'password-grant calls', grants, 'calls');
   row('2', 'introspection calls', introspections, 'calls');
@@ -58,5 +60,5 @@ export async function distinctFresh(bench: Bench): Promise<void> {
   row('2', 'latency p50', percentile(sorted, 50), 'ms');
   row('2', 'latency p99', percentile(sorted, 99), 'ms');
   row('2', 'wall time (100 in flight)', out.wallMs, 'ms');
-  row('2', 'throughput', 1000 / (out.wallMs / 1000), 'decisions/s');
+  row('2', 'throughput · credgate CPU per decision', `${Math.round(1000 / (out.wallMs / 1000))} · ${Math.round(out.serverCpuMicros / 1000)}`, 'decisions/s · µs CPU');
 }

@@ -1,16 +1,17 @@
 /**
  * CPU pinning for `npm run bench`, and the one way it starts child processes. With `taskset` and at
- * least two usable CPUs, every thread of the bench process (credgate, the bare apps, the dev AS,
- * V8's helper threads and the libuv thread pool that WebCrypto signature checks run on) is pinned
- * to the first CPU, and load generators to the second, so "on one core" is true and the two do not
- * take turns on the same core. Otherwise nothing is pinned and the header says so.
+ * least two usable CPUs, every thread of the bench process (credgate, the bare apps, V8's helper
+ * threads and the libuv thread pool that WebCrypto signature checks run on) is pinned to the first
+ * CPU, and the load generators, their clients and the dev AS's process to the second, so "on one
+ * core" is true and the two do not take turns on the same core. Otherwise nothing is pinned, the
+ * header says so, and the run is not valid (validity.ts).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 export interface Pinning {
   readonly pinned: boolean;
-  /** CPU of the bench process (credgate, bare apps, dev AS); undefined when not pinned. */
+  /** CPU of the bench process (credgate, bare apps); undefined when not pinned. */
   readonly serverCpu?: number;
   /** CPU of the load generators. */
   readonly loadCpu?: number;
@@ -68,7 +69,7 @@ export function pinBenchProcess(): Pinning {
     allCpus,
     summary:
       stray === 0
-        ? `pinned: bench process (credgate, bare apps, dev AS; all ${threads.length} threads) on CPU ${serverCpu}, load generators on CPU ${loadCpu}`
+        ? `pinned: bench process (credgate, bare apps; all ${threads.length} threads) on CPU ${serverCpu}; load generators, clients and the dev AS on CPU ${loadCpu}`
         : `NOT PINNED: ${stray} of ${threads.length} threads kept other CPUs after taskset`,
   };
   return current;
@@ -76,15 +77,33 @@ export function pinBenchProcess(): Pinning {
 
 export type ChildResult<T> = { ok: true; value: T } | { ok: false; why: string };
 
+/** Where a child runs: `load` the generators' CPU, `server` the bench's own, `all` every CPU the bench started with. */
+export type Placement = 'load' | 'all' | 'server';
+
+export function currentPinning(): Pinning {
+  return current;
+}
+
+/** `[command, ...args]`, prefixed with `taskset -c <cpu>` when pinned. */
+export function pinnedCommand(command: string, args: string[], cpu: Placement): [string, ...string[]] {
+  const cpus = cpu === 'load' ? current.loadCpu : cpu === 'server' ? current.serverCpu : current.allCpus;
+  return current.pinned && cpus !== undefined ? ['taskset', '-c', String(cpus), command, ...args] : [command, ...args];
+}
+
+/** Moves a running process (every thread; threads it starts later inherit it) to `cpu`. */
+export function pinProcess(pid: number, cpu: Placement): void {
+  const cpus = cpu === 'load' ? current.loadCpu : cpu === 'server' ? current.serverCpu : current.allCpus;
+  if (!current.pinned || cpus === undefined) return;
+  execFileSync('taskset', ['-a', '-pc', String(cpus), String(pid)], { stdio: 'ignore', timeout: 5000 });
+}
+
 /**
  * Runs `node <args>` and parses the last line of its stdout as JSON. `cpu`: `load` runs it on the
  * load generators' CPU, `all` on every CPU the bench started with (minting, memory), `server` on
  * the bench's own. SIGKILL after `timeoutMs`; a failure is returned, never thrown.
  */
-export function runChild<T>(args: string[], timeoutMs: number, cpu: 'load' | 'all' | 'server'): Promise<ChildResult<T>> {
-  const node = [process.execPath, ...args];
-  const cpus = cpu === 'load' ? current.loadCpu : cpu === 'server' ? current.serverCpu : current.allCpus;
-  const [command, ...rest] = current.pinned && cpus !== undefined ? ['taskset', '-c', String(cpus), ...node] : node;
+export function runChild<T>(args: string[], timeoutMs: number, cpu: Placement): Promise<ChildResult<T>> {
+  const [command, ...rest] = pinnedCommand(process.execPath, args, cpu);
   return new Promise((resolve) => {
     // taskset execs node in its own place, so the timeout's SIGKILL reaches node itself.
     execFile(command!, rest, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {

@@ -1,40 +1,29 @@
 /**
- * Profiling aid (not part of `npm run bench`): one credgate as figure 3 starts it, and autocannon
- * against a list of its routes, so the cost of each layer can be told apart:
- *   node dist/bench/probe.js [seconds]
+ * Profiling aid (not part of `npm run bench`): one credgate as the bench starts it, the bare GET
+ * route, and wrk (on the other CPU) against a list of routes, each printed with req/s and this
+ * process's CPU time per request, so the cost of each layer can be told apart:
+ *   node dist/bench/probe.js [seconds] [name filter]
+ *   node --cpu-prof --cpu-prof-dir=prof dist/bench/probe.js 10 cached    (one route, profiled)
+ * The dev AS runs in its own process, so a profile of this one holds credgate and the bare app only.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import Fastify from 'fastify';
-import { configSchema } from '../src/config/schema.js';
-import { defaultDevUsers, startDevServer } from '../src/devserver/index.js';
-import { createLogger, logDestination } from '../src/log.js';
-import { startServer } from '../src/main.js';
-import { requireServiceConfig } from '../src/service.js';
 import { generateClientKeys } from '../src/upstream/clientKeys.js';
-import type { LoadResult } from './load.js';
+import { AsProcess } from './as.js';
+import { runWrk } from './generator.js';
+import { pinBenchProcess } from './pinning.js';
+import { AUDIENCE, CLIENT, startBareApp, startCredgate } from './setup.js';
+import { basicAuthorization, CONNECTIONS } from './throughput.js';
 
 const seconds = Number(process.argv[2] ?? 3);
-/** Optional third argument: run only the probes whose name contains it (e.g. `cached`, for --cpu-prof). */
+/** Optional second argument: run only the probes whose name contains it (e.g. `cached`, for --cpu-prof). */
 const filter = process.argv[3];
-const AUDIENCE = 'https://git.example.com';
-const CLIENT = { clientId: 'credgate-bench', clientSecret: 'bench-client-secret-value' };
-const load = (url: string, headers: Record<string, string> = {}) =>
-  new Promise<LoadResult>((resolve, reject) =>
-    execFile('taskset', ['-c', '1', process.execPath, fileURLToPath(new URL('./load.js', import.meta.url)), JSON.stringify({ url, connections: 50, duration: seconds, headers })], (err, out) => (err ? reject(err) : resolve(JSON.parse(out) as LoadResult))),
-  );
 
-execFileSync('taskset', ['-a', '-pc', '0', String(process.pid)]);
-const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1_000_000 });
-const keys = await generateClientKeys();
-const config = requireServiceConfig(configSchema.parse({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, passwordFailureBudget: 0, throttleIpFailures: 0 }), { inMemoryKeys: true });
-const server = await startServer(config, createLogger({ level: 'info', destination: logDestination('/dev/null') as unknown as NodeJS.WritableStream }), { keys });
-dev.setResourceServerJwksUrl(`${server.url}/.well-known/jwks.json`);
-const bare = Fastify();
-bare.get('/bare', async () => ({ reason: 'ok' }));
-await bare.listen({ host: '127.0.0.1', port: 0 });
+console.log(pinBenchProcess().summary);
+const dev = await AsProcess.start({ audience: AUDIENCE, clients: [CLIENT], lockoutThreshold: 1_000_000 });
+const server = await startCredgate(dev, await generateClientKeys());
+await dev.setResourceServerJwksUrl(`${server.url}/.well-known/jwks.json`);
+const bare = await startBareApp();
 const bareUrl = `http://127.0.0.1:${(bare.server.address() as { port: number }).port}/bare`;
-const alice = { authorization: 'Basic ' + Buffer.from('alice:correct horse battery staple').toString('base64') };
+const alice = { authorization: basicAuthorization() };
 await fetch(`${server.url}/auth`, { headers: alice });
 for (const [name, url, headers] of [
   ['bare fastify', bareUrl, {}],
@@ -44,11 +33,15 @@ for (const [name, url, headers] of [
   ['bare fastify', bareUrl, {}],
 ] as const) {
   if (filter !== undefined && !name.includes(filter)) continue;
-  // CPU time of this process (credgate and the bare app; autocannon is a child) per request: far
-  // steadier than req/s on a shared machine.
-  const cpu = process.cpuUsage();
-  const r = await load(url, headers);
-  const used = process.cpuUsage(cpu);
-  console.log(name.padEnd(40), String(Math.round(r.requestsPerSecond)).padStart(6), 'req/s', ((used.user + used.system) / r.requests).toFixed(1).padStart(6), 'µs CPU/req', 'p99', r.p99, 'non2xx', r.non2xx);
+  const r = await runWrk(name, { url, headers, connections: CONNECTIONS, seconds });
+  console.log(
+    name.padEnd(40),
+    String(Math.round(r.rps)).padStart(6), 'req/s',
+    r.cpuPerRequest.toFixed(1).padStart(6), 'µs CPU/req',
+    'p99', r.p99.toFixed(2), 'ms',
+    'wrk CPU', `${(r.generator.share * 100).toFixed(0)} %`,
+    'non-2xx', r.non2xx,
+  );
 }
-await Promise.all([server.close(), bare.close(), dev.close()]);
+await Promise.all([server.close(), bare.close()]);
+await dev.close();

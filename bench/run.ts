@@ -1,24 +1,32 @@
 /**
- * `npm run bench`: credgate's figures on loopback (see docs/benchmarks.md). Prints a table and writes
- * bench-results.json at the repository root. A missed target is printed as FAIL, never an exit code.
+ * `npm run bench`: credgate's figures on loopback (see docs/benchmarks.md). Prints a table, the run's
+ * validity verdict, and writes bench-results.json at the repository root. A missed target is
+ * printed as FAIL, never an exit code; a target of a run that is not valid prints INVALID.
  *
  *   1. upstream calls for 1000 concurrent identical fresh credentials (singleflight)
  *   2. upstream calls and latency for 1000 distinct fresh credentials
- *   3. cached /auth (Basic) vs a bare fastify GET route: req/s, p50, p99, ratio
+ *   3. cached /auth (Basic) vs a bare fastify GET route (wrk): req/s and CPU per request
  *   4. cached POST /v1/verify vs a bare fastify POST route parsing the same JSON
  *   5. cached /auth with a Bearer JWT vs the bare GET route
- *   6. uncached /auth with a fresh Bearer JWT per request vs the bare GET route and jose alone
- *   7. the miss path: credgate's own time over the dev AS's, one request at a time
+ *   6. uncached /auth, a fresh Bearer JWT per request, vs the bare GET route and jose alone
+ *   7. the miss path: credgate's own CPU per password-grant and per ASP miss (AS in another process)
  *   8. resident memory per cached entry at 100k and 1M entries
+ *   9. latency at a fixed offered load of half the bare route's capacity (h2load)
+ *  10. what login protection costs: per cached decision (budget 5 vs 0), per miss (local, Redis)
  *
  *   node --expose-gc dist/bench/run.js --only=3,6    just those figures (e.g. for --cpu-prof)
  */
-import { rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { defaultDevUsers, startDevServer } from '../src/devserver/index.js';
 import { generateClientKeys } from '../src/upstream/clientKeys.js';
+import { AsProcess } from './as.js';
 import { distinctFresh, identicalFresh } from './fresh.js';
+import { bracket } from './generator.js';
+import { latencyAtHalfLoad } from './latency.js';
+import { loginProtection } from './ledger.js';
 import type { MemoryResult } from './memory.js';
 import { missPath } from './missPath.js';
 import { pinBenchProcess, runChild } from './pinning.js';
@@ -26,9 +34,10 @@ import { printTable, results, row, rows } from './report.js';
 import { AUDIENCE, CLIENT, scratchDirectory, startBareApp, startCredgate, type Bench } from './setup.js';
 import { cachedBasicAuth, cachedBearer, cachedVerify } from './throughput.js';
 import { uncachedBearer } from './uncachedJwt.js';
+import { notePinning, validityReport } from './validity.js';
 
-const BUDGET_MS = 240_000;
-const FIGURES = ['1', '2', '3', '4', '5', '6', '7', '8'];
+const BUDGET_MS = 600_000;
+const FIGURES = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'];
 const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? FIGURES.join(',')).split(','));
 const unknown = [...only].filter((f) => !FIGURES.includes(f));
 if (unknown.length > 0) {
@@ -58,40 +67,84 @@ async function memory(): Promise<void> {
   }
 }
 
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+
+function machine() {
+  let kernel = '';
+  try {
+    kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  } catch {
+    // not Linux
+  }
+  let versions: { wrk: string; h2load?: string } = { wrk: 'unknown' };
+  try {
+    versions = { wrk: execFileSync('wrk', ['-v'], { encoding: 'utf8' }).split('\n')[0]!.trim() };
+  } catch (err) {
+    // wrk -v exits 1 after printing its version.
+    const out = (err as { stdout?: string }).stdout ?? '';
+    versions = { wrk: out.split('\n')[0]?.trim() ?? 'unknown' };
+  }
+  try {
+    versions.h2load = execFileSync('h2load', ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    versions.h2load = 'not installed';
+  }
+  return { date: new Date().toISOString(), node: process.version, nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', platform: `${process.platform}-${process.arch}`, kernel, wrk: versions.wrk, h2load: versions.h2load ?? 'not installed' };
+}
+
+function finish(): boolean {
+  const validity = validityReport();
+  results.validity = validity;
+  printTable(validity.valid);
+  console.log(`\nRUN ${validity.valid ? 'VALID' : 'INVALID: load targets are printed INVALID, not PASS/FAIL'}`);
+  for (const c of validity.checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
+  return validity.valid;
+}
+
 async function main(): Promise<void> {
   const watchdog = setTimeout(() => {
     console.error(`bench: over its ${BUDGET_MS / 1000} s budget; partial results:`);
-    printTable();
+    finish();
     process.exit(1);
   }, BUDGET_MS);
   watchdog.unref();
   const started = Date.now();
-  const machine = { date: new Date().toISOString(), node: process.version, nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', platform: `${process.platform}-${process.arch}` };
+  const m = machine();
   // Before anything starts, so that every thread started later (the libuv pool included) inherits it.
   const pinning = pinBenchProcess();
-  results.machine = machine;
+  notePinning(pinning.pinned, pinning.summary);
+  results.machine = m;
   results.pinning = pinning;
-  console.log(`credgate bench · ${machine.date} · node ${machine.node} · nproc ${machine.nproc} · ${machine.cpu}`);
-  console.log(`${pinning.summary}\n`);
+  results.loadAverageAtStart = load();
+  console.log(`credgate bench · ${m.date} · node ${m.node} · ${m.nproc} CPUs · ${m.cpu} · ${m.wrk} · ${m.h2load}`);
+  console.log(pinning.summary);
+  console.log(`load average at start: ${load()}`);
+  // What this process costs doing nothing (timers, metrics probes), over 1 s: it is in every CPU figure.
+  const idle = await bracket(() => sleep(1000));
+  results.idleServerCpuMicrosPerSecond = idle.server.cpuMicros / idle.server.wallSeconds;
+  console.log(`server process idle: ${Math.round(idle.server.cpuMicros / idle.server.wallSeconds)} µs CPU per second\n`);
 
   const scratch = scratchDirectory();
   try {
-    if (FIGURES.slice(0, 7).some((f) => only.has(f))) {
+    if (FIGURES.filter((f) => f !== '8').some((f) => only.has(f))) {
       // lockoutThreshold: the dev AS's brute-force protection stays out of the way of 1000 ASPs of one user.
-      const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1_000_000 });
+      const dev = await AsProcess.start({ audience: AUDIENCE, clients: [CLIENT], lockoutThreshold: 1_000_000 });
       const keys = await generateClientKeys();
       const credgate = await startCredgate(dev, keys);
-      dev.setResourceServerJwksUrl(`${credgate.url}/.well-known/jwks.json`);
+      await dev.setResourceServerJwksUrl(`${credgate.url}/.well-known/jwks.json`);
       const bare = await startBareApp();
       const bench: Bench = { dev, credgate, keys, bareUrl: `http://127.0.0.1:${(bare.server.address() as { port: number }).port}/bare`, scratch };
       try {
+        // Figure 9 takes its offered load from figure 3's bare route, so it runs after it.
         const figures: [string, () => Promise<void>][] = [
           ['1', () => identicalFresh(bench)],
           ['2', () => distinctFresh(bench)],
           ['3', () => cachedBasicAuth(bench)],
           ['4', () => cachedVerify(bench)],
           ['5', () => cachedBearer(bench)],
-          ['6', () => uncachedBearer(bench, pinning)],
+          ['9', () => latencyAtHalfLoad(bench)],
+          ['10', () => loginProtection(bench)],
+          ['6', () => uncachedBearer(bench)],
           ['7', () => missPath(bench)],
         ];
         for (const [figure, run] of figures) {
@@ -115,10 +168,11 @@ async function main(): Promise<void> {
     rmSync(scratch, { recursive: true, force: true });
   }
 
+  results.loadAverageAtEnd = load();
   results.totalSeconds = (Date.now() - started) / 1000;
-  printTable();
-  console.log(`\ntotal ${(results.totalSeconds as number).toFixed(1)} s · results in bench-results.json`);
-  writeFileSync(resultsPath, JSON.stringify({ rows, ...results }, null, 2) + '\n');
+  const valid = finish();
+  console.log(`\nload average at end: ${load()} · total ${(results.totalSeconds as number).toFixed(1)} s · results in bench-results.json`);
+  writeFileSync(resultsPath, JSON.stringify({ valid, rows, ...results }, null, 2) + '\n');
   clearTimeout(watchdog);
 }
 
@@ -126,7 +180,7 @@ main().then(
   () => process.exit(0),
   (err: unknown) => {
     console.error('bench failed:', err);
-    printTable();
+    finish();
     process.exit(1);
   },
 );

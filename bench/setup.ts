@@ -1,6 +1,6 @@
 /**
- * What every figure of `npm run bench` shares: the dev AS, credgate as production runs it, a bare
- * fastify app in the same process, scratch files, and small HTTP helpers.
+ * What every figure of `npm run bench` shares: the dev AS (a child process), credgate as
+ * production runs it, a bare fastify app in the same process, scratch files, and small HTTP helpers.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,18 +8,20 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { configSchema } from '../src/config/schema.js';
-import { defaultDevUsers, type DevAuthorizationServer } from '../src/devserver/index.js';
+import { defaultDevUsers } from '../src/devserver/index.js';
 import { createLogger, logDestination } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import { requireServiceConfig } from '../src/service.js';
 import type { ClientKeys } from '../src/upstream/clientKeys.js';
+import type { AsProcess } from './as.js';
 
 export const AUDIENCE = 'https://git.example.com';
 export const CLIENT = { clientId: 'credgate-bench', clientSecret: 'bench-client-secret-value' };
 export const ALICE = defaultDevUsers().find((u) => u.username === 'alice')!;
 
 export interface Bench {
-  readonly dev: DevAuthorizationServer;
+  /** The dev AS, in its own process on the load CPU. */
+  readonly dev: AsProcess;
   readonly credgate: RunningServer;
   readonly keys: ClientKeys;
   /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process. */
@@ -30,14 +32,14 @@ export interface Bench {
 
 /**
  * credgate as production runs it: `info` level with every decision line written (to /dev/null)
- * through the production logger, metrics on. Its own failed-login throttle is off: figure 2 sends
- * 1000 fresh ASPs of one user. `overrides` are further configuration keys (figure 7's uncached twin).
+ * through the production logger, metrics on, login protection and the failed-login throttle at
+ * their defaults (`passwordFailureBudget` 5). `overrides` are further configuration keys (the
+ * twins: `passwordFailureBudget: 0`, `cacheTtlSeconds: 0`).
  */
-export async function startCredgate(dev: DevAuthorizationServer, keys: ClientKeys, overrides: Record<string, unknown> = {}): Promise<RunningServer> {
+export async function startCredgate(dev: { issuer: string }, keys: ClientKeys, overrides: Record<string, unknown> = {}): Promise<RunningServer> {
   const config = requireServiceConfig(
     configSchema.parse({
       issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, host: '127.0.0.1', port: 0, logLevel: 'info',
-      passwordFailureBudget: 0, throttleIpFailures: 0,
       ...overrides,
     }),
     { inMemoryKeys: true },

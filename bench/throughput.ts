@@ -1,146 +1,212 @@
 /**
  * Figures 3–5 of `npm run bench`: a cached decision against a bare fastify route, both served by
- * this process, loaded by autocannon children in A-B-B-A halves (see docs/benchmarks.md); the method
- * (`abba`) and the rows figure 6 shares.
+ * this process (pinned to the server CPU), loaded by wrk on the other CPU, in interleaved runs (see
+ * docs/benchmarks.md); the method (`interleave`) and the rows figures 6 and 10 share.
  */
-import { fileURLToPath } from 'node:url';
-import type { LoadOptions, LoadResult } from './load.js';
-import { runChild } from './pinning.js';
-import { results, row } from './report.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RunningServer } from '../src/main.js';
+import { quiet, runWrk, type WrkOptions, type WrkRun } from './generator.js';
+import { fmt, results, row, targetRow } from './report.js';
 import { ALICE, AUDIENCE, CLIENT, scrape, sumOf, until200, type Bench } from './setup.js';
+import { noteBare } from './validity.js';
 
-const loadScript = fileURLToPath(new URL('./load.js', import.meta.url));
 export const CONNECTIONS = 50;
+const HALF_SECONDS = 2;
+const WARMUP_SECONDS = 1;
+export const RATIO_TARGET = 0.55;
+export const CPU_RATIO_TARGET = 1.8;
 
-const load = (options: LoadOptions) => runChild<LoadResult>([loadScript, JSON.stringify(options)], (options.duration + 30) * 1000, 'load');
-
-/** Two halves of one measurement: throughput over both; p50 the mean, p90, p99 and max the worse of the two. */
-function combine(halves: LoadResult[]): LoadResult {
-  const sum = (f: (r: LoadResult) => number) => halves.reduce((t, r) => t + f(r), 0);
-  const worst = (f: (r: LoadResult) => number) => Math.max(...halves.map(f));
-  const seconds = sum((r) => r.seconds);
-  return {
-    requests: sum((r) => r.requests),
-    requestsPerSecond: sum((r) => r.requests) / seconds,
-    seconds,
-    p50: sum((r) => r.p50) / halves.length,
-    p90: worst((r) => r.p90),
-    p99: worst((r) => r.p99),
-    max: worst((r) => r.max),
-    non2xx: sum((r) => r.non2xx),
-    errors: sum((r) => r.errors),
-    timeouts: sum((r) => r.timeouts),
-  };
+export interface Side {
+  name: string;
+  /** The credgate serving it, for its cache and AS-call counters; none for the bare app. */
+  server?: RunningServer;
+  /** The bare GET route: its measured runs are checked against the machine's known range. */
+  bareGet?: boolean;
+  /** Options of run `n`: 0 is the warm-up, 1… the measured runs in order (a repeated run gets the next number). */
+  options(run: number): WrkOptions | Promise<WrkOptions>;
 }
 
-export interface Comparison {
-  bare: LoadResult;
-  subject: LoadResult;
-  halves: { bare: LoadResult[]; subject: LoadResult[] };
-  ratio: number;
-  /**
-   * CPU time of this process (every thread: credgate or the bare app, the idle dev AS, libuv's pool)
-   * over the measured halves ÷ requests answered. Steadier than req/s when neighbours take turns on
-   * the core, though not immune to them (shared caches).
-   */
-  cpuMicrosPerRequest: { bare: number; subject: number };
-  /** credgate's cache look-ups during the two measured halves of the subject. */
-  cache: { hits: number; misses: number };
-  /** credgate's calls to the AS (any endpoint, JWKS included) during the two measured halves. */
-  upstreamCalls: number;
+export interface SideResult {
+  name: string;
+  runs: WrkRun[];
+  requests: number;
+  seconds: number;
+  rps: number;
+  /** Server CPU time over the measured runs ÷ their responses, µs. */
+  cpuPerRequest: number;
+  /** wrk's (closed-loop) latency: the runs' mean p50, worst p99, ms. */
+  p50: number;
+  p99: number;
+  non2xx: number;
+  socketErrors: number;
+  tokensOver: number;
+  /** credgate's counters over the measured runs (from /metrics, read between runs). */
+  counters?: { hits: number; misses: number; upstream: number };
+}
+
+async function counters(server: RunningServer): Promise<{ hits: number; misses: number; upstream: number }> {
+  const m = await scrape(server);
+  return { hits: sumOf(m, 'credgate_cache_requests_total', 'result="hit"'), misses: sumOf(m, 'credgate_cache_requests_total', 'result="miss"'), upstream: sumOf(m, 'credgate_upstream_requests_total') };
 }
 
 /**
- * Warm-up (JIT, connections) of each side, then the measured halves in the order bare, subject,
- * subject, bare, so that a neighbour's load drifting up or down during the run favours neither.
- * `subject(run)` gives the options of run 0 (warm-up), 1 and 2 (the halves).
+ * One warm-up run per side (JIT, connections), then `rounds` passes over the sides, every other
+ * pass in reverse (A B C, C B A, A B C, …), so that a neighbour's load drifting up or down during
+ * the figure favours no side. Every run is bracketed with this process's CPU time (generator.ts).
  */
-export async function abba(bench: Bench, bare: LoadOptions, subject: (run: 0 | 1 | 2) => LoadOptions, warmupSeconds: number): Promise<Comparison | string> {
-  const counters = async () => {
-    const m = await scrape(bench.credgate);
-    return { hits: sumOf(m, 'credgate_cache_requests_total', 'result="hit"'), misses: sumOf(m, 'credgate_cache_requests_total', 'result="miss"'), upstream: sumOf(m, 'credgate_upstream_requests_total') };
-  };
-  const failed: string[] = [];
-  for (const options of [{ ...bare, duration: warmupSeconds }, { ...subject(0), duration: warmupSeconds }]) {
-    const r = await load(options);
-    if (!r.ok) failed.push(`warm-up: ${r.why}`);
+export async function interleave(figure: string, sides: Side[], o: { halfSeconds?: number; warmupSeconds?: number; rounds?: number } = {}): Promise<Map<string, SideResult>> {
+  const half = o.halfSeconds ?? HALF_SECONDS;
+  const rounds = o.rounds ?? 2;
+  const runs = new Map<string, (WrkRun & { counted?: { hits: number; misses: number; upstream: number } })[]>(sides.map((s) => [s.name, []]));
+  /** Options handed out per side: 0 the warm-up, then one per attempt (a repeated run gets new ones). */
+  const issued = new Map<string, number>(sides.map((s) => [s.name, 0]));
+  for (const side of sides) await runWrk(`${figure} ${side.name} warm-up`, { ...(await side.options(0)), seconds: o.warmupSeconds ?? WARMUP_SECONDS }, true);
+  for (let r = 0; r < rounds; r++) {
+    for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
+      const n = runs.get(side.name)!.length + 1;
+      const run = await quiet(async () => {
+        const k = issued.get(side.name)! + 1;
+        issued.set(side.name, k);
+        const options = await side.options(k);
+        const before = side.server ? await counters(side.server) : undefined;
+        const result = await runWrk(`${figure} ${side.name} #${n}`, { ...options, seconds: half });
+        if (!side.server || !before) return result;
+        const after = await counters(side.server);
+        return { ...result, counted: { hits: after.hits - before.hits, misses: after.misses - before.misses, upstream: after.upstream - before.upstream } };
+      });
+      if (side.bareGet) noteBare(`${figure} #${n}`, run.rps);
+      runs.get(side.name)!.push(run);
+    }
   }
-  const before = await counters();
-  const halves = { bare: [] as LoadResult[], subject: [] as LoadResult[] };
-  const cpu = { bare: 0, subject: 0 };
-  for (const [side, options] of [['bare', bare], ['subject', subject(1)], ['subject', subject(2)], ['bare', bare]] as const) {
-    const started = process.cpuUsage();
-    const r = await load(options);
-    const used = process.cpuUsage(started);
-    cpu[side] += used.user + used.system;
-    if (r.ok) halves[side].push(r.value);
-    else failed.push(`${side}: ${r.why}`);
+  const counted = new Map<string, { hits: number; misses: number; upstream: number }>();
+  for (const [name, rs] of runs) {
+    for (const r of rs) {
+      if (!r.counted) continue;
+      const sum = counted.get(name) ?? { hits: 0, misses: 0, upstream: 0 };
+      counted.set(name, { hits: sum.hits + r.counted.hits, misses: sum.misses + r.counted.misses, upstream: sum.upstream + r.counted.upstream });
+    }
   }
-  const after = await counters();
-  if (failed.length > 0) return `failed: ${failed.join('; ')}`;
-  const b = combine(halves.bare);
-  const s = combine(halves.subject);
-  return {
-    bare: b,
-    subject: s,
-    halves,
-    ratio: s.requestsPerSecond / b.requestsPerSecond,
-    cpuMicrosPerRequest: { bare: cpu.bare / b.requests, subject: cpu.subject / s.requests },
-    cache: { hits: after.hits - before.hits, misses: after.misses - before.misses },
-    upstreamCalls: after.upstream - before.upstream,
-  };
+  const out = new Map<string, SideResult>();
+  for (const side of sides) {
+    const rs = runs.get(side.name)!;
+    const sum = (f: (r: WrkRun) => number) => rs.reduce((t, r) => t + f(r), 0);
+    const requests = sum((r) => r.requests);
+    const seconds = sum((r) => r.seconds);
+    out.set(side.name, {
+      name: side.name,
+      runs: rs,
+      requests,
+      seconds,
+      rps: requests / seconds,
+      cpuPerRequest: sum((r) => r.server.cpuMicros) / requests,
+      p50: sum((r) => r.p50) / rs.length,
+      p99: Math.max(...rs.map((r) => r.p99)),
+      non2xx: sum((r) => r.non2xx),
+      socketErrors: sum((r) => r.socketErrors),
+      tokensOver: sum((r) => r.tokensOver ?? 0),
+      ...(counted.has(side.name) ? { counters: counted.get(side.name)! } : {}),
+    });
+  }
+  return out;
 }
 
-const bad = (r: LoadResult) => r.non2xx + r.errors + r.timeouts;
-
-/** The rows every comparison prints; `targets` adds PASS/FAIL to figure 3's. */
-export function comparisonRows(figure: string, name: string, c: Comparison, targets?: { p99Ms: number; ratio: number }): void {
-  row(figure, 'bare fastify: throughput', c.bare.requestsPerSecond, 'req/s');
-  row(figure, 'bare fastify: latency p50 / p99', `${c.bare.p50.toFixed(2)} / ${c.bare.p99.toFixed(2)}`, 'ms');
-  row(figure, 'bare fastify: CPU per request', c.cpuMicrosPerRequest.bare, 'µs');
-  row(figure, `${name}: throughput`, c.subject.requestsPerSecond, 'req/s');
-  row(figure, `${name}: CPU per request`, c.cpuMicrosPerRequest.subject, 'µs');
-  row(figure, `${name}: latency p50`, c.subject.p50, 'ms');
-  if (targets) row(figure, `${name}: latency p99`, c.subject.p99, 'ms', `≤ ${targets.p99Ms} ms`, c.subject.p99 <= targets.p99Ms);
-  else row(figure, `${name}: latency p99`, c.subject.p99, 'ms');
-  if (targets) row(figure, `${name} ÷ bare throughput`, c.ratio, '×', `≥ ${targets.ratio}`, c.ratio >= targets.ratio);
-  else row(figure, `${name} ÷ bare throughput`, c.ratio, '×');
-  // What the ratio would be if the core were the only limit and all ours: steadier on a shared machine.
-  row(figure, `${name} ÷ bare by CPU per request`, c.cpuMicrosPerRequest.bare / c.cpuMicrosPerRequest.subject, '×');
-  row(figure, 'cache hits / misses / AS calls (measured)', `${c.cache.hits} / ${c.cache.misses} / ${c.upstreamCalls}`, '');
-  row(figure, 'non-2xx/errors/timeouts', `${bad(c.subject)} credgate, ${bad(c.bare)} bare`, 'responses');
+/** req/s and CPU per request on one line, as every load figure prints them. */
+export function sideRows(figure: string, s: SideResult, label = s.name): void {
+  row(figure, label, `${Math.round(s.rps)} · ${fmt(s.cpuPerRequest)}`, 'req/s · µs CPU/req');
+  row(figure, `${label}: p50 / p99 (wrk, ${CONNECTIONS} conns)`, `${s.p50.toFixed(2)} / ${s.p99.toFixed(2)}`, 'ms');
 }
 
-const HALF_SECONDS = 2.5;
-
-function report(figure: string, key: string, name: string, c: Comparison | string, extra: Record<string, unknown>, targets?: { p99Ms: number; ratio: number }): void {
-  if (typeof c === 'string') {
-    results[key] = { error: c };
-    row(figure, 'load run', c, '');
-    return;
+/** Why a cached figure's own measurement does not show what it claims, or undefined. */
+export function cachedProblems(s: SideResult, expect: 'hits' | 'misses'): string | undefined {
+  const problems: string[] = [];
+  if (s.non2xx > 0) problems.push(`${s.non2xx} non-2xx`);
+  if (s.socketErrors > 0) problems.push(`${s.socketErrors} socket errors`);
+  if (s.tokensOver > 0) problems.push(`RAN OUT of tokens: ${s.tokensOver} requests repeated one`);
+  if (s.counters) {
+    if (expect === 'hits' && s.counters.misses > 0) problems.push(`${s.counters.misses} cache misses`);
+    if (expect === 'misses' && s.counters.hits > 0) problems.push(`${s.counters.hits} cache hits`);
+    if (s.counters.upstream > 0) problems.push(`${s.counters.upstream} calls to the AS`);
   }
-  results[key] = { connections: CONNECTIONS, order: `bare, ${name}, ${name}, bare; ${HALF_SECONDS} s each`, ...extra, ...c };
-  comparisonRows(figure, name, c, targets);
+  return problems.length > 0 ? problems.join(', ') : undefined;
 }
 
+/** The two targets of a cached figure: ≥ 0.55 × the bare route's req/s, ≤ 1.8 × its CPU per request. */
+export function ratioTargets(figure: string, name: string, bare: SideResult, subject: SideResult, problem: string | undefined): void {
+  const ratio = subject.rps / bare.rps;
+  const cpuRatio = subject.cpuPerRequest / bare.cpuPerRequest;
+  if (subject.counters) row(figure, `${name}: cache hits / misses / AS calls`, `${subject.counters.hits} / ${subject.counters.misses} / ${subject.counters.upstream}`, '');
+  if (problem) row(figure, `${name}: measurement problem`, problem, '');
+  targetRow(figure, `${name} ÷ bare: req/s`, ratio, '×', `≥ ${RATIO_TARGET}`, problem ? 'invalid' : ratio >= RATIO_TARGET);
+  targetRow(figure, `${name} ÷ bare: CPU per request`, cpuRatio, '×', `≤ ${CPU_RATIO_TARGET}`, problem ? 'invalid' : cpuRatio <= CPU_RATIO_TARGET);
+}
+
+const summary = (s: SideResult) => ({
+  rps: s.rps,
+  cpuMicrosPerRequest: s.cpuPerRequest,
+  requests: s.requests,
+  seconds: s.seconds,
+  p50Ms: s.p50,
+  p99Ms: s.p99,
+  non2xx: s.non2xx,
+  socketErrors: s.socketErrors,
+  counters: s.counters,
+  runs: s.runs.map((r) => ({ label: r.label, rps: r.rps, cpuPerRequest: r.cpuPerRequest, generatorShare: r.generator.share, neighbourShare: r.server.neighbourShare, p99: r.p99, non2xx: r.non2xx })),
+});
+
+export function record(key: string, sides: Map<string, SideResult>, extra: Record<string, unknown> = {}): void {
+  results[key] = { connections: CONNECTIONS, ...extra, sides: Object.fromEntries([...sides].map(([k, v]) => [k, summary(v)])) };
+}
+
+export const basicAuthorization = (): string => 'Basic ' + Buffer.from(`alice:${ALICE.password}`, 'utf8').toString('base64');
+
+export function bareGet(bench: Bench): Side {
+  return { name: 'bare GET', bareGet: true, options: () => ({ url: bench.bareUrl, connections: CONNECTIONS, seconds: HALF_SECONDS }) };
+}
+
+/**
+ * Figure 3: cached `/auth` (Basic) against the bare GET route, with two more credgate sides that
+ * show where the gap goes: `/healthz` (credgate's app and hooks, no decision) and `/auth` with no
+ * credentials (the whole pipeline up to a 401, no cache look-up).
+ */
 export async function cachedBasicAuth(bench: Bench): Promise<void> {
-  const authorization = 'Basic ' + Buffer.from(`alice:${ALICE.password}`, 'utf8').toString('base64');
+  const authorization = basicAuthorization();
   const first = await until200(`${bench.credgate.url}/auth`, { headers: { authorization } });
   if (first.status !== 200) throw new Error(`/auth answered ${first.status} for alice`);
-  const auth: LoadOptions = { url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, duration: HALF_SECONDS, headers: { authorization } };
-  const plain: LoadOptions = { url: bench.bareUrl, connections: CONNECTIONS, duration: HALF_SECONDS };
-  report('3', 'cachedAuth', 'cached /auth', await abba(bench, plain, () => auth, 1), {}, { p99Ms: 3, ratio: 0.55 });
+  const url = `${bench.credgate.url}/auth`;
+  const sides = await interleave('3', [
+    bareGet(bench),
+    { name: 'credgate /healthz', options: () => ({ url: `${bench.credgate.url}/healthz`, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
+    { name: 'credgate /auth, no credentials (401)', options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
+    { name: 'cached /auth', server: bench.credgate, options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
+  ]);
+  record('cachedAuth', sides);
+  for (const s of sides.values()) sideRows('3', s);
+  const bare = sides.get('bare GET')!;
+  (results as { bareGetRps?: number; bareGetCpu?: number }).bareGetRps = bare.rps;
+  (results as { bareGetRps?: number; bareGetCpu?: number }).bareGetCpu = bare.cpuPerRequest;
+  const subject = sides.get('cached /auth')!;
+  ratioTargets('3', 'cached /auth', bare, subject, cachedProblems(subject, 'hits'));
 }
 
+/** Figure 4: cached `POST /v1/verify` against a bare POST route parsing the same JSON body. */
 export async function cachedVerify(bench: Bench): Promise<void> {
   const body = JSON.stringify({ username: 'alice', password: ALICE.password });
   const headers = { 'content-type': 'application/json' };
   const first = await until200(`${bench.credgate.url}/v1/verify`, { method: 'POST', headers, body });
   const decision = (await first.json()) as { allow?: boolean };
   if (decision.allow !== true) throw new Error(`/v1/verify did not allow alice: ${JSON.stringify(decision)}`);
-  const verify: LoadOptions = { url: `${bench.credgate.url}/v1/verify`, connections: CONNECTIONS, duration: HALF_SECONDS, method: 'POST', headers, body };
-  const plain: LoadOptions = { url: bench.bareUrl, connections: CONNECTIONS, duration: HALF_SECONDS, method: 'POST', headers, body };
-  report('4', 'cachedVerify', 'cached /v1/verify', await abba(bench, plain, () => verify, 1), { body });
+  const bodyFile = join(bench.scratch, 'verify-body.json');
+  writeFileSync(bodyFile, body, { mode: 0o600 });
+  const post = (url: string): WrkOptions => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS, method: 'POST', headers, bodyFile });
+  const sides = await interleave('4', [
+    { name: 'bare POST (JSON)', options: () => post(bench.bareUrl) },
+    { name: 'cached POST /v1/verify', server: bench.credgate, options: () => post(`${bench.credgate.url}/v1/verify`) },
+  ]);
+  record('cachedVerify', sides, { body: '{"username":"alice","password":…}' });
+  for (const s of sides.values()) sideRows('4', s);
+  const subject = sides.get('cached POST /v1/verify')!;
+  ratioTargets('4', 'cached /v1/verify', sides.get('bare POST (JSON)')!, subject, cachedProblems(subject, 'hits'));
 }
 
 /** A real access token: the dev AS's password grant at its token endpoint, as a client would get one. */
@@ -155,12 +221,18 @@ export async function passwordGrantToken(bench: Bench): Promise<string> {
   return answer.access_token;
 }
 
+/** Figure 5: a cached Bearer JWT on `/auth` against the bare GET route. */
 export async function cachedBearer(bench: Bench): Promise<void> {
   const token = await passwordGrantToken(bench);
   const authorization = `Bearer ${token}`;
   const first = await until200(`${bench.credgate.url}/auth`, { headers: { authorization } });
   if (first.status !== 200 || first.headers.get('x-auth-credential') !== 'access_token') throw new Error(`/auth answered ${first.status} for alice's access token`);
-  const auth: LoadOptions = { url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, duration: HALF_SECONDS, headers: { authorization } };
-  const plain: LoadOptions = { url: bench.bareUrl, connections: CONNECTIONS, duration: HALF_SECONDS };
-  report('5', 'cachedBearer', 'cached Bearer JWT', await abba(bench, plain, () => auth, 1), { tokenBytes: token.length });
+  const sides = await interleave('5', [
+    bareGet(bench),
+    { name: 'cached Bearer JWT', server: bench.credgate, options: () => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
+  ]);
+  record('cachedBearer', sides, { tokenBytes: token.length });
+  for (const s of sides.values()) sideRows('5', s);
+  const subject = sides.get('cached Bearer JWT')!;
+  ratioTargets('5', 'cached Bearer JWT', sides.get('bare GET')!, subject, cachedProblems(subject, 'hits'));
 }
