@@ -13,6 +13,7 @@
  *   8. resident memory per cached entry at 100k and 1M entries
  *   9. latency at a fixed offered load of half the bare route's capacity (h2load)
  *  10. what login protection costs: per cached decision (budget 5 vs 0), per miss (local, Redis)
+ *  11. what a signed identity token costs a cached decision (policy with and without identityToken)
  *
  *   node --expose-gc dist/bench/run.js --only=3,6    just those figures (e.g. for --cpu-prof)
  */
@@ -32,12 +33,13 @@ import { missPath } from './missPath.js';
 import { pinBenchProcess, runChild } from './pinning.js';
 import { printTable, results, row, rows } from './report.js';
 import { AUDIENCE, CLIENT, scratchDirectory, startBareApp, startCredgate, type Bench } from './setup.js';
+import { identityTokenCost } from './identityToken.js';
 import { cachedBasicAuth, cachedBearer, cachedVerify } from './throughput.js';
 import { uncachedBearer } from './uncachedJwt.js';
 import { notePinning, validityReport } from './validity.js';
 
 const BUDGET_MS = 600_000;
-const FIGURES = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'];
+const FIGURES = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11'];
 const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? FIGURES.join(',')).split(','));
 const unknown = [...only].filter((f) => !FIGURES.includes(f));
 if (unknown.length > 0) {
@@ -144,6 +146,7 @@ async function main(): Promise<void> {
           ['5', () => cachedBearer(bench)],
           ['9', () => latencyAtHalfLoad(bench)],
           ['10', () => loginProtection(bench)],
+          ['11', () => identityTokenCost(bench)],
           ['6', () => uncachedBearer(bench)],
           ['7', () => missPath(bench)],
         ];
