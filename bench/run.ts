@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: credgate's figures on loopback (see BENCHMARKS.md). Prints a table, the run's
+ * `npm run bench`: credgate's figures on loopback (see docs/benchmarks.md). Prints a table, the run's
  * validity verdict, and writes bench-results.json at the repository root. A missed target is
  * printed as FAIL, never an exit code; a target of a run that is not valid prints INVALID.
  *

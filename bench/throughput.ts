@@ -1,7 +1,7 @@
 /**
  * Figures 3–5 of `npm run bench`: a cached decision against a bare fastify route, both served by
  * this process (pinned to the server CPU), loaded by wrk on the other CPU, in interleaved runs (see
- * BENCHMARKS.md); the method (`interleave`) and the rows figures 6 and 10 share.
+ * docs/benchmarks.md); the method (`interleave`) and the rows figures 6 and 10 share.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -24,9 +24,11 @@ Usage:
   credgate dev [--config FILE]         DEV MODE, only on request: an embedded development
                                        authorization server with demo users, on loopback only;
                                        refused with NODE_ENV=production
-  credgate keygen [--type rsa|ec|ed25519] [--out FILE]
-                                       write a new client-assertion private key (mode 0600) and print
-                                       its public key (PEM and JWK) to register at the AS
+  credgate keygen [--use client|identity] [--type rsa|ec|ed25519] [--out FILE]
+                                       write a new private key (mode 0600) and print its public key
+                                       (PEM and JWK): --use client (default, RSA) signs introspection
+                                       client assertions, to register at the AS; --use identity
+                                       (default Ed25519) signs identity tokens (identityKeyFile)
   credgate introspect TOKEN|-          introspect a token as credgate would (signed client assertion);
                                        '-' reads it from standard input
   credgate verify USERNAME [--scope S]...
@@ -144,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
       type: { type: 'string' },
+      use: { type: 'string' },
       out: { type: 'string' },
       scope: { type: 'string', multiple: true },
       url: { type: 'string' },
@@ -181,17 +184,24 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keep running
     }
     case 'keygen': {
-      const type = (values.type ?? 'rsa') as 'rsa' | 'ec' | 'ed25519';
+      const use = values.use ?? 'client';
+      if (use !== 'client' && use !== 'identity') throw new CredgateError('--use must be client or identity');
+      const type = (values.type ?? (use === 'identity' ? 'ed25519' : 'rsa')) as 'rsa' | 'ec' | 'ed25519';
       if (!['rsa', 'ec', 'ed25519'].includes(type)) throw new CredgateError('--type must be rsa, ec or ed25519');
       const pair = await newKeyPair(type);
+      const variable = use === 'identity' ? 'CREDGATE_IDENTITY_KEY_FILE' : 'CREDGATE_INTROSPECTION_KEY_FILE';
       if (values.out) {
         if (existsSync(values.out)) throw new CredgateError(`${values.out} exists; refusing to overwrite a key`);
         writeFileSync(values.out, pair.privatePem, { mode: 0o600 });
-        process.stderr.write(`private key written to ${values.out} (set CREDGATE_INTROSPECTION_KEY_FILE=${values.out})\n`);
+        process.stderr.write(`private key written to ${values.out} (set ${variable}=${values.out})\n`);
       } else {
         process.stdout.write(pair.privatePem);
       }
-      process.stdout.write(`\n# public key (PEM), for Auth0's verificationKey / client credentials:\n${pair.publicPem}`);
+      process.stdout.write(
+        use === 'identity'
+          ? `\n# public key (PEM); credgate publishes it at /.well-known/jwks.json for downstream services:\n${pair.publicPem}`
+          : `\n# public key (PEM), for Auth0's verificationKey / client credentials:\n${pair.publicPem}`,
+      );
       process.stdout.write(`\n# public key (JWK, alg ${pair.alg}, kid = RFC 7638 thumbprint):\n${JSON.stringify(pair.jwk, null, 2)}\n`);
       return 0;
     }

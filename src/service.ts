@@ -6,7 +6,9 @@ import { Health } from './health.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics/registry.js';
 import { AccessTokenVerifier } from './upstream/accessToken.js';
-import { loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
+import type { JWK } from 'jose';
+import { IdentityTokens } from './identity/tokens.js';
+import { generateClientKeys, loadClientKeys, type ClientKeys } from './upstream/clientKeys.js';
 import { deadlineIn, within } from './upstream/deadline.js';
 import { UpstreamHttp } from './upstream/http.js';
 import { Introspection } from './upstream/introspection.js';
@@ -37,6 +39,9 @@ export function requireServiceConfig(config: Config, options: { inMemoryKeys?: b
   for (const key of ['issuer', 'audience', 'clientId', 'clientSecret'] as const) {
     if (config[key] === undefined) throw new ConfigError(`invalid configuration: ${key} (${envName(key)}) is required`, key);
   }
+  if (!options.inMemoryKeys && config.identityIssuer !== undefined && config.identityKeyFile === undefined) {
+    throw new ConfigError('invalid configuration: identityKeyFile (CREDGATE_IDENTITY_KEY_FILE) is required with identityIssuer: every replica must sign identity tokens with the same key (credgate keygen --use identity)', 'identityKeyFile');
+  }
   if (!options.inMemoryKeys && config.introspectionKeyFile === undefined && config.introspectionClientSecret === undefined) {
     throw new ConfigError(
       'invalid configuration: introspectionKeyFile (CREDGATE_INTROSPECTION_KEY_FILE) or introspectionClientSecret (CREDGATE_INTROSPECTION_CLIENT_SECRET) is required: app-specific passwords need introspection',
@@ -53,6 +58,8 @@ export interface Service {
   /** The one decision sequence every interface goes through. */
   readonly pipeline: DecisionPipeline;
   readonly keys: ClientKeys | undefined;
+  /** Public keys served at /.well-known/jwks.json: the client-assertion key(s), then the identity-token key(s). */
+  readonly jwks: { readonly keys: readonly JWK[] };
   readonly health: Health;
   readonly metrics: Metrics;
   readonly introspection: Introspection;
@@ -73,11 +80,25 @@ export interface Service {
   close(): Promise<void>;
 }
 
+/**
+ * The identity-token signing key: `identityKeyFile` (and `identityPublishedKeyFiles` for rotation),
+ * else, when `identityIssuer` is set without one (dev mode, tests), a fresh Ed25519 key in memory.
+ */
+async function identityKeysFor(config: ServiceConfig, log: Logger, given: ClientKeys | undefined): Promise<ClientKeys | undefined> {
+  if (given !== undefined) return given;
+  if (config.identityKeyFile !== undefined) return loadClientKeys(config.identityKeyFile, config.identityPublishedKeyFiles, { key: 'identityKeyFile', published: 'identityPublishedKeyFiles' });
+  if (config.identityIssuer === undefined) return undefined;
+  log.warn('identity tokens are signed with a key kept in memory: they stop verifying after a restart and differ between replicas (set identityKeyFile)');
+  return generateClientKeys('ed25519');
+}
+
 /** `passwordFailureBudget: 0`: every grant is sent (an AS without lockout); aliases are still learnt for purges. */
 const UNPROTECTED: LoginLedger = { admit: async () => ({ admitted: true, key: '', id: '' }), settle: async () => undefined, reset: async () => undefined, link: async () => undefined };
 
-export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys } = {}): Promise<Service> {
+export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys; identityKeys?: ClientKeys } = {}): Promise<Service> {
   const keys = options.keys ?? (config.introspectionKeyFile ? await loadClientKeys(config.introspectionKeyFile, config.publishedKeyFiles) : undefined);
+  const identityKeys = await identityKeysFor(config, log, options.identityKeys);
+  const identityTokens = identityKeys !== undefined && config.identityIssuer !== undefined ? new IdentityTokens(identityKeys.signing, config.identityIssuer) : undefined;
   const metrics = new Metrics(VERSION);
   const policy =
     config.policyFile === undefined
@@ -88,6 +109,9 @@ export async function createService(config: ServiceConfig, log: Logger, options:
             metrics.policyLastReloadSuccessful.set(result === 'success' ? 1 : 0);
           },
         });
+  if (policy?.current.usesIdentityTokens && identityTokens === undefined) {
+    throw new ConfigError('invalid configuration: identityIssuer (CREDGATE_IDENTITY_ISSUER) is required: the policy asks for identity tokens', 'identityIssuer');
+  }
   // Without a policy file the gauge would read 0 ("failed"): it is not exposed at all.
   if (policy) metrics.policyLastReloadSuccessful.set(1);
   else metrics.registry.removeSingleMetric('credgate_policy_last_reload_successful');
@@ -152,7 +176,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
   }
   const ledger: LoginLedger = shared?.ledger ?? localLedger ?? UNPROTECTED;
-  const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, log });
+  const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, names: accounts, log });
   const verifier = new Verifier(
     strategies,
     cache,
@@ -172,12 +196,13 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     log,
     shared?.memory,
   );
-  const pipeline = new DecisionPipeline(verifier, policy, { mailScopes: { imap: config.mailImapScopes, pop3: config.mailPop3Scopes, smtp: config.mailSmtpScopes } }, metrics, log);
+  const pipeline = new DecisionPipeline(verifier, policy, { mailScopes: { imap: config.mailImapScopes, pop3: config.mailPop3Scopes, smtp: config.mailSmtpScopes }, identityTokens }, metrics, log);
   return {
     config,
     verifier,
     pipeline,
     keys,
+    jwks: Object.freeze({ keys: [...(keys?.jwks.keys ?? []), ...(identityKeys?.jwks.keys ?? [])] }),
     health,
     metrics,
     introspection,

@@ -12,13 +12,14 @@ declare -A pkg=(
   [fcgiwrap]=fcgiwrap
   [caddy]=caddy
   [dovecot]=dovecot-imapd
+  [/usr/lib/dovecot/submission]=dovecot-submissiond
   [redis-server]=redis-server
   [promtool]=prometheus
   [systemd-analyze]=systemd
 )
 need=()
 for cmd in "${!pkg[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pkg[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "$cmd" ] || need+=("${pkg[$cmd]}")
 done
 # nginx's mail proxy is a dynamic module in its own package.
 [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] || need+=(libnginx-mod-mail)

@@ -6,6 +6,7 @@ import { parseTarget } from '../policy/target.js';
 import type { ScopeStrategy } from '../verify/scopes.js';
 import type { Verifier } from '../verify/verifier.js';
 import type { Credentials, Decision, Reason } from '../verify/types.js';
+import type { IdentityTokens, IdentityTokenSpec } from '../identity/tokens.js';
 
 /** A credential an adapter could not parse: the public reason and a message that never holds the secret. */
 export interface CredentialsProblem {
@@ -40,11 +41,15 @@ export interface DecisionRequest {
   /** The adapter found the original request ambiguous (a header twice, two families disagreeing): denied. */
   readonly ambiguous?: string;
   readonly requestId?: string;
+  /** Whether the caller will pass on an identity token the rule asks for (`/auth` does; `/v1/verify` when asked). Default true. */
+  readonly wantsIdentityToken?: boolean;
 }
 
 export interface PipelineOptions {
   /** Scopes each mail protocol needs when there is no policy file (`mailImapScopes`, ...). */
   readonly mailScopes: Readonly<Record<Exclude<Protocol, 'http'>, readonly string[]>>;
+  /** Signs the identity tokens policy rules ask for; undefined without `identityIssuer`. */
+  readonly identityTokens?: IdentityTokens;
 }
 
 interface Requirement {
@@ -52,6 +57,7 @@ interface Requirement {
   readonly audience?: string;
   readonly scopeStrategy?: ScopeStrategy;
   readonly rule?: string;
+  readonly identityToken?: IdentityTokenSpec;
 }
 
 const deny = (status: 400 | 401 | 403, reason: Reason, detail: string, rule?: string): Decision => ({ allow: false, status, reason, detail, rule, cached: false });
@@ -106,7 +112,13 @@ export class DecisionPipeline {
     if (request.pinnedAudience !== undefined && verdict.audience !== undefined && request.pinnedAudience !== verdict.audience) {
       return deny(403, 'denied_by_policy', `the audience asked for is not the one rule ${verdict.rule} requires`, verdict.rule);
     }
-    return { requiredScopes: [...new Set([...verdict.scopes, ...pinned])], audience: verdict.audience ?? request.pinnedAudience, scopeStrategy: verdict.scopeStrategy, rule: verdict.rule };
+    return {
+      requiredScopes: [...new Set([...verdict.scopes, ...pinned])],
+      audience: verdict.audience ?? request.pinnedAudience,
+      scopeStrategy: verdict.scopeStrategy,
+      rule: verdict.rule,
+      identityToken: verdict.identityToken,
+    };
   }
 
   async #decide(request: DecisionRequest, endUserIp: string | undefined): Promise<Decision> {
@@ -119,6 +131,16 @@ export class DecisionPipeline {
       // The mail backend logs in as the identity's username (`Auth-User`): without one, the client's
       // typed name (`x-access-token`) would pick the mailbox.
       return { ...deny(401, 'invalid_credentials', 'the identity has no username claim, which a mail login needs', needs.rule), identity: undefined };
+    }
+    if (decision.allow && decision.identity && needs.identityToken !== undefined && request.wantsIdentityToken !== false) {
+      const tokens = this.options.identityTokens;
+      if (tokens === undefined) {
+        // A policy reloaded with identity tokens but no identityIssuer: never an allow without the token.
+        this.log.error({ rule: needs.rule }, 'the policy asks for an identity token but identityIssuer is not set');
+        return { allow: false, status: 503, reason: 'upstream_unavailable', detail: 'identity tokens are not configured (identityIssuer)', rule: needs.rule, cached: false };
+      }
+      const value = await tokens.tokenFor(decision.identity, needs.identityToken);
+      return { ...decision, rule: needs.rule, identityToken: { header: needs.identityToken.header, value } };
     }
     return needs.rule === undefined ? decision : { ...decision, rule: needs.rule };
   }

@@ -5,7 +5,8 @@ export interface Grant {
   /** Space-separated, in the order requested. */
   readonly scope: string;
   readonly scopes: readonly string[];
-  /** The user's permissions that were granted: Auth0's `permissions` claim. */
+  /** Auth0's `permissions` claim: with RBAC, every permission the user holds for the API, whatever
+   * scope was requested (which is why credgate reads it only when told to, `scopeClaims`). */
   readonly permissions: readonly string[];
 }
 
@@ -27,6 +28,5 @@ export function grantScopes(requested: string | undefined, permissions: readonly
     apiScopes.length === 0 && !asked.some((s) => OIDC_SCOPES.has(s))
       ? [...permissions]
       : asked.filter((s) => OIDC_SCOPES.has(s) || held.has(s));
-  const grantedPermissions = permissions.filter((p) => granted.includes(p));
-  return { scope: granted.join(' '), scopes: granted, permissions: grantedPermissions };
+  return { scope: granted.join(' '), scopes: granted, permissions: [...permissions] };
 }

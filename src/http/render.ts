@@ -45,6 +45,7 @@ export function decisionJson(decision: Decision): Record<string, unknown> {
       audience: id.audience,
       expiresAt: id.expiresAt !== undefined ? new Date(id.expiresAt * 1000).toISOString().replace('.000Z', 'Z') : undefined,
       cached: decision.cached,
+      identityToken: decision.identityToken?.value,
     };
   }
   return {

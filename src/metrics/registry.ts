@@ -3,7 +3,7 @@ import type { CallOutcome, Endpoint } from '../upstream/http.js';
 import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../vocabulary.js';
 
 /** Interfaces a decision can come from: the values of the `interface` label. */
-export const INTERFACES = ['auth', 'verify', 'mail', 'cli'] as const;
+export const INTERFACES = ['auth', 'verify', 'mail', 'cli', 'plugin'] as const;
 export type Interface = (typeof INTERFACES)[number];
 
 /** What credgate asks of the shared state (Redis), for `credgate_shared_state_errors_total{operation}`. */

@@ -1,5 +1,6 @@
 import picomatch from 'picomatch';
 import type { ScopeStrategy } from '../vocabulary.js';
+import type { IdentityTokenSpec } from '../identity/tokens.js';
 import type { RequestTarget } from './target.js';
 import type { PolicyDocument, Protocol, RuleDocument } from './schema.js';
 
@@ -23,6 +24,8 @@ export type PolicyVerdict =
       readonly audience: string | undefined;
       readonly scopes: readonly string[];
       readonly scopeStrategy: ScopeStrategy;
+      /** A signed identity token to hand the service behind it, if the rule (or the policy) asks for one. */
+      readonly identityToken?: IdentityTokenSpec;
     }
   | { readonly effect: 'deny'; readonly rule: string | undefined; readonly why: string };
 
@@ -48,6 +51,12 @@ interface CompiledRule {
 }
 
 const GLOB_OPTIONS = { dot: true, strictSlashes: false } as const;
+
+/** A rule's own identity token, else the policy's default, unless the rule says `false`. */
+function tokenFor(own: IdentityTokenSpec | false | undefined, fallback: IdentityTokenSpec | undefined): { identityToken?: IdentityTokenSpec } {
+  const spec = own === false ? undefined : (own ?? fallback);
+  return spec === undefined ? {} : { identityToken: spec };
+}
 
 /** `Git.Example.com:443` → `git.example.com`; `[::1]:8080` → `::1`. */
 export function hostname(host: string): string {
@@ -104,6 +113,8 @@ export class Policy implements PolicyDecider {
   readonly #queryKeys: ReadonlySet<string>;
   /** Every audience the policy names. */
   readonly audiences: ReadonlySet<string>;
+  /** Whether any rule or default hands out identity tokens (then `identityIssuer` is needed). */
+  readonly usesIdentityTokens: boolean;
 
   constructor(readonly document: PolicyDocument) {
     const strategy = document.scopeStrategy;
@@ -112,21 +123,37 @@ export class Policy implements PolicyDecider {
       tests: compileMatch(r.match),
       verdict: r.deny
         ? { effect: 'deny', rule: r.name, why: `rule ${r.name} denies this request` }
-        : { effect: 'require', rule: r.name, audience: r.audience ?? document.audience, scopes: r.scopes, scopeStrategy: r.scopeStrategy ?? strategy },
+        : {
+            effect: 'require',
+            rule: r.name,
+            audience: r.audience ?? document.audience,
+            scopes: r.scopes,
+            scopeStrategy: r.scopeStrategy ?? strategy,
+            // Mail backends take no header: tokens are for HTTP rules only.
+            ...tokenFor(r.identityToken, (r.match.protocol ?? ['http']).includes('http') ? document.identityToken : undefined),
+          },
     }));
     const d = document.default;
     const m = document.mailDefault;
-    const verdictOf = (value: PolicyDocument['default'], name: string, why: string): PolicyVerdict =>
+    const verdictOf = (value: PolicyDocument['default'], name: string, why: string, tokens: boolean): PolicyVerdict =>
       value === 'deny'
         ? { effect: 'deny', rule: undefined, why }
         : value === 'allow'
-          ? { effect: 'require', rule: name, audience: document.audience, scopes: [], scopeStrategy: strategy }
-          : { effect: 'require', rule: name, audience: value.audience ?? document.audience, scopes: value.scopes, scopeStrategy: value.scopeStrategy ?? strategy };
-    this.#default = verdictOf(d, 'default', 'no rule matches and the policy has no default');
-    this.#mailDefault = verdictOf(m, 'mailDefault', 'no rule names this mail protocol and the policy has no mailDefault (default applies to HTTP only)');
+          ? { effect: 'require', rule: name, audience: document.audience, scopes: [], scopeStrategy: strategy, ...tokenFor(undefined, tokens ? document.identityToken : undefined) }
+          : {
+              effect: 'require',
+              rule: name,
+              audience: value.audience ?? document.audience,
+              scopes: value.scopes,
+              scopeStrategy: value.scopeStrategy ?? strategy,
+              ...tokenFor(tokens ? value.identityToken : false, tokens ? document.identityToken : undefined),
+            };
+    this.#default = verdictOf(d, 'default', 'no rule matches and the policy has no default', true);
+    this.#mailDefault = verdictOf(m, 'mailDefault', 'no rule names this mail protocol and the policy has no mailDefault (default applies to HTTP only)', false);
     const audiences = [document.audience, ...document.rules.map((r) => r.audience), typeof d === 'object' ? d.audience : undefined, typeof m === 'object' ? m.audience : undefined];
     this.audiences = new Set(audiences.filter((a): a is string => a !== undefined));
     this.#queryKeys = new Set(document.rules.flatMap((r) => Object.keys(r.match.query ?? {})));
+    this.usesIdentityTokens = [...this.#rules.map((r) => r.verdict), this.#default].some((v) => v.effect === 'require' && v.identityToken !== undefined);
   }
 
 

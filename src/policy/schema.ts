@@ -13,6 +13,18 @@ const method = z
   .regex(/^(\*|[A-Za-z]{1,20})$/, 'must be an HTTP method such as GET, or *')
   .transform((m) => m.toUpperCase());
 
+/** A signed identity for the service behind the rule (src/identity/tokens.ts). */
+const identityToken = z
+  .object({
+    /** `aud` of the token: the downstream service that verifies it. */
+    audience: z.string().min(1).max(512),
+    /** Longest life, seconds (never past the credential's own expiry). Default 60. */
+    ttlSeconds: z.number().int().min(5).max(3600).default(60),
+    /** Header it travels in on `/auth`. Default `X-Auth-Token`. */
+    header: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a header name (letters, digits, -)').default('X-Auth-Token'),
+  })
+  .strict();
+
 const scopes = z.array(z.string().regex(SCOPE_TOKEN, 'must be an RFC 6749 scope-token (no spaces or quotes)')).max(64);
 
 /** What a rule needs of the credential. Unset fields fall back to the policy's top level, then to the configuration. */
@@ -23,6 +35,8 @@ const requirement = {
   scopes: scopes.default([]),
   /** How granted scopes satisfy required ones. Default: the policy's `scopeStrategy`. */
   scopeStrategy: z.enum(SCOPE_STRATEGIES).optional(),
+  /** A signed identity token for the service behind it; `false`: none even if the policy sets a default. */
+  identityToken: z.union([identityToken, z.literal(false)]).optional(),
 };
 
 const match = z
@@ -51,8 +65,8 @@ const rule = z
     ...requirement,
   })
   .strict()
-  .refine((r) => !(r.deny && (r.scopes.length > 0 || r.audience !== undefined || r.scopeStrategy !== undefined)), {
-    message: 'a deny rule takes no scopes, audience or scopeStrategy',
+  .refine((r) => !(r.deny && (r.scopes.length > 0 || r.audience !== undefined || r.scopeStrategy !== undefined || r.identityToken !== undefined)), {
+    message: 'a deny rule takes no scopes, audience, scopeStrategy or identityToken',
   });
 
 const defaultRule = z.union(
@@ -74,6 +88,8 @@ export const policySchema = z
     audience: z.string().min(1).max(512).optional(),
     /** Default scope strategy of every rule. */
     scopeStrategy: z.enum(SCOPE_STRATEGIES).default('exact'),
+    /** Default signed identity token of every HTTP rule (a rule sets its own, or `false`). Needs `identityIssuer`. */
+    identityToken: identityToken.optional(),
     /** Tried in order; the first rule whose `match` holds decides. */
     rules: z.array(rule).max(1000).default([]),
     /** What an HTTP request no rule matches gets. Default `deny`. It never applies to mail logins. */

@@ -75,29 +75,32 @@ function webCryptoImportParams(key: KeyObject, alg: string): webcrypto.RsaHashed
   throw new ConfigError(`unsupported key ${key.asymmetricKeyType}`, 'introspectionKeyFile');
 }
 
-/** Loads the signing key and the extra published keys; fails start-up on anything unusable. */
-export async function loadClientKeys(keyFile: string, publishedKeyFiles: readonly string[] = []): Promise<ClientKeys> {
+/**
+ * Loads a signing key and the extra published keys; fails start-up on anything unusable. `names`
+ * are the configuration keys, for the messages (introspection client key, or identity-token key).
+ */
+export async function loadClientKeys(keyFile: string, publishedKeyFiles: readonly string[] = [], names = { key: 'introspectionKeyFile', published: 'publishedKeyFiles' }): Promise<ClientKeys> {
   let privateKey: KeyObject;
   try {
-    privateKey = createPrivateKey(readPem(keyFile, 'introspectionKeyFile'));
+    privateKey = createPrivateKey(readPem(keyFile, names.key));
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    throw new ConfigError(`introspectionKeyFile ${keyFile} does not hold a PEM private key`, 'introspectionKeyFile');
+    throw new ConfigError(`${names.key} ${keyFile} does not hold a PEM private key`, names.key);
   }
   const published = publishedKeyFiles.map((file) => {
-    const pem = readPem(file, 'publishedKeyFiles');
+    const pem = readPem(file, names.published);
     try {
       return pem.includes('PRIVATE KEY') ? createPublicKey(createPrivateKey(pem)) : createPublicKey(pem);
     } catch {
-      throw new ConfigError(`publishedKeyFiles: ${file} does not hold a PEM key`, 'publishedKeyFiles');
+      throw new ConfigError(`${names.published}: ${file} does not hold a PEM key`, names.published);
     }
   });
   return fromPrivateKeyObject(privateKey, published);
 }
 
-/** A fresh key kept only in memory (dev mode). */
-export async function generateClientKeys(): Promise<ClientKeys> {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+/** A fresh key kept only in memory (dev mode, tests): P-256 for client assertions, Ed25519 for identity tokens. */
+export async function generateClientKeys(type: 'ec' | 'ed25519' = 'ec'): Promise<ClientKeys> {
+  const { privateKey } = type === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('ed25519');
   return fromPrivateKeyObject(privateKey, []);
 }
 

@@ -13,10 +13,23 @@ import { ledgerName } from './strategy.js';
 export class AccountDirectory {
   readonly #subjectsByName: LRUCache<string, Set<string>>;
   readonly #namesBySubject: LRUCache<string, Set<string>>;
+  /** Subject → the AS's own username claim for it, from a verified token or introspection. */
+  readonly #canonical: LRUCache<string, string>;
 
   constructor(maxAccounts: number) {
-    this.#subjectsByName = new LRUCache({ max: maxAccounts * 2 });
-    this.#namesBySubject = new LRUCache({ max: maxAccounts });
+    // maxSize, not max: lru-cache preallocates `max` slots.
+    this.#subjectsByName = new LRUCache({ maxSize: maxAccounts * 2, sizeCalculation: () => 1 });
+    this.#namesBySubject = new LRUCache({ maxSize: maxAccounts, sizeCalculation: () => 1 });
+    this.#canonical = new LRUCache({ maxSize: maxAccounts, sizeCalculation: () => 1 });
+  }
+
+  /** The AS's username claim for `subject`, learnt from a verified token or introspection answer. */
+  canonicalName(subject: string): string | undefined {
+    return this.#canonical.get(subject);
+  }
+
+  rememberCanonicalName(subject: string, username: string): void {
+    this.#canonical.set(subject, username);
   }
 
   /** Records that `subject` proved itself under each of `names` (login names, any spelling). */

@@ -20,7 +20,8 @@ import { ledgerName } from './strategy.js';
  *   a failure (one more failure), or "never sent" (released); one that never settles within
  *   `reservationMs` counts as a failure, since it may have reached the AS;
  * - failures are forgotten only `memoryMs` after the last one (the AS keeps its block that long), or
- *   by a success or an admin reset. Nothing decays faster.
+ *   by a success or an admin reset. Nothing decays faster. "The last one" is the account's: the
+ *   failures of all of its names are forgotten together, since the AS counts the account, not the name.
  */
 export interface LedgerRule {
   readonly budget: number;
@@ -31,6 +32,8 @@ export interface LedgerRule {
 export interface LedgerEntry {
   failures: number;
   lastFailureAt: number;
+  /** When the last failure was recorded, in the ledger's own order of events (see `link`). */
+  lastFailureSeq?: number;
   /** Reservation id → the time it counts as a failure if not settled. */
   reservations: Map<string, number>;
 }
@@ -40,21 +43,44 @@ export function grantLimit(rule: Pick<LedgerRule, 'budget'>, knownGood: boolean)
   return knownGood ? rule.budget - 1 : rule.budget - 2;
 }
 
-/** Applies time to an entry: overdue reservations become failures; failures older than the memory are forgotten. */
-export function age(entry: LedgerEntry, now: number, rule: LedgerRule): void {
+/** Overdue reservations become failures (at the time they fell due; `seq` orders them among the ledger's events). */
+export function settleOverdue(entry: LedgerEntry, now: number, seq?: () => number): void {
   for (const [id, until] of entry.reservations) {
     if (until > now) continue;
     entry.reservations.delete(id);
     entry.failures += 1;
     entry.lastFailureAt = Math.max(entry.lastFailureAt, until);
+    if (seq) entry.lastFailureSeq = seq();
   }
-  if (entry.failures > 0 && now - entry.lastFailureAt >= rule.memoryMs) entry.failures = 0;
+}
+
+/**
+ * Applies time to an account, given the entries of all of its names: overdue reservations become
+ * failures; the failures are forgotten `memoryMs` after the last failure of ANY of the names, all
+ * together. Forgetting one name's older failures while another name's keep the account's run alive
+ * at the AS would let an attacker stagger the names (two guesses under one name, one under the other
+ * a few weeks later, two more under the first once its own are 30 days old: five at the AS). Each
+ * entry keeps the account's last failure time, so that it is not forgotten early even if it is later
+ * read without its aliases.
+ */
+export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule, seq?: () => number): void {
+  let last = 0;
+  for (const entry of entries) {
+    settleOverdue(entry, now, seq);
+    if (entry.failures > 0) last = Math.max(last, entry.lastFailureAt);
+  }
+  const forget = now - last >= rule.memoryMs;
+  for (const entry of entries) {
+    if (entry.failures === 0) continue;
+    if (forget) entry.failures = 0;
+    else entry.lastFailureAt = last;
+  }
 }
 
 export type SettleResult = 'success' | 'failure' | 'unsent';
 
 /** One reservation's settlement: a success clears, a failure adds one, "unsent" only releases. */
-export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult, now: number): void {
+export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult, now: number, seq?: number): void {
   const open = entry.reservations.delete(id);
   if (result === 'success') {
     entry.failures = 0;
@@ -62,6 +88,7 @@ export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult
     // A reservation already overdue was counted as a failure by `age`; it is not counted twice.
     entry.failures += 1;
     entry.lastFailureAt = now;
+    entry.lastFailureSeq = seq;
   }
 }
 
@@ -77,7 +104,12 @@ export interface LoginLedger {
   settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void>;
   /** Admin reset: forgets the failures of `username` and of every alias of its account. */
   reset(username: string): Promise<void>;
-  /** `subject` succeeded under these login names: they share its budget (locally the AccountDirectory does it). */
+  /**
+   * `subject` succeeded under these login names: they share its budget (locally the AccountDirectory
+   * does it). Right after a successful password grant of `subject` (`settle`), failures its names
+   * had before that success are cleared too, as the AS cleared them: on an account's first success
+   * credgate learns its other names (the `username`/`email` claims) only here.
+   */
   link(subject: string, names: readonly string[]): Promise<void>;
 }
 
@@ -89,6 +121,11 @@ let nextId = 0;
 /** The rule in this process's memory. With several replicas, `RedisLoginLedger` shares it. */
 export class LocalLoginLedger implements LoginLedger {
   readonly #entries: LRUCache<string, LedgerEntry>;
+  /** Failures recorded so far: orders failures and successes (time alone cannot: many happen in one ms). */
+  #seq = 0;
+  readonly #nextSeq = () => ++this.#seq;
+  /** Subjects whose password grant succeeded and whose names are not linked yet → `#seq` at that success. */
+  readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
 
   constructor(
     readonly rule: LedgerRule,
@@ -96,7 +133,8 @@ export class LocalLoginLedger implements LoginLedger {
     maxTracked: number,
     private readonly now: () => number = Date.now,
   ) {
-    this.#entries = new LRUCache({ max: maxTracked });
+    // maxSize, not max: lru-cache preallocates `max` slots, and most deployments track few accounts.
+    this.#entries = new LRUCache({ maxSize: maxTracked, sizeCalculation: () => 1 });
   }
 
   async admit(username: string, knownGood: boolean): Promise<Admission> {
@@ -108,10 +146,9 @@ export class LocalLoginLedger implements LoginLedger {
     const now = this.now();
     let unsettled = 0;
     let inFlight = 0;
-    for (const key of this.accounts.aliasKeys(username)) {
-      const entry = this.#entries.get(key);
-      if (entry === undefined) continue;
-      age(entry, now, this.rule);
+    const entries = this.#account(username);
+    age(entries, now, this.rule, this.#nextSeq);
+    for (const entry of entries) {
       unsettled += entry.failures + entry.reservations.size;
       inFlight += entry.reservations.size;
     }
@@ -130,10 +167,12 @@ export class LocalLoginLedger implements LoginLedger {
     const now = this.now();
     const entry = this.#entries.get(admission.key);
     if (entry) {
-      age(entry, now, this.rule);
-      settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now);
+      // Only overdue reservations here: forgetting is decided for the whole account (`age`), at admission.
+      settleOverdue(entry, now, this.#nextSeq);
+      settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now, this.#nextSeq());
     }
     if (result !== 'success') return;
+    if (subject !== undefined) this.#succeeded.set(subject, this.#seq);
     // The AS clears the account's counter on a success: so does credgate, for every key that names
     // only this account (a name shared with another account keeps its failures).
     for (const key of this.accounts.clearedBySuccess(subject, username ?? admission.key)) {
@@ -150,18 +189,33 @@ export class LocalLoginLedger implements LoginLedger {
 
   async link(subject: string, names: readonly string[]): Promise<void> {
     this.accounts.link(subject, names);
+    const at = this.#succeeded.get(subject);
+    if (at === undefined || names.length === 0) return;
+    this.#succeeded.delete(subject);
+    // Failures recorded before the success (never one that came after it, or a grant still under way)
+    // of every name that names only this account.
+    for (const key of this.accounts.clearedBySuccess(subject, names[0]!)) {
+      const entry = this.#entries.get(key);
+      if (entry === undefined || entry.failures === 0 || (entry.lastFailureSeq ?? 0) > at) continue;
+      entry.failures = 0;
+      if (entry.reservations.size === 0) this.#entries.delete(key);
+    }
   }
 
   /** For tests and metrics: the unsettled count of a name's account. */
   unsettled(username: string): number {
-    const now = this.now();
-    let n = 0;
+    const entries = this.#account(username);
+    age(entries, this.now(), this.rule, this.#nextSeq);
+    return entries.reduce((n, entry) => n + entry.failures + entry.reservations.size, 0);
+  }
+
+  /** The entries of a name and of every alias of its account. */
+  #account(username: string): LedgerEntry[] {
+    const entries: LedgerEntry[] = [];
     for (const key of this.accounts.aliasKeys(username)) {
       const entry = this.#entries.get(key);
-      if (entry === undefined) continue;
-      age(entry, now, this.rule);
-      n += entry.failures + entry.reservations.size;
+      if (entry !== undefined) entries.push(entry);
     }
-    return n;
+    return entries;
   }
 }

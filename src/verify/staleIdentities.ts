@@ -13,7 +13,7 @@ interface Entry {
  * asked. Never a denial (only identities are remembered), never past the credential's own `exp`,
  * and forgotten as soon as the AS denies the credential or an admin purges the user.
  *
- * The risk, stated in the README: a credential revoked at the AS (an ASP, a changed password)
+ * The risk, stated in docs/security.md: a credential revoked at the AS (an ASP, a changed password)
  * keeps working through an AS outage for up to `cacheTtlSeconds + staleIfErrorSeconds`.
  */
 export class StaleIdentities {

@@ -39,6 +39,8 @@ export interface Decision {
   readonly missingScopes?: readonly string[];
   readonly retryAfterSeconds?: number;
   readonly cached: boolean;
+  /** A signed identity token for the service behind the request, and the header it travels in. */
+  readonly identityToken?: { readonly header: string; readonly value: string };
 }
 
 /**

@@ -141,6 +141,14 @@ export class Verifier {
       const verdict = await this.ipThrottle.check(endUserIp);
       if (verdict.throttled) return this.#throttled(verdict.retryAfterSeconds);
     }
+    // With shared state the lookups above (recall, the IP throttle) wait on the network, and an
+    // identical flight can end meanwhile: its answer is cached by then. Take it, as a request that
+    // joined the flight would.
+    const landed = this.cache.get(key);
+    if (landed !== undefined) {
+      this.events.coalesced();
+      return landed === 'denied' ? DENIED : this.#authorize(landed, context, false);
+    }
 
     // The deadline is made only here, on a miss: cached answers never pay for a timer.
     const deadline = deadlineIn(this.options.decisionTimeoutMs);
@@ -208,6 +216,7 @@ export class Verifier {
       this.cache.set(key, { kind: 'identity', identity }, username);
       const names = username === undefined ? result.loginNames : [username, ...result.loginNames];
       this.accounts.link(identity.subject, names);
+      if (identity.username !== undefined) this.accounts.rememberCanonicalName(identity.subject, identity.username);
       await this.ledger.link(identity.subject, names);
       this.options.staleIdentities?.remember(key, identity, this.cache.positiveTtlSeconds(identity));
       if (identity.credential !== 'password') {

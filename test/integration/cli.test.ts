@@ -47,6 +47,11 @@ describe('credgate command line', () => {
     assert.equal(jwk.d, undefined);
     const again = await cli(['keygen', '--out', keyFile], {});
     assert.equal(again.code, 2, 'refuses to overwrite a key');
+    const identity = await cli(['keygen', '--use', 'identity', '--out', join(dir, 'identity.pem')], {});
+    assert.equal(identity.code, 0, identity.stderr);
+    assert.match(identity.stderr, /CREDGATE_IDENTITY_KEY_FILE/);
+    assert.equal((JSON.parse(identity.stdout.slice(identity.stdout.indexOf('{'))) as { alg: string }).alg, 'EdDSA', 'identity tokens: Ed25519 by default');
+    assert.equal((await cli(['keygen', '--use', 'nonsense'], {})).code, 2);
     // Publish the key the way a running credgate does, so the AS can check the CLI's assertions.
     publisher = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT }, { keys: await loadClientKeys(keyFile) });
     dev.setResourceServerJwksUrl(publisher.jwksUrl);

@@ -9,7 +9,7 @@ import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credg
 import { CADDYFILE, startCaddy, type RunningCaddy } from '../fixtures/caddy.js';
 import { httpRequest, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
 
-const AUDIENCE = 'https://api.credgate.dev'; // the audience deploy/policies/git.yaml names
+const AUDIENCE = 'https://git.example.com'; // deploy/policies/git.yaml names none: its rules use this one
 const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
 const CLIENT = { clientId: 'credgate-caddy-test', clientSecret: 'caddy-test-client-secret' };
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));

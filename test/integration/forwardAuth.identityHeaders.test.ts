@@ -31,7 +31,7 @@ import { NGINX_DEPLOY_DIR, startNginx, type RunningNginx } from '../fixtures/ngi
 // The recipes are used as committed: nginx includes the deploy/nginx snippets, Caddy runs the
 // deploy/caddy files with only the addresses set through the environment variables they document.
 
-const AUDIENCE = 'https://api.credgate.dev'; // the audience deploy/policies/git.yaml names
+const AUDIENCE = 'https://git.example.com'; // deploy/policies/git.yaml names none: its rules use this one
 const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
 const CLIENT = { clientId: 'credgate-aliases-test', clientSecret: 'aliases-test-client-secret' };
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));

@@ -12,9 +12,8 @@ import { createBareRepository, git, gitUrl, type BareRepository } from '../fixtu
 import { NGINX_DEPLOY_DIR, nginxSyntaxCheck, startFcgiwrap, startNginx, type RunningFcgiwrap, type RunningNginx } from '../fixtures/nginx.js';
 import { freePort, httpRequest, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
 
-// deploy/policies/git.yaml names this audience; the dev AS and credgate use it so that the policy
-// file is used unchanged.
-const AUDIENCE = 'https://api.credgate.dev';
+// deploy/policies/git.yaml is used unchanged; it names no audience, so its rules use this one.
+const AUDIENCE = 'https://git.example.com';
 const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
 const CLIENT = { clientId: 'credgate-nginx-test', clientSecret: 'nginx-test-client-secret' };
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));

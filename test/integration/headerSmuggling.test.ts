@@ -94,7 +94,7 @@ describe('header smuggling between Basic and Bearer: one credential, taken exact
 // credgate sees them (forwardAuth.identityHeaders.test.ts). A proxy configured otherwise passes them
 // on; credgate itself must then neither read them as the original request nor echo them.
 describe('aliases of the forwarded and identity headers from a trusted proxy: not read as the original request, never echoed', () => {
-  const GIT_AUDIENCE = 'https://api.credgate.dev'; // deploy/policies/git.yaml
+  const GIT_AUDIENCE = 'https://git.example.com'; // deploy/policies/git.yaml names none: its rules use this one
   const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
   const FETCH = '/repo.git/info/refs?service=git-upload-pack';
   const PUSH = '/repo.git/info/refs?service=git-receive-pack';

@@ -143,7 +143,9 @@ test('oidc-provider fixture: password grant, introspection with private_key_jwt,
   });
 
   await t.test('expired ASP and unknown token are inactive', async () => {
-    const asp = await op.mintAppPassword('bob', { expiresInSeconds: 1, audience: OTHER_AUDIENCE });
+    // The live control gets minutes: oidc-provider counts exp from a whole-second iat, so a 1 s
+    // lifetime could end a few milliseconds after minting, before the introspection arrived.
+    const asp = await op.mintAppPassword('bob', { expiresInSeconds: 300, audience: OTHER_AUDIENCE });
     const live = await json(await introspect(asp));
     assert.equal(live.active, true);
     assert.equal(live.username, 'bob');

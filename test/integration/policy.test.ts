@@ -8,8 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 
-// deploy/policies/git.yaml names this audience.
-const AUDIENCE = 'https://api.credgate.dev';
+// deploy/policies/git.yaml names no audience: its rules use the configured one, whatever it is.
+const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-test', clientSecret: 'dev-client-secret-value' };
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 const alice = basicHeader('alice', users.alice!.password);

@@ -209,7 +209,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     assert.ok(keys.length > 0);
     for (const key of keys) {
       // Credential keys (neg, asp) are 128-bit HMACs, usernames and IPs (throttle, purged) 256-bit ones.
-      assert.match(key, /^credgate:((neg|asp|pw):[A-Za-z0-9_-]{22}|(throttle:ip|purged|alias|account):[A-Za-z0-9_-]{43}|ledger:[A-Za-z0-9_-]{43}(:r)?)$/, key);
+      assert.match(key, /^credgate:((neg|asp|pw):[A-Za-z0-9_-]{22}|(throttle:ip|purged|alias|account):[A-Za-z0-9_-]{43}|ledger:([A-Za-z0-9_-]{43}(:r)?|seq))$/, key);
       const type = await inspector.type(key);
       const values =
         type === 'string' ? [await inspector.get(key)] : type === 'set' ? await inspector.smembers(key) : type === 'hash' ? Object.values(await inspector.hgetall(key)) : await inspector.zrange(key, '0', '-1');

@@ -122,7 +122,7 @@ test('password grant returns an RS256 access token verifiable against the JWKS',
   assert.equal(payload['azp'], CLIENT.clientId);
   assert.equal(payload['gty'], 'password');
   assert.equal(payload['scope'], 'read:repo');
-  assert.deepEqual(payload['permissions'], ['read:repo']);
+  assert.deepEqual(payload['permissions'], ['read:repo', 'write:repo', 'read:mail', 'send:mail'], 'as Auth0 RBAC: all the user holds, not what was asked');
 });
 
 test('password grant without scope grants all permissions; openid adds the userinfo audience', async (t) => {
@@ -133,7 +133,7 @@ test('password grant without scope grants all permissions; openid adds the useri
   const jwks = createRemoteJWKSet(new URL(`${as.url}/.well-known/jwks.json`));
   const { payload } = await jwtVerify(String(oidc.body['access_token']), jwks, { issuer: as.issuer, audience: AUDIENCE });
   assert.deepEqual(payload.aud, [AUDIENCE, `${as.issuer}userinfo`]);
-  assert.deepEqual(payload['permissions'], ['write:repo']);
+  assert.equal(payload['scope'], 'openid write:repo');
 });
 
 test('password grant also takes JSON and HTTP Basic client authentication', async (t) => {

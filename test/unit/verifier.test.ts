@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UpstreamError } from '../../src/errors.js';
+import type { SharedMemory } from '../../src/verify/shared.js';
 import type { Strategy } from '../../src/verify/strategy.js';
 import type { Credentials, Identity } from '../../src/verify/types.js';
 import { grantOk, grantStrategy, grantWrong, scripted, testVerifier, type TestVerifierOptions } from '../fixtures/verifier.js';
@@ -19,6 +20,35 @@ test('concurrent identical requests share one strategy run (singleflight)', asyn
   assert.ok(decisions.every((d) => d.allow));
   assert.equal(password.calls, 1);
   assert.equal((await metrics.coalescedRequests.get()).values[0]?.value, 49);
+});
+
+test('a request still asking shared state when an identical flight ends takes that answer instead of asking the AS again', async () => {
+  // With Redis, a miss waits on the network (recall, throttle) before it looks for a flight: the
+  // flight it should have joined can end meanwhile. Its answer is in the local cache by then.
+  const password = scripted('password_grant', async () => identity);
+  let releaseSecond!: () => void;
+  const secondRecall = new Promise<void>((r) => (releaseSecond = r));
+  let recalls = 0;
+  const shared: SharedMemory = {
+    async recall() {
+      if (++recalls === 2) await secondRecall;
+      return { denied: false, appPassword: false, knownPassword: false };
+    },
+    async rememberDenied() {},
+    async rememberAppPassword() {},
+    async rememberPassword() {},
+    async forgetPassword() {},
+  };
+  const { v, metrics } = verifier({ passwordGrant: password, appPassword: scripted('app_password', async () => null), jwt: scripted('token', async () => null) }, { shared });
+  const first = v.verify(basic, { requiredScopes: [] });
+  const second = v.verify(basic, { requiredScopes: [] });
+  assert.equal((await first).allow, true);
+  releaseSecond();
+  const late = await second;
+  assert.equal(late.allow, true);
+  assert.equal(late.cached, false, 'it missed the cache and shared a flight, as a coalesced request does');
+  assert.equal(password.calls, 1, 'one call to the AS');
+  assert.equal((await metrics.coalescedRequests.get()).values[0]?.value, 1);
 });
 
 test('different credentials are not coalesced', async () => {

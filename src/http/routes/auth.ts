@@ -61,6 +61,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
       requestId: request.id,
     });
     if (decision.allow && decision.identity) {
+      if (decision.identityToken !== undefined) reply.header(decision.identityToken.header, decision.identityToken.value);
       return reply.code(200).headers(identityHeaders(decision.identity)).header('cache-control', 'no-store').type(JSON_TYPE).send(ALLOW_BODY);
     }
     if (decision.reason === 'throttled') {

@@ -22,7 +22,7 @@ export function operationsRoutes(app: FastifyInstance, service: Service): void {
     return reply.code(status.ready ? 200 : 503).send({ status: status.ready ? 'ready' : 'not_ready', checks: status.checks });
   });
   app.get('/.well-known/jwks.json', async (_request, reply) =>
-    reply.header('cache-control', 'public, max-age=300').send(service.keys?.jwks ?? { keys: [] }),
+    reply.header('cache-control', 'public, max-age=300').send(service.jwks),
   );
 }
 

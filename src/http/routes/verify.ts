@@ -25,6 +25,8 @@ const verifyRequest = z
     host: z.string().min(1).max(253).optional(),
     uri: z.string().min(1).max(8192).optional(),
     protocol: z.enum(PROTOCOLS).optional(),
+    /** `true`: include the signed identity token the matching rule asks for (`identityToken`) in the answer. */
+    identityToken: z.boolean().optional(),
   })
   .strict();
 
@@ -36,7 +38,7 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
       const where = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : `${issue.path.join('.') || 'body'}: ${issue.message}`;
       return badRequest(reply, 'malformed_request', where);
     }
-    const { username, password, scopes = [], audience, clientIp, method, host, uri, protocol = 'http' } = parsed.data;
+    const { username, password, scopes = [], audience, clientIp, method, host, uri, protocol = 'http', identityToken = false } = parsed.data;
     if (audience !== undefined && !service.servesAudience(audience)) {
       return badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
     }
@@ -54,6 +56,7 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
       reportedClientIp: clientIp,
       peerIsEndUser: true,
       requestId: request.id,
+      wantsIdentityToken: identityToken,
     });
     if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
     return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').send(decisionJson(decision));

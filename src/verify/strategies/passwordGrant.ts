@@ -13,6 +13,11 @@ export interface PasswordGrantOptions {
   readonly scopeClaims: readonly ScopeClaim[];
 }
 
+/** What credgate has learnt of an account's username from the AS (AccountDirectory). */
+export interface CanonicalNames {
+  canonicalName(subject: string): string | undefined;
+}
+
 /** Passwords that succeeded before, by credential key: the real user's way in while a budget is spent. */
 export interface KnownPasswords {
   isKnownPassword(key: string): boolean;
@@ -40,6 +45,7 @@ export class PasswordGrantStrategy implements Strategy {
     private readonly introspection: Introspection,
     private readonly ledger: LoginLedger,
     private readonly known: KnownPasswords,
+    private readonly names: CanonicalNames,
     private readonly log: Logger,
   ) {}
 
@@ -95,19 +101,43 @@ export class PasswordGrantStrategy implements Strategy {
     await this.ledger.settle(admission, 'success', claims.sub, username);
     this.known.rememberPassword(credentialKey);
     const scopes = scopesOf(claims, this.options.scopeClaims);
+    const subject = claims.sub;
+    const named = await this.#asUsername(claims, subject, outcome.accessToken, deadline);
     return {
       kind: 'identity',
       identity: {
-        subject: claims.sub,
-        // The token's own username claim when it has one; else the login name the AS just
-        // authenticated for this subject, exactly as sent.
-        username: usernameFrom(claims, this.options.usernameClaims) ?? username,
+        subject,
+        // Never the name typed (an alias or another spelling would pick another mailbox): the AS's
+        // own claim, from the token or (when the token has none) from introspecting it.
+        username: named.username,
         credential: 'password',
         scopes: scopes.length > 0 ? scopes : splitScope(outcome.scope),
         audience,
         expiresAt: typeof claims.exp === 'number' ? claims.exp : outcome.expiresIn !== undefined ? Math.floor(Date.now() / 1000) + outcome.expiresIn : undefined,
       },
-      loginNames: [username, ...loginNamesFrom(claims, this.options.usernameClaims)],
+      loginNames: [username, ...named.loginNames],
     };
+  }
+
+  /**
+   * The AS's username for the account: the token's claim; else one learnt before for this subject;
+   * else the claim introspection gives for the issued token (Auth0 access tokens carry none unless
+   * an Action adds it). Best effort: without one, the identity has no username (HTTP still has the
+   * subject; mail refuses it).
+   */
+  async #asUsername(claims: Record<string, unknown>, subject: string, accessToken: string, deadline: StrategyContext['deadline']): Promise<{ username: string | undefined; loginNames: string[] }> {
+    const { usernameClaims } = this.options;
+    const fromToken = usernameFrom(claims, usernameClaims);
+    if (fromToken !== undefined) return { username: fromToken, loginNames: loginNamesFrom(claims, usernameClaims) };
+    const known = this.names.canonicalName(subject);
+    if (known !== undefined || !looksLikeJwt(accessToken)) return { username: known, loginNames: [] };
+    try {
+      const answer = await this.introspection.introspect(accessToken, deadline);
+      if (answer.active !== true || answer.sub !== subject) return { username: undefined, loginNames: [] };
+      return { username: usernameFrom(answer, usernameClaims), loginNames: loginNamesFrom(answer, usernameClaims) };
+    } catch (err) {
+      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not introspect the password grant\'s token for the account\'s username: the identity has none');
+      return { username: undefined, loginNames: [] };
+    }
   }
 }

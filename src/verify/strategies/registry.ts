@@ -8,7 +8,7 @@ import type { LoginLedger } from '../loginLedger.js';
 import type { Strategy, StrategyName } from '../strategy.js';
 import { AppPasswordStrategy } from './appPassword.js';
 import { JwtAccessTokenStrategy } from './jwtAccessToken.js';
-import { PasswordGrantStrategy, type KnownPasswords } from './passwordGrant.js';
+import { PasswordGrantStrategy, type CanonicalNames, type KnownPasswords } from './passwordGrant.js';
 
 /** What strategies may be built from: the upstream clients and the shared memories, never more. */
 export interface StrategyDeps {
@@ -19,6 +19,7 @@ export interface StrategyDeps {
   readonly metadata: AuthorizationServerMetadata;
   readonly ledger: LoginLedger;
   readonly knownPasswords: KnownPasswords;
+  readonly names: CanonicalNames;
   readonly log: Logger;
 }
 
@@ -27,8 +28,8 @@ export interface StrategyDeps {
  * the configuration here; no strategy holds the whole of it. A new strategy is one file and one line.
  */
 export const STRATEGIES: { readonly [N in StrategyName]: (deps: StrategyDeps) => Strategy } = {
-  password_grant: ({ config, grant, accessTokens, introspection, ledger, knownPasswords, log }) =>
-    new PasswordGrantStrategy({ usernameClaims: config.usernameClaims, scopeClaims: config.scopeClaims }, grant, accessTokens, introspection, ledger, knownPasswords, log),
+  password_grant: ({ config, grant, accessTokens, introspection, ledger, knownPasswords, names, log }) =>
+    new PasswordGrantStrategy({ usernameClaims: config.usernameClaims, scopeClaims: config.scopeClaims }, grant, accessTokens, introspection, ledger, knownPasswords, names, log),
   app_password: ({ config, introspection, metadata }) =>
     new AppPasswordStrategy(
       { acceptedTokenTypes: config.acceptedTokenTypes, usernameClaims: config.usernameClaims, scopeClaims: config.scopeClaims, clockToleranceSeconds: config.clockToleranceSeconds },

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import { AUTH0_BLOCKS_AT, BUDGET, checkModel, DAY, nameIndex, PROFILES, replay, RULE, type Action, type Backend, type ModelOptions } from '../fixtures/loginProtectionModel.js';
+
+/**
+ * Login protection against a model of the AS (test/fixtures/loginProtectionModel.ts): one replica
+ * with its in-process ledger, a simulated clock (seconds to weeks pass at once), random
+ * interleavings of attacks (concurrent bursts, slow drips, every spelling of both of the victim's
+ * names, a confusable account of the attacker's own, ASPs under the wrong name or for another
+ * audience), outages of both AS endpoints, and the real user's logins. After every action: the AS
+ * never blocked the victim nor saw `passwordFailureBudget` consecutive failures, and the real user's
+ * ASPs and known-good password got in unless an endpoint they need was down.
+ *
+ * CREDGATE_MODEL_RUNS, CREDGATE_MODEL_SEED and CREDGATE_MODEL_OPTIONS (JSON, over OPTIONS) explore further.
+ */
+
+const RUNS = Number(process.env.CREDGATE_MODEL_RUNS ?? 100);
+const SEED = process.env.CREDGATE_MODEL_SEED === undefined ? undefined : Number(process.env.CREDGATE_MODEL_SEED);
+const local = (): Backend => ({ replicas: 1, ledger: (ledger) => ledger });
+
+/**
+ * The AS forgets a run of failures 30 days after its last one (docs/security.md: credgate forgets "no faster
+ * than the AS"); answers come back in the order the AS counted; a right password left unanswered is
+ * a known gap (below). The victim has logged in through credgate once, so her names are linked (the
+ * local directory keeps them; unlinked names are the last tests here).
+ */
+const OPTIONS: ModelOptions = {
+  asMemoryMs: RULE.memoryMs,
+  knownGoodScope: 'replica',
+  decisionTimeoutMs: 50,
+  reorderAnswers: false,
+  tolerateUnansweredRightPassword: true,
+  unlinkedBound: 2 * (BUDGET - 2),
+  tolerateKnownGoodWhileUnlinked: false,
+};
+
+test(`one replica: the AS never sees ${BUDGET} consecutive failures; the real user gets in (${RUNS} runs × ≤ 40 actions)`, async (t) => {
+  const stats = await checkModel(local, { ...OPTIONS, ...JSON.parse(process.env.CREDGATE_MODEL_OPTIONS ?? '{}') }, { numRuns: RUNS, maxActions: 40, redis: false, seed: SEED, linkFirst: true });
+  t.diagnostic(JSON.stringify(stats));
+});
+
+// ---- Counterexamples the property found, fixed (src/verify/loginLedger.ts, src/state/redisLedger.ts) ----
+
+const P = PROFILES[0]!;
+const V = nameIndex(P, 'victim');
+const E = nameIndex(P, 'victim@example.com');
+const burst = (...names: number[]): Action => ({ t: 'burst', r: 0, names });
+const wait = (ms: number): Action => ({ t: 'wait', ms });
+const password: Action = { t: 'user', r: 0, login: { kind: 'password', name: 0 } };
+
+test('fixed: failures of one name are not forgotten while another name of the account keeps its run alive at the AS', async () => {
+  // Was: 5 at the AS (the first name's two failures forgotten 30 days after their own time).
+  await replay({}, OPTIONS, local(), [burst(V, V), wait(29 * DAY), burst(E), wait(DAY), burst(V, V, V)]);
+});
+
+test("fixed: the first success under one name clears the failures the account's other name had before it", async () => {
+  // Was: her known-good password throttled (the e-mail's failures stayed, the success having been
+  // settled before credgate learnt the e-mail belongs to her).
+  // Her first login (by e-mail) while three guesses under her username are under way.
+  const byEmail: Action = { t: 'user', r: 0, login: { kind: 'password', name: 1 } };
+  await replay({ linkFirst: false }, OPTIONS, local(), [{ t: 'burst', r: 0, names: [V, V, V, E], user: { kind: 'password', name: 1 }, at: 3 }, byEmail]);
+});
+
+// ---- Known gaps: each a counterexample found by the property, kept as a failing TODO ----------------
+
+test('gap: an AS that never forgets failures (only a success resets): a drip with 30 days between guesses', { todo: "credgate forgets an account's failures 30 days after the last (passwordFailureMemorySeconds)" }, async () => {
+  await replay({}, { ...OPTIONS, asMemoryMs: Infinity }, local(), [burst(V, V, V), wait(RULE.memoryMs), burst(V, V)]);
+});
+
+test('gap: answers that come back in another order than the AS counted them', { todo: 'a success clears failures whose answers came before its own but which the AS counted after it' }, async () => {
+  const asp: Action = { t: 'foreignAsp', r: 0, kind: 'attackers-own', name: V, shaped: true };
+  await replay({}, { ...OPTIONS, reorderAnswers: true }, local(), [asp, { t: 'burst', r: 0, names: [V, V, V], user: { kind: 'password', name: 0 }, at: 1 }, burst(V, V, V)]);
+});
+
+test('gap: her own known-good grant that went unanswered takes her slot', { todo: 'a right password sent and never answered counts as a failure; with budget − 2 guesses standing, her known-good password is throttled for up to 30 days' }, async () => {
+  await replay({}, { ...OPTIONS, tolerateUnansweredRightPassword: false }, local(), [burst(V, V, V), { t: 'token', mode: 'timeout' }, password, { t: 'token', mode: 'up' }, password]);
+});
+
+test('gap: a confusable account of the attacker\'s own clears the victim\'s failures while her names are not linked', { todo: 'a success clears a ledger name seen with no other account, though the AS counted its failures for the victim' }, async () => {
+  const twin: Action = { t: 'twin', r: 0 };
+  await replay({ linkFirst: false, twin: true }, { ...OPTIONS, unlinkedBound: AUTH0_BLOCKS_AT - 1 }, local(), [twin, burst(V, V, V), twin, burst(V, V, V), twin, burst(V, V, V), twin, burst(V)]);
+});
+
+test('gap: names not linked yet, staggered so that each is forgotten while the other keeps the AS counting', { todo: 'docs/security.md: budget below half the AS threshold for unlinked names; a drip over two months blocks the account anyway' }, async () => {
+  await replay({ linkFirst: false }, { ...OPTIONS, unlinkedBound: AUTH0_BLOCKS_AT - 1 }, local(), [burst(V, V, V), wait(29 * DAY), burst(E, E, E), wait(DAY), burst(V, V, V), wait(29 * DAY), burst(E, E, E)]);
+});
+
+test('gap: one replica without Redis loses its ledger when it restarts', { todo: 'each restart gives the attacker budget − 2 more guesses' }, async () => {
+  const restart: Action = { t: 'restart', r: 0 };
+  await replay({}, { ...OPTIONS, unlinkedBound: AUTH0_BLOCKS_AT - 1 }, local(), [burst(V, V, V), restart, burst(V, V, V), restart, burst(V, V, V), restart, burst(V)]);
+});
