@@ -77,9 +77,15 @@ export class UpstreamHttp {
     // abandoned at once: it is not sent.
     if (left < MIN_CALL_MS) throw new UpstreamError(`${endpoint}: no time left before the decision's deadline`, endpoint, 'timeout', { sent: false });
     const budget = Math.min(this.#timeoutMs, left);
-    const deadline = AbortSignal.timeout(budget);
-    const signals = [deadline, ...(init.signal ? [init.signal] : []), ...(decision ? [decision.signal] : [])];
-    const signal = signals.length === 1 ? deadline : AbortSignal.any(signals);
+    // A timer of its own only when the per-call timeout ends first: when the decision's deadline is
+    // the limit, its own signal ends the call, so the call can never end a millisecond before the
+    // deadline and be taken for an unavailable AS instead of a deadline reached.
+    const signals = [
+      ...(this.#timeoutMs < left ? [AbortSignal.timeout(this.#timeoutMs)] : []),
+      ...(init.signal ? [init.signal] : []),
+      ...(decision ? [decision.signal] : []),
+    ];
+    const signal = signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
     const done = (outcome: CallOutcome) => this.#observe(endpoint, outcome, (performance.now() - started) / 1000);
     let status: number;
     let headers: Headers;
