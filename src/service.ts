@@ -93,7 +93,7 @@ async function identityKeysFor(config: ServiceConfig, log: Logger, given: Client
 }
 
 /** `passwordFailureBudget: 0`: every grant is sent (an AS without lockout); aliases are still learnt for purges. */
-const UNPROTECTED: LoginLedger = { admit: async () => ({ admitted: true, key: '', id: '' }), settle: async () => undefined, reset: async () => undefined, link: async () => undefined };
+const UNPROTECTED: LoginLedger = { admit: async () => ({ admitted: true, key: '', id: '', seq: 0, cls: '' }), settle: async () => undefined, reset: async () => undefined, link: async () => undefined };
 
 export async function createService(config: ServiceConfig, log: Logger, options: { keys?: ClientKeys; identityKeys?: ClientKeys } = {}): Promise<Service> {
   const keys = options.keys ?? (config.introspectionKeyFile ? await loadClientKeys(config.introspectionKeyFile, config.publishedKeyFiles) : undefined);
@@ -169,7 +169,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   });
   const accounts = new AccountDirectory(config.ledgerMaxAccounts);
   // A grant still unsettled after the decision's deadline (plus the AS's own timeout) may have reached the AS.
-  const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
+  const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds === 0 ? Infinity : config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
   const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts);
   metrics.trackCacheSize(() => cache.size);
   if (config.redisUrl !== undefined) {

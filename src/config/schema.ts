@@ -186,10 +186,18 @@ export const configSchema = z
         "than budget − 1. Keep it below your AS's lockout threshold, and below half of it where accounts log in by two " +
         'names (Auth0 blocks at 10). Default 5. 0 turns login protection off (only for an AS without lockout); otherwise 3 to 1000.',
     ),
-    passwordFailureMemorySeconds: z.coerce.number().int().min(60).max(366 * 86_400).default(30 * 86_400).describe(
-      "How long an account's failures are remembered without a success, seconds: no less than your AS keeps its block " +
-        '(Auth0: until a success, a reset, or 30 days). Default 30 days.',
-    ),
+    passwordFailureMemorySeconds: z.coerce
+      .number()
+      .int()
+      .refine((n) => n === 0 || (n >= 60 && n <= 366 * 86_400), 'must be 0 (never forget) or 60 to 31622400 seconds')
+      .default(30 * 86_400)
+      .describe(
+        "How long an account's failures are remembered without a success, seconds after its last failure: no less than " +
+          'your AS keeps them (Auth0: until a success, a reset, or 30 days). Default 30 days. 0: never forgotten, only a ' +
+          'success or an admin reset (`credgate purge`) clears them. Use 0 for an AS that never forgets, and where accounts ' +
+          'log in by two names that credgate may not have linked yet (docs/security.md): the price is that a new password ' +
+          'of an attacked account stays throttled until the user logs in with a known-good password or an admin resets it.',
+      ),
     ledgerMaxAccounts: z.coerce.number().int().min(1000).max(10_000_000).default(1_000_000).describe('Most accounts (login names) login protection tracks at once; beyond it the least recently failed are forgotten.'),
     throttleIpFailures: z.coerce.number().int().min(0).max(100_000).default(30).describe(
       'Failed logins per end-user IP (IPv6: per `throttleIpv6PrefixBits` prefix) within `throttleWindowSeconds` before ' +

@@ -4,18 +4,21 @@ import type { Redis } from 'ioredis';
 import { UpstreamError } from '../errors.js';
 import type { CredentialCache } from '../verify/cache.js';
 import { grantLimit, SPENT_RETRY_AFTER_SECONDS, type Admission, type LedgerRule, type LocalLoginLedger, type LoginLedger, type SettleResult } from '../verify/loginLedger.js';
-import { ledgerName } from '../verify/strategy.js';
+import { ledgerName, loginClass } from '../verify/strategy.js';
 import type { SharedRedis } from './redis.js';
 
 /**
  * The login ledger's rule (verify/loginLedger.ts) in Redis, so that every replica spends one budget
  * per account. Each script runs atomically: the check and the reservation are one step for all
- * replicas. Keys (under `redisKeyPrefix`; names and subjects only as HMACs):
- * - `ledger:<name>` hash {f: failures, l: last failure ms}, `ledger:<name>:r` sorted set of
- *   reservations scored by the time they count as failures;
+ * replicas. Keys (under `redisKeyPrefix`; names, classes and subjects only as HMACs):
+ * - `ledger:<name>` hash {fl: the failures, "seq:class:reservation" separated by spaces; l: last
+ *   failure ms}; `ledger:<name>:r` sorted set of reservations "id|class|seq", scored by the time
+ *   they count as failures; `ledger:seq` the ledger's order of events;
  * - `alias:<name>` set of subjects the name succeeded for; `account:<subject>` set of its names.
- * Every key lives `memoryMs` after its last write (a link, after its last use). Time is the caller's clock in ms (ARGV), passed
- * by every replica from its own clock: keep replicas' clocks in sync (NTP) as for any TTL.
+ * Every key lives `memoryMs` after its last write (a link, after its last use); with memory 0
+ * (never forget) they stay until a success or an admin reset empties them. Time is the caller's
+ * clock in ms (ARGV), passed by every replica from its own clock: keep replicas' clocks in sync
+ * (NTP) as for any TTL.
  *
  * The scripts touch keys named from data (aliases), so they run on a single Redis or a primary with
  * replicas (Sentinel), not on Redis Cluster.
@@ -23,32 +26,47 @@ import type { SharedRedis } from './redis.js';
 const COMMON = `
 local prefix, now, memory = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local function ledger(n) return prefix .. 'ledger:' .. n end
--- The ledger's order of events (failures and successes; many can happen within one ms).
+-- memory 0: nothing is forgotten by time.
+local function keep(k) if memory > 0 then redis.call('PEXPIRE', k, memory) else redis.call('PERSIST', k) end end
+-- The ledger's order of events (admissions and failures; many can happen within one ms).
 local function tick() return redis.call('INCR', prefix .. 'ledger:seq') end
--- Whether a success of the subject may clear name n: no other account was seen succeed under it.
-local function own(n, subject)
-  local subjects = redis.call('SMEMBERS', prefix .. 'alias:' .. n)
-  if #subjects == 0 then return true end
-  if #subjects > 1 then return false end
-  return subject == '' or subjects[1] == subject
+local function failures(k)
+  local t = {}
+  for item in string.gmatch(redis.call('HGET', k, 'fl') or '', '%S+') do t[#t + 1] = item end
+  return t
+end
+-- Writes a name's failures back (the hash goes when none is left).
+local function store(k, t, l)
+  if #t == 0 then redis.call('DEL', k) return end
+  redis.call('HSET', k, 'fl', table.concat(t, ' '), 'l', l)
+  keep(k)
+end
+-- Drops the failures of class c (or any class, c == false) recorded before seq \`before\`, and the one
+-- that reservation \`id\` became by falling due: what a success cleared at the AS.
+local function clear(n, c, before, id)
+  local k = ledger(n)
+  local kept = {}
+  for _, item in ipairs(failures(k)) do
+    local q, ic, iid = string.match(item, '^(%d+):([^:]*):(.*)$')
+    local cleared = (id ~= '' and iid == id) or ((c == false or ic == c) and tonumber(q) < before)
+    if not cleared then kept[#kept + 1] = item end
+  end
+  store(k, kept, tonumber(redis.call('HGET', k, 'l') or '0'))
 end
 -- Overdue reservations become failures (at the time they fell due) → failures, last failure, reservations.
 local function overdue(n)
   local k, r = ledger(n), ledger(n) .. ':r'
-  local f = tonumber(redis.call('HGET', k, 'f') or '0')
+  local fl = failures(k)
   local l = tonumber(redis.call('HGET', k, 'l') or '0')
   local due = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'WITHSCORES')
-  for i = 2, #due, 2 do
-    f = f + 1
-    l = math.max(l, tonumber(due[i]))
+  for i = 1, #due, 2 do
+    local id, c = string.match(due[i], '^([^|]*)|([^|]*)|')
+    fl[#fl + 1] = tick() .. ':' .. c .. ':' .. id
+    l = math.max(l, tonumber(due[i + 1]))
   end
-  if #due > 0 then
-    redis.call('ZREMRANGEBYSCORE', r, '-inf', now)
-    redis.call('HSET', k, 'q', tick())
-  end
-  redis.call('HSET', k, 'f', f, 'l', l)
-  redis.call('PEXPIRE', k, memory)
-  return f, l, redis.call('ZCARD', r)
+  if #due > 0 then redis.call('ZREMRANGEBYSCORE', r, '-inf', now) end
+  store(k, fl, l)
+  return fl, l, redis.call('ZCARD', r)
 end
 -- Applies time to an account (all of its names): failures are forgotten memoryMs after the last
 -- failure of ANY of them, all together, as the AS counts the account → failures, reservations.
@@ -56,19 +74,19 @@ local function age(names)
   local fs, ls, rs, last = {}, {}, {}, 0
   for i, n in ipairs(names) do
     fs[i], ls[i], rs[i] = overdue(n)
-    if fs[i] > 0 then last = math.max(last, ls[i]) end
+    if #fs[i] > 0 then last = math.max(last, ls[i]) end
   end
-  local forget = now - last >= memory
-  local failures, reservations = 0, 0
+  local forget = memory > 0 and now - last >= memory
+  local failed, reservations = 0, 0
   for i, n in ipairs(names) do
-    if fs[i] > 0 then
-      if forget then fs[i] = 0 else ls[i] = last end
-      redis.call('HSET', ledger(n), 'f', fs[i], 'l', ls[i])
+    if #fs[i] > 0 then
+      if forget then fs[i] = {} end
+      store(ledger(n), fs[i], last)
     end
-    failures = failures + fs[i]
+    failed = failed + #fs[i]
     reservations = reservations + rs[i]
   end
-  return failures, reservations
+  return failed, reservations
 end
 -- The name and every name of every account it was seen succeed for. Every link used is kept
 -- another memoryMs: a link must outlive the failures it groups (they are forgotten memoryMs after the
@@ -81,20 +99,20 @@ local function aliases(n)
     local account = prefix .. 'account:' .. s
     for _, m in ipairs(redis.call('SMEMBERS', account)) do
       add(m)
-      redis.call('PEXPIRE', prefix .. 'alias:' .. m, memory)
+      keep(prefix .. 'alias:' .. m)
     end
-    redis.call('PEXPIRE', account, memory)
+    keep(account)
   end
-  redis.call('PEXPIRE', prefix .. 'alias:' .. n, memory)
+  if redis.call('EXISTS', prefix .. 'alias:' .. n) == 1 then keep(prefix .. 'alias:' .. n) end
   return out
 end
 `;
 
-/** ARGV: prefix now memory | name limit reservationMs id → {1} admitted, {0, settledSpent} throttled. */
+/** ARGV: prefix now memory | name limit reservationMs id class → {1, seq} admitted, {0, settledSpent} throttled. */
 const ADMIT =
   COMMON +
   `
-local name, limit, reservation, id = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local name, limit, reservation, id, c = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local settled, reserved = age(aliases(name))
 local unsettled = settled + reserved
 if unsettled >= limit then
@@ -102,62 +120,61 @@ if unsettled >= limit then
   return {0, 0}
 end
 local r = ledger(name) .. ':r'
-redis.call('ZADD', r, now + reservation, id)
-redis.call('PEXPIRE', r, math.max(memory, reservation))
-redis.call('PEXPIRE', ledger(name), memory)
-return {1}`;
+local seq = tick()
+redis.call('ZADD', r, now + reservation, id .. '|' .. c .. '|' .. seq)
+-- (Emptied by settlements and by falling due; kept at least until its last reservation falls due.)
+if memory > 0 then redis.call('PEXPIRE', r, math.max(memory, reservation)) else redis.call('PERSIST', r) end
+return {1, seq}`;
 
-/** ARGV: prefix now memory | name id result subject → the event's order. A success clears every name that names only this account. */
+/**
+ * ARGV: prefix now memory | name id result class seq → 1. A success clears the failures of its
+ * class answered before its admission (`seq`, or the reservation's own if the answer to the
+ * admission was lost: seq '').
+ */
 const SETTLE =
   COMMON +
   `
-local name, id, result, subject = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local name, id, result, c, seq = ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 -- Only overdue reservations here: forgetting is decided for the whole account, at admission.
 overdue(name)
-local k = ledger(name)
-local open = redis.call('ZREM', k .. ':r', id)
-if result == 'failure' and open == 1 then
-  redis.call('HINCRBY', k, 'f', 1)
-  redis.call('HSET', k, 'l', now, 'q', tick())
-end
-if result == 'success' then
-  local clear = {}
-  if own(name, subject) then clear[#clear + 1] = name end
-  if subject ~= '' then
-    for _, n in ipairs(redis.call('SMEMBERS', prefix .. 'account:' .. subject)) do
-      if own(n, subject) then clear[#clear + 1] = n end
-    end
-  end
-  -- (HSET only where the hash exists: one made here would never expire.)
-  for _, n in ipairs(clear) do
-    if redis.call('EXISTS', ledger(n)) == 1 then redis.call('HSET', ledger(n), 'f', 0) end
+local k, r = ledger(name), ledger(name) .. ':r'
+local open = false
+for _, m in ipairs(redis.call('ZRANGE', r, 0, -1)) do
+  local mid, mc, mq = string.match(m, '^([^|]*)|([^|]*)|(%d+)$')
+  if mid == id then
+    open = true
+    seq = seq or tonumber(mq)
+    redis.call('ZREM', r, m)
   end
 end
-return tick()`;
+if result == 'failure' and open then
+  local fl = failures(k)
+  fl[#fl + 1] = tick() .. ':' .. c .. ':'
+  store(k, fl, now)
+elseif result == 'success' then
+  clear(name, c, seq or 0, open and '' or id)
+end
+return 1`;
 
 /**
- * ARGV: prefix now memory | subject succeededAt name... → 1. `succeededAt` (or ''): the order of this
- * subject's successful password grant just settled; failures its names had before it are cleared,
- * as the AS cleared them (on an account's first success its other names are learnt only here).
+ * ARGV: prefix now memory | subject succeededAt (name class)... → 1. `succeededAt` (or ''): the
+ * admission of this subject's successful password grant just settled; failures of these names'
+ * classes answered before it are cleared, as the AS cleared them (on an account's first success its
+ * other names are learnt only here).
  */
 const LINK =
   COMMON +
   `
 local subject, succeeded = ARGV[4], tonumber(ARGV[5])
 local account = prefix .. 'account:' .. subject
-for i = 6, #ARGV do
+for i = 6, #ARGV, 2 do
   redis.call('SADD', prefix .. 'alias:' .. ARGV[i], subject)
-  redis.call('PEXPIRE', prefix .. 'alias:' .. ARGV[i], memory)
+  keep(prefix .. 'alias:' .. ARGV[i])
   redis.call('SADD', account, ARGV[i])
 end
-redis.call('PEXPIRE', account, memory)
+keep(account)
 if succeeded then
-  for i = 6, #ARGV do
-    local k = ledger(ARGV[i])
-    local f = tonumber(redis.call('HGET', k, 'f') or '0')
-    local q = tonumber(redis.call('HGET', k, 'q') or '0')
-    if f > 0 and q <= succeeded and own(ARGV[i], subject) then redis.call('HSET', k, 'f', 0) end
-  end
+  for i = 6, #ARGV, 2 do clear(ARGV[i], ARGV[i + 1], succeeded, '') end
 end
 return 1`;
 
@@ -187,7 +204,7 @@ export class RedisLoginLedger implements LoginLedger {
   /** Subjects whose password grant just succeeded (settled, names not yet linked) → that event's order in Redis. */
   readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
   /** Admissions made locally because Redis did not answer → the reservation the Redis script may have made anyway. */
-  readonly #fallbacks = new LRUCache<string, { name: string; id: string }>({ max: 10_000 });
+  readonly #fallbacks = new LRUCache<string, { name: string; id: string; cls: string }>({ max: 10_000 });
 
   constructor(
     private readonly redis: SharedRedis,
@@ -205,11 +222,16 @@ export class RedisLoginLedger implements LoginLedger {
   }
 
   #common(): (string | number)[] {
-    return [this.redis.key(''), this.now(), this.rule.memoryMs];
+    // 0: never forget (the rule's Infinity).
+    return [this.redis.key(''), this.now(), Number.isFinite(this.rule.memoryMs) ? this.rule.memoryMs : 0];
   }
 
   #name(username: string): string {
     return this.names.digest('login', ledgerName(username));
+  }
+
+  #class(username: string): string {
+    return this.names.digest('login-class', loginClass(username));
   }
 
   #subject(subject: string): string {
@@ -218,9 +240,10 @@ export class RedisLoginLedger implements LoginLedger {
 
   async admit(username: string, knownGood: boolean): Promise<Admission> {
     const name = this.#name(username);
+    const cls = this.#class(username);
     const id = `${this.now()}.${randomBytes(6).toString('base64url')}`;
     const answer = await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerAdmit(...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id),
+      (r as unknown as LedgerCommands).credgateLedgerAdmit(...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id, cls),
     );
     if (answer === undefined) {
       // The script may have run and only its answer been lost (a command timeout): its reservation
@@ -229,36 +252,36 @@ export class RedisLoginLedger implements LoginLedger {
       // in Redis too, with the grant's result.
       const local = knownGood ? this.local.admitNow(username, true) : undefined;
       if (local?.admitted !== true) {
-        await this.#settle(name, id, 'unsent', undefined);
+        await this.#settle(name, id, 'unsent', cls, undefined, undefined);
         if (local !== undefined) return local;
         throw new UpstreamError('login protection cannot reach the shared state (redis): a password not known to be good is not sent', 'shared_state', 'unreachable', { sent: false });
       }
-      this.#fallbacks.set(local.id, { name, id });
+      this.#fallbacks.set(local.id, { name, id, cls });
       return { ...local, key: `local:${local.key}` };
     }
-    if (answer[0] === 1) return { admitted: true, key: name, id };
+    if (answer[0] === 1) return { admitted: true, key: name, id, seq: answer[1]!, cls };
     return { admitted: false, retryAfterSeconds: answer[1] === 1 ? SPENT_RETRY_AFTER_SECONDS : 1 };
   }
 
-  async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void> {
+  async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string): Promise<void> {
     if (admission.key.startsWith('local:')) {
-      await this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject, username);
+      await this.local.settle({ ...admission, key: admission.key.slice(6) }, result, subject);
       const remote = this.#fallbacks.get(admission.id);
       this.#fallbacks.delete(admission.id);
       // A success clears the account in Redis too, as at the AS; a failure counts there only if the
       // reservation got there.
-      if (remote !== undefined) await this.#settle(remote.name, remote.id, result, subject);
+      // (Its place in Redis's order is unknown: the script takes the reservation's own.)
+      if (remote !== undefined) await this.#settle(remote.name, remote.id, result, remote.cls, undefined, subject);
       return;
     }
-    await this.#settle(admission.key, admission.id, result, subject);
+    await this.#settle(admission.key, admission.id, result, admission.cls, admission.seq, subject);
   }
 
-  async #settle(name: string, id: string, result: SettleResult, subject: string | undefined): Promise<void> {
+  async #settle(name: string, id: string, result: SettleResult, cls: string, seq: number | undefined, subject: string | undefined): Promise<void> {
     // Not reaching Redis here leaves the reservation to expire there, as a failure: the safe side.
-    const order = await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), name, id, result, subject === undefined ? '' : this.#subject(subject)),
-    );
-    if (result === 'success' && subject !== undefined && typeof order === 'number') this.#succeeded.set(subject, order);
+    const done = await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), name, id, result, cls, seq ?? ''));
+    // With the admission's place unknown (lost answer), the link clears nothing: the safe side.
+    if (result === 'success' && subject !== undefined && done !== undefined && seq !== undefined) this.#succeeded.set(subject, seq);
   }
 
   /** Shares what this replica learnt: `names` are the login names `subject` succeeded under. */
@@ -266,8 +289,14 @@ export class RedisLoginLedger implements LoginLedger {
     if (names.length === 0) return;
     const succeeded = this.#succeeded.get(subject);
     this.#succeeded.delete(subject);
+    const pairs = new Map<string, [string, string]>();
+    for (const n of names) {
+      const pair: [string, string] = [this.#name(n), this.#class(n)];
+      pairs.set(pair.join(' '), pair);
+    }
+    const namesAndClasses = [...pairs.values()].flat();
     await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), succeeded ?? '', ...new Set(names.map((n) => this.#name(n)))),
+      (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), succeeded ?? '', ...namesAndClasses),
     );
   }
 

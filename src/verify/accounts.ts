@@ -7,8 +7,9 @@ import { ledgerName } from './strategy.js';
  * (`username`, `email`) of a verified token or ASP. Login protection counts an account's aliases
  * against one budget, and an admin purge of one name reaches every alias of its account.
  *
- * A name seen with two subjects (two accounts whose names fold alike, `José`/`JOSÉ`) is "shared":
- * it stays linked to both, so neither account's success clears failures that may be the other's.
+ * A name seen with two subjects (two accounts whose names fold alike, `José`/`JOSÉ`) stays linked to
+ * both: their budgets are counted together. Which failures a success clears is decided by the class
+ * of the name each was typed under (`loginClass`, see the login ledger), not by this directory.
  */
 export class AccountDirectory {
   readonly #subjectsByName: LRUCache<string, Set<string>>;
@@ -60,19 +61,6 @@ export class AccountDirectory {
     const key = ledgerName(name);
     const keys = new Set([key]);
     for (const subject of this.#subjectsByName.get(key) ?? []) for (const alias of this.#namesBySubject.get(subject) ?? []) keys.add(alias);
-    return [...keys];
-  }
-
-  /** Ledger keys a success of `subject` clears: its names that name no other account (and `name`, unless it is shared). */
-  clearedBySuccess(subject: string | undefined, name: string): string[] {
-    const keys = new Set<string>();
-    const own = (key: string) => {
-      const subjects = this.#subjectsByName.get(key);
-      return subjects === undefined || subjects.size === 0 || (subjects.size === 1 && (subject === undefined || subjects.has(subject)));
-    };
-    const typed = ledgerName(name);
-    if (own(typed)) keys.add(typed);
-    if (subject !== undefined) for (const key of this.#namesBySubject.get(subject) ?? []) if (own(key)) keys.add(key);
     return [...keys];
   }
 }

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { AccountDirectory } from './accounts.js';
-import { ledgerName } from './strategy.js';
+import { ledgerName, loginClass } from './strategy.js';
 
 /**
  * Login protection: the AS never sees `budget` consecutive failed password grants for one account
@@ -9,33 +9,55 @@ import { ledgerName } from './strategy.js';
  * credgate may not have linked yet.
  *
  * THE RULE (one table; `src/state/redisLedger.ts` runs the same in Redis, and one test runs both):
- * - each ledger key (a login name, `ledgerName`) holds its confirmed consecutive failures, the time
- *   of the last one, and its reservations: grants under way;
+ * - each ledger key (a login name, `ledgerName`) holds its confirmed consecutive failures, each with
+ *   its place in the ledger's order of events and the class of the name typed (`loginClass`), the
+ *   time of the last one, and its reservations: grants under way;
  * - an account's unsettled count is failures + reservations over the key and every alias linked to it;
  * - a grant for a password not known to be good is sent only while unsettled < budget − 2; one known
  *   to be good (it succeeded before) while unsettled < budget − 1: one slot stays for the real user;
  * - a reservation is made in the same step as the check (atomic), so concurrent requests cannot all
  *   pass the check before the first failure is recorded;
- * - a reservation settles as a success (clears the account's keys, as the AS clears its counter),
- *   a failure (one more failure), or "never sent" (released); one that never settles within
- *   `reservationMs` counts as a failure, since it may have reached the AS;
- * - failures are forgotten only `memoryMs` after the last one (the AS keeps its block that long), or
- *   by a success or an admin reset. Nothing decays faster. "The last one" is the account's: the
- *   failures of all of its names are forgotten together, since the AS counts the account, not the name.
+ * - a reservation settles as a success, a failure (one more failure), or "never sent" (released); one
+ *   that never settles within `reservationMs` counts as a failure, since it may have reached the AS;
+ * - a success clears what the AS cleared, and nothing more: the failures of the classes of names
+ *   that reach its account (the name typed, and the account's `username`/`email` claims once `link`
+ *   learns them) whose answers came BEFORE the success's own grant was sent. A failure answered while
+ *   the success was under way may have been counted after it (answers can come back in another order
+ *   than the AS counted them), and a failure under a look-alike name (another Unicode form, full
+ *   width) may be another account's: both stay;
+ * - failures are forgotten only `memoryMs` after the last one (the AS keeps its block that long;
+ *   Infinity: never), or by a success or an admin reset. Nothing decays faster. "The last one" is the
+ *   account's: the failures of all of its names are forgotten together, since the AS counts the
+ *   account, not the name.
  */
 export interface LedgerRule {
   readonly budget: number;
+  /** Infinity: failures are never forgotten (only a success or an admin reset clears them). */
   readonly memoryMs: number;
   readonly reservationMs: number;
 }
 
+export interface LedgerFailure {
+  /** When it was recorded, in the ledger's own order of events (time alone cannot: many happen in one ms). */
+  readonly seq: number;
+  /** `loginClass` of the name the grant was sent under. */
+  readonly cls: string;
+  /** The reservation it was, if it became a failure by falling due (a late success takes it back). */
+  readonly id?: string;
+}
+
+export interface LedgerReservation {
+  /** When it counts as a failure if not settled. */
+  readonly until: number;
+  readonly cls: string;
+  /** When it was made, in the ledger's order of events. */
+  readonly seq: number;
+}
+
 export interface LedgerEntry {
-  failures: number;
+  failures: LedgerFailure[];
   lastFailureAt: number;
-  /** When the last failure was recorded, in the ledger's own order of events (see `link`). */
-  lastFailureSeq?: number;
-  /** Reservation id → the time it counts as a failure if not settled. */
-  reservations: Map<string, number>;
+  reservations: Map<string, LedgerReservation>;
 }
 
 /** Highest unsettled count at which a grant may still be sent (exclusive). */
@@ -44,13 +66,12 @@ export function grantLimit(rule: Pick<LedgerRule, 'budget'>, knownGood: boolean)
 }
 
 /** Overdue reservations become failures (at the time they fell due; `seq` orders them among the ledger's events). */
-export function settleOverdue(entry: LedgerEntry, now: number, seq?: () => number): void {
-  for (const [id, until] of entry.reservations) {
-    if (until > now) continue;
+export function settleOverdue(entry: LedgerEntry, now: number, seq: () => number): void {
+  for (const [id, reservation] of entry.reservations) {
+    if (reservation.until > now) continue;
     entry.reservations.delete(id);
-    entry.failures += 1;
-    entry.lastFailureAt = Math.max(entry.lastFailureAt, until);
-    if (seq) entry.lastFailureSeq = seq();
+    entry.failures.push({ seq: seq(), cls: reservation.cls, id });
+    entry.lastFailureAt = Math.max(entry.lastFailureAt, reservation.until);
   }
 }
 
@@ -63,52 +84,55 @@ export function settleOverdue(entry: LedgerEntry, now: number, seq?: () => numbe
  * entry keeps the account's last failure time, so that it is not forgotten early even if it is later
  * read without its aliases.
  */
-export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule, seq?: () => number): void {
+export function age(entries: readonly LedgerEntry[], now: number, rule: LedgerRule, seq: () => number): void {
   let last = 0;
   for (const entry of entries) {
     settleOverdue(entry, now, seq);
-    if (entry.failures > 0) last = Math.max(last, entry.lastFailureAt);
+    if (entry.failures.length > 0) last = Math.max(last, entry.lastFailureAt);
   }
   const forget = now - last >= rule.memoryMs;
   for (const entry of entries) {
-    if (entry.failures === 0) continue;
-    if (forget) entry.failures = 0;
+    if (entry.failures.length === 0) continue;
+    if (forget) entry.failures = [];
     else entry.lastFailureAt = last;
   }
 }
 
-export type SettleResult = 'success' | 'failure' | 'unsent';
-
-/** One reservation's settlement: a success clears, a failure adds one, "unsent" only releases. */
-export function settleEntry(entry: LedgerEntry, id: string, result: SettleResult, now: number, seq?: number): void {
-  const open = entry.reservations.delete(id);
-  if (result === 'success') {
-    entry.failures = 0;
-  } else if (result === 'failure' && open) {
-    // A reservation already overdue was counted as a failure by `age`; it is not counted twice.
-    entry.failures += 1;
-    entry.lastFailureAt = now;
-    entry.lastFailureSeq = seq;
-  }
+/** Drops the failures of `classes` recorded before `before` (a success's admission): what the AS cleared. */
+export function clearBefore(entry: LedgerEntry, classes: ReadonlySet<string>, before: number): void {
+  entry.failures = entry.failures.filter((f) => !(classes.has(f.cls) && f.seq < before));
 }
 
+export type SettleResult = 'success' | 'failure' | 'unsent';
+
 export type Admission =
-  | { readonly admitted: true; readonly key: string; readonly id: string }
+  | {
+      readonly admitted: true;
+      readonly key: string;
+      readonly id: string;
+      /** The admission's place in the ledger's order of events: a success clears failures recorded before it. */
+      readonly seq: number;
+      /** The class of the name typed (`loginClass`; in Redis its HMAC). */
+      readonly cls: string;
+    }
   | { readonly admitted: false; readonly retryAfterSeconds: number };
 
 /** What the password-grant strategy asks of login protection (local, or shared through Redis). */
 export interface LoginLedger {
   /** Checks and reserves in one step. `knownGood`: this exact password succeeded for this name before. */
   admit(username: string, knownGood: boolean): Promise<Admission>;
-  /** `subject`: the account the success was for, when known (clears its aliases too). */
-  settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void>;
+  /**
+   * `subject`: the account the success was for, when known (the `link` that follows clears its other
+   * names). A success clears the typed name's class at once.
+   */
+  settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string): Promise<void>;
   /** Admin reset: forgets the failures of `username` and of every alias of its account. */
   reset(username: string): Promise<void>;
   /**
    * `subject` succeeded under these login names: they share its budget (locally the AccountDirectory
-   * does it). Right after a successful password grant of `subject` (`settle`), failures its names
-   * had before that success are cleared too, as the AS cleared them: on an account's first success
-   * credgate learns its other names (the `username`/`email` claims) only here.
+   * does it). Right after a successful password grant of `subject` (`settle`), the failures of these
+   * names' classes answered before that success was sent are cleared too, as the AS cleared them: on
+   * an account's first success credgate learns its other names (the `username`/`email` claims) only here.
    */
   link(subject: string, names: readonly string[]): Promise<void>;
 }
@@ -121,10 +145,10 @@ let nextId = 0;
 /** The rule in this process's memory. With several replicas, `RedisLoginLedger` shares it. */
 export class LocalLoginLedger implements LoginLedger {
   readonly #entries: LRUCache<string, LedgerEntry>;
-  /** Failures recorded so far: orders failures and successes (time alone cannot: many happen in one ms). */
+  /** The ledger's order of events: admissions and failures (time alone cannot order them: many happen in one ms). */
   #seq = 0;
   readonly #nextSeq = () => ++this.#seq;
-  /** Subjects whose password grant succeeded and whose names are not linked yet → `#seq` at that success. */
+  /** Subjects whose password grant succeeded and whose names are not linked yet → that grant's admission. */
   readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
 
   constructor(
@@ -149,7 +173,7 @@ export class LocalLoginLedger implements LoginLedger {
     const entries = this.#account(username);
     age(entries, now, this.rule, this.#nextSeq);
     for (const entry of entries) {
-      unsettled += entry.failures + entry.reservations.size;
+      unsettled += entry.failures.length + entry.reservations.size;
       inFlight += entry.reservations.size;
     }
     if (unsettled >= grantLimit(this.rule, knownGood)) {
@@ -157,30 +181,31 @@ export class LocalLoginLedger implements LoginLedger {
     }
     const key = ledgerName(username);
     let entry = this.#entries.get(key);
-    if (entry === undefined) this.#entries.set(key, (entry = { failures: 0, lastFailureAt: 0, reservations: new Map() }));
+    if (entry === undefined) this.#entries.set(key, (entry = { failures: [], lastFailureAt: 0, reservations: new Map() }));
     const id = `${process.pid}.${++nextId}`;
-    entry.reservations.set(id, now + this.rule.reservationMs);
-    return { admitted: true, key, id };
+    const reservation = { until: now + this.rule.reservationMs, cls: loginClass(username), seq: this.#nextSeq() };
+    entry.reservations.set(id, reservation);
+    return { admitted: true, key, id, seq: reservation.seq, cls: reservation.cls };
   }
 
-  async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string, username?: string): Promise<void> {
+  async settle(admission: Extract<Admission, { admitted: true }>, result: SettleResult, subject?: string): Promise<void> {
     const now = this.now();
     const entry = this.#entries.get(admission.key);
     if (entry) {
       // Only overdue reservations here: forgetting is decided for the whole account (`age`), at admission.
       settleOverdue(entry, now, this.#nextSeq);
-      settleEntry(entry, admission.id, result === 'success' ? 'unsent' : result, now, this.#nextSeq());
+      const open = entry.reservations.delete(admission.id);
+      if (result === 'failure' && open) {
+        entry.failures.push({ seq: this.#nextSeq(), cls: admission.cls });
+        entry.lastFailureAt = now;
+      } else if (result === 'success') {
+        // One that fell due was counted as a failure: the AS says it was not one.
+        if (!open) entry.failures = entry.failures.filter((f) => f.id !== admission.id);
+        clearBefore(entry, new Set([admission.cls]), admission.seq);
+      }
+      if (entry.failures.length === 0 && entry.reservations.size === 0) this.#entries.delete(admission.key);
     }
-    if (result !== 'success') return;
-    if (subject !== undefined) this.#succeeded.set(subject, this.#seq);
-    // The AS clears the account's counter on a success: so does credgate, for every key that names
-    // only this account (a name shared with another account keeps its failures).
-    for (const key of this.accounts.clearedBySuccess(subject, username ?? admission.key)) {
-      const cleared = this.#entries.get(key);
-      if (cleared === undefined) continue;
-      cleared.failures = 0;
-      if (cleared.reservations.size === 0) this.#entries.delete(key);
-    }
+    if (result === 'success' && subject !== undefined) this.#succeeded.set(subject, admission.seq);
   }
 
   async reset(username: string): Promise<void> {
@@ -189,16 +214,23 @@ export class LocalLoginLedger implements LoginLedger {
 
   async link(subject: string, names: readonly string[]): Promise<void> {
     this.accounts.link(subject, names);
-    const at = this.#succeeded.get(subject);
-    if (at === undefined || names.length === 0) return;
+    const before = this.#succeeded.get(subject);
+    if (before === undefined || names.length === 0) return;
     this.#succeeded.delete(subject);
-    // Failures recorded before the success (never one that came after it, or a grant still under way)
-    // of every name that names only this account.
-    for (const key of this.accounts.clearedBySuccess(subject, names[0]!)) {
+    // The classes of every name of the account: the AS cleared the account's counter when it took
+    // the success, so failures under these names that were answered before it was sent are gone there.
+    const classesByKey = new Map<string, Set<string>>();
+    for (const name of names) {
+      const key = ledgerName(name);
+      let classes = classesByKey.get(key);
+      if (classes === undefined) classesByKey.set(key, (classes = new Set()));
+      classes.add(loginClass(name));
+    }
+    for (const [key, classes] of classesByKey) {
       const entry = this.#entries.get(key);
-      if (entry === undefined || entry.failures === 0 || (entry.lastFailureSeq ?? 0) > at) continue;
-      entry.failures = 0;
-      if (entry.reservations.size === 0) this.#entries.delete(key);
+      if (entry === undefined) continue;
+      clearBefore(entry, classes, before);
+      if (entry.failures.length === 0 && entry.reservations.size === 0) this.#entries.delete(key);
     }
   }
 
@@ -206,7 +238,7 @@ export class LocalLoginLedger implements LoginLedger {
   unsettled(username: string): number {
     const entries = this.#account(username);
     age(entries, this.now(), this.rule, this.#nextSeq);
-    return entries.reduce((n, entry) => n + entry.failures + entry.reservations.size, 0);
+    return entries.reduce((n, entry) => n + entry.failures.length + entry.reservations.size, 0);
   }
 
   /** The entries of a name and of every alias of its account. */

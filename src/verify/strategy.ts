@@ -57,6 +57,16 @@ export function namesAccount(typed: string, claimed: string): boolean {
 }
 
 /**
+ * Which account at the AS a typed login name reaches, as far as credgate can tell without asking:
+ * names equal up to ASCII case (`namesAccount`) reach one account. Login protection keys its
+ * failures by `ledgerName` (broad) but remembers each failure's class, so that a success clears only
+ * failures the AS counted for the account that succeeded (not those of a look-alike account's name).
+ */
+export function loginClass(username: string): string {
+  return foldAscii(username);
+}
+
+/**
  * The key a login name is counted under by login protection: NFKC and full case folding, broader
  * than any AS's own matching, so that every spelling an AS could take for one account shares its
  * budget (`Alice`, `ALICE`, `ａｌｉｃｅ`).

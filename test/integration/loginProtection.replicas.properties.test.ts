@@ -90,7 +90,7 @@ describe('two replicas sharing Redis: login protection against the model AS', { 
     for (const c of connections) c.mode = 'up';
     return {
       replicas: 2,
-      ledger: (local, cache, r, now) => new RedisLoginLedger(connections[r]!, local, cache, RULE, now),
+      ledger: (local, cache, r, now) => new RedisLoginLedger(connections[r]!, local, cache, local.rule, now),
       shared: (cache, r) => new RedisSharedMemory(connections[r]!, cache, { negativeTtlSeconds: 0, appPasswordMemorySeconds: 30 * 86_400 }),
       setRedis: (r, mode) => void (connections[r]!.mode = mode),
       advance,

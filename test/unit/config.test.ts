@@ -123,3 +123,11 @@ test('a mail backend secret nginx could not carry in a header stops start-up, na
   assert.throws(() => loadConfig({ env: { ...required, CREDGATE_MAIL_BACKEND_PASSWORD: 'has a space in it!!' } }), /mailBackendPassword \(CREDGATE_MAIL_BACKEND_PASSWORD\): must be printable ASCII/);
   assert.equal(loadConfig({ env: { ...required, CREDGATE_MAIL_BACKEND_PASSWORD: 'Visible-ASCII_only.1234' } }).mailBackendPassword, 'Visible-ASCII_only.1234');
 });
+
+test('login protection memory: 0 means never forget; anything between 1 and 59 seconds names the key', () => {
+  assert.equal(loadConfig({ env: { ...required, CREDGATE_PASSWORD_FAILURE_MEMORY_SECONDS: '0' } }).passwordFailureMemorySeconds, 0);
+  assert.equal(loadConfig({ env: required }).passwordFailureMemorySeconds, 30 * 86_400);
+  for (const bad of ['30', '-1', '40000000']) {
+    assert.throws(() => loadConfig({ env: { ...required, CREDGATE_PASSWORD_FAILURE_MEMORY_SECONDS: bad } }), (err: unknown) => err instanceof ConfigError && /passwordFailureMemorySeconds/.test(err.message) && /never forget/.test(err.message));
+  }
+});

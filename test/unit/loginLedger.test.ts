@@ -4,12 +4,12 @@ import { AccountDirectory } from '../../src/verify/accounts.js';
 import { grantLimit, LocalLoginLedger } from '../../src/verify/loginLedger.js';
 import { ledgerName, namesAccount } from '../../src/verify/strategy.js';
 import { ipGroup } from '../../src/verify/throttle.js';
-import { runLedgerTable, TABLE_RULE } from '../fixtures/ledgerTable.js';
+import { runLedgerTable } from '../fixtures/ledgerTable.js';
 
 test('the local ledger follows the one rule table (the Redis scripts run the same table in sharedState.redis)', async () => {
-  await runLedgerTable(async () => {
+  await runLedgerTable(async (_row, rule) => {
     let clock = 1_000_000;
-    const ledger = new LocalLoginLedger(TABLE_RULE, new AccountDirectory(100), 1000, () => clock);
+    const ledger = new LocalLoginLedger(rule, new AccountDirectory(100), 1000, () => clock);
     return { ledger, advance: (ms) => void (clock += ms) };
   });
 });

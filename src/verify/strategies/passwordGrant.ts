@@ -68,7 +68,7 @@ export class PasswordGrantStrategy implements Strategy {
       if (outcome.error === 'mfa_required') {
         // The password was right (the AS cleared its counter); the user just needs a second factor,
         // which a legacy client cannot give: an ASP may still let them in.
-        await this.ledger.settle(admission, 'success', undefined, username);
+        await this.ledger.settle(admission, 'success');
         this.known.rememberPassword(credentialKey);
         return { kind: 'not_mine' };
       }
@@ -90,15 +90,15 @@ export class PasswordGrantStrategy implements Strategy {
       }
     } catch (err) {
       // The AS accepted the password: its counter is clear, whatever happens to the token next.
-      await this.ledger.settle(admission, 'success', undefined, username);
+      await this.ledger.settle(admission, 'success');
       throw err;
     }
     if (!claims || typeof claims.sub !== 'string') {
-      await this.ledger.settle(admission, 'success', undefined, username);
+      await this.ledger.settle(admission, 'success');
       // The AS said yes but its token does not check out: a configuration fault, never an allow.
       throw new UpstreamError('the access token from the password grant did not verify (issuer, audience or keys misconfigured?)', 'token', 'bad_response');
     }
-    await this.ledger.settle(admission, 'success', claims.sub, username);
+    await this.ledger.settle(admission, 'success', claims.sub);
     this.known.rememberPassword(credentialKey);
     const scopes = scopesOf(claims, this.options.scopeClaims);
     const subject = claims.sub;
