@@ -24,6 +24,7 @@ import { buildStrategies } from './verify/strategies/registry.js';
 import { Verifier } from './verify/verifier.js';
 import { TrustedProxies } from './decide/trust.js';
 import { PolicyStore } from './policy/store.js';
+import { LedgerFile } from './state/ledgerFile.js';
 import { startSharedState, type SharedState } from './state/sharedState.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -170,7 +171,8 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   const accounts = new AccountDirectory(config.ledgerMaxAccounts);
   // A grant still unsettled after the decision's deadline (plus the AS's own timeout) may have reached the AS.
   const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds === 0 ? Infinity : config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
-  const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts);
+  const journal = config.ledgerFile === undefined ? undefined : new LedgerFile(config.ledgerFile, log);
+  const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts, Date.now, journal);
   metrics.trackCacheSize(() => cache.size);
   if (config.redisUrl !== undefined) {
     shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });

@@ -198,6 +198,12 @@ export const configSchema = z
           'log in by two names that credgate may not have linked yet (docs/security.md): the price is that a new password ' +
           'of an attacked account stays throttled until the user logs in with a known-good password or an admin resets it.',
       ),
+    ledgerFile: z.string().min(1).optional().describe(
+      "File where a replica without Redis keeps its login-protection ledger across restarts and crashes (one JSON line per " +
+        "change, written before the grant it reserves is sent; compacted at start-up; mode 0600; login names, never passwords). " +
+        "Without it (and without `redisUrl`) each restart gives an attacker another budget − 2 guesses per account. " +
+        'Give every replica its own file; replicas share a ledger only through Redis.',
+    ),
     ledgerMaxAccounts: z.coerce.number().int().min(1000).max(10_000_000).default(1_000_000).describe('Most accounts (login names) login protection tracks at once; beyond it the least recently failed are forgotten.'),
     throttleIpFailures: z.coerce.number().int().min(0).max(100_000).default(30).describe(
       'Failed logins per end-user IP (IPv6: per `throttleIpv6PrefixBits` prefix) within `throttleWindowSeconds` before ' +

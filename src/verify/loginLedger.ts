@@ -137,6 +137,18 @@ export interface LoginLedger {
   link(subject: string, names: readonly string[]): Promise<void>;
 }
 
+/**
+ * Where a replica without Redis keeps its ledger across restarts (`ledgerFile`): without it each
+ * restart would give an attacker another `budget − 2` guesses. Written synchronously, before a
+ * grant is sent, so that a crash loses nothing that reached the AS.
+ */
+export interface LedgerJournal {
+  /** The entries as last written (reservations included: grants that were under way count once they fall due). */
+  load(): Iterable<readonly [string, LedgerEntry]>;
+  /** The entry of `key` as it is now; undefined: gone. */
+  write(key: string, entry: LedgerEntry | undefined): void;
+}
+
 /** How long `throttled` says to wait while the account's budget is spent by settled failures. */
 export const SPENT_RETRY_AFTER_SECONDS = 900;
 
@@ -156,9 +168,24 @@ export class LocalLoginLedger implements LoginLedger {
     private readonly accounts: AccountDirectory,
     maxTracked: number,
     private readonly now: () => number = Date.now,
+    private readonly journal?: LedgerJournal,
   ) {
     // maxSize, not max: lru-cache preallocates `max` slots, and most deployments track few accounts.
     this.#entries = new LRUCache({ maxSize: maxTracked, sizeCalculation: () => 1 });
+    for (const [key, entry] of journal?.load() ?? []) {
+      this.#entries.set(key, entry);
+      for (const f of entry.failures) this.#seq = Math.max(this.#seq, f.seq);
+      for (const r of entry.reservations.values()) this.#seq = Math.max(this.#seq, r.seq);
+    }
+  }
+
+  /** Records an entry's new state (or its end) in the journal, if any; drops an entry with nothing left. */
+  #changed(key: string, entry: LedgerEntry | undefined): void {
+    if (entry !== undefined && entry.failures.length === 0 && entry.reservations.size === 0) {
+      this.#entries.delete(key);
+      entry = undefined;
+    }
+    this.journal?.write(key, entry);
   }
 
   async admit(username: string, knownGood: boolean): Promise<Admission> {
@@ -185,6 +212,7 @@ export class LocalLoginLedger implements LoginLedger {
     const id = `${process.pid}.${++nextId}`;
     const reservation = { until: now + this.rule.reservationMs, cls: loginClass(username), seq: this.#nextSeq() };
     entry.reservations.set(id, reservation);
+    this.#changed(key, entry);
     return { admitted: true, key, id, seq: reservation.seq, cls: reservation.cls };
   }
 
@@ -203,13 +231,16 @@ export class LocalLoginLedger implements LoginLedger {
         if (!open) entry.failures = entry.failures.filter((f) => f.id !== admission.id);
         clearBefore(entry, new Set([admission.cls]), admission.seq);
       }
-      if (entry.failures.length === 0 && entry.reservations.size === 0) this.#entries.delete(admission.key);
+      this.#changed(admission.key, entry);
     }
     if (result === 'success' && subject !== undefined) this.#succeeded.set(subject, admission.seq);
   }
 
   async reset(username: string): Promise<void> {
-    for (const key of this.accounts.aliasKeys(username)) this.#entries.delete(key);
+    for (const key of this.accounts.aliasKeys(username)) {
+      this.#entries.delete(key);
+      this.journal?.write(key, undefined);
+    }
   }
 
   async link(subject: string, names: readonly string[]): Promise<void> {
@@ -230,7 +261,7 @@ export class LocalLoginLedger implements LoginLedger {
       const entry = this.#entries.get(key);
       if (entry === undefined) continue;
       clearBefore(entry, classes, before);
-      if (entry.failures.length === 0 && entry.reservations.size === 0) this.#entries.delete(key);
+      this.#changed(key, entry);
     }
   }
 

@@ -154,3 +154,40 @@ describe('clientIp of /v1/verify', () => {
     }
   });
 });
+
+describe('login protection across a restart (ledgerFile, no Redis)', () => {
+  test('guesses before a restart still count after it: the AS sees no more than budget − 2 for the account', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'credgate-ledger-'));
+    const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
+    const settings = { issuer: dev.issuer, audience: AUDIENCE, clientId: CLIENT.clientId, clientSecret: CLIENT.clientSecret, passwordFailureBudget: BUDGET, throttleIpFailures: 0, ledgerFile: join(dir, 'ledger.jsonl') };
+    try {
+      for (let round = 0; round < 3; round++) {
+        const credgate = await startCredgate(settings);
+        try {
+          for (let i = 0; i < BUDGET; i++) await credgate.verify({ username: 'bob', password: `guess-${round}-${i}` });
+        } finally {
+          await credgate.close();
+        }
+        assert.equal(failedLogins(dev, 'bob'), BUDGET - 2, `after restart ${round}`);
+      }
+      // A password that never succeeded through credgate is a new one: throttled, not sent. An ASP gets in.
+      const credgate = await startCredgate(settings);
+      try {
+        dev.setResourceServerJwksUrl(credgate.jwksUrl);
+        assert.equal((await credgate.verify({ username: 'bob', password: users.bob!.password })).body.reason, 'throttled');
+        const asp = dev.createAppPassword('bob', { scope: 'read:repo' }).password;
+        assert.equal((await credgate.verify({ username: 'bob', password: asp })).body.allow, true);
+      } finally {
+        await credgate.close();
+      }
+      assert.equal(failedLogins(dev, 'bob'), BUDGET - 2);
+      assert.deepEqual(dev.stats().blocked, []);
+    } finally {
+      await dev.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
