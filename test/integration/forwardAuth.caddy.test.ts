@@ -6,9 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { startCaddyCommand, type RunningCaddy } from '../fixtures/caddy.js';
+import { documentedCaddyCommand, startCaddyCommand, type RunningCaddy } from '../fixtures/caddy.js';
 import { httpRequest, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
-import { copyDeploy, documentedText, shellCommands } from '../fixtures/recipeDocs.js';
+import { copyDeploy } from '../fixtures/recipeDocs.js';
 
 const AUDIENCE = 'https://git.example.com'; // deploy/policies/git.yaml names none: its rules use this one
 const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
@@ -46,15 +46,12 @@ describe('Caddy forward_auth in front of an application, started by the command 
     // hostname (no certificate can be issued for it here: plain HTTP on 127.0.0.1 at a run-time
     // port) and the two upstream addresses are replaced; BIND_ADDRESS comes from the environment.
     const cwd = copyDeploy(join(dir, 'copy'));
-    caddy = await startCaddyCommand(join(dir, 'caddy'), cwd, (port) => {
-      const [command] = shellCommands(documentedText('docs/integrations/caddy.md', 'caddy-run', [
+    caddy = await startCaddyCommand(join(dir, 'caddy'), cwd, (port) =>
+      documentedCaddyCommand('deploy/caddy/Caddyfile', [
         { kind: 'hostname', from: 'git.example.com', to: `http://127.0.0.1:${port}` },
         { kind: 'address', from: '127.0.0.1:8080', to: new URL(credgate.url).host },
         { kind: 'address', from: '127.0.0.1:3000', to: `127.0.0.1:${echo.port}` },
-      ]));
-      assert.match(command!, /^SITE_ADDRESS=\S+ .*caddy run --config deploy\/caddy\/Caddyfile$/);
-      return command!;
-    }, { BIND_ADDRESS: '127.0.0.1' });
+      ]), { BIND_ADDRESS: '127.0.0.1' });
   }, { timeout: 20_000 });
 
   after(async () => {
