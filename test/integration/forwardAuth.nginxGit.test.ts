@@ -108,7 +108,7 @@ describe('git over HTTPS through nginx auth_request, git-http-backend and credga
     nginxToUntrusting = await startNginxSites(join(dir, 'nginx-untrusting'), (port, prefix) =>
       installSite(prefix, { port, credgatePort: Number(new URL(untrustingCredgate.url).port), appPort: echo.port, fcgiwrapSocket: fcgiwrap.socket, cert, key }),
     );
-  }, { timeout: 45_000 });
+  }, { timeout: 60_000 });
 
   after(async () => {
     // Every process goes, whatever happened above; each step is independent of the others.
