@@ -3,14 +3,23 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { cleanCopy, followDockerfile, parseDockerfile, type Stage } from '../fixtures/dockerfile.js';
+import { documentedBlock, shellCommands } from '../fixtures/recipeDocs.js';
 import { defaultDevUsers, startDevServer } from '../../src/devserver/index.js';
 
 const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
-const DOCKERFILE = join(REPOSITORY, 'deploy/docker/Dockerfile');
+/** docs/deployment.md's `docker build -f FILE -t credgate CONTEXT` (recipe-test: docker-build): what is built, and from where. */
+const BUILD = (() => {
+  const commands = shellCommands(documentedBlock('docs/deployment.md', 'docker-build').text);
+  assert.equal(commands.length, 1, commands.join('\n'));
+  const m = /^docker build -f (\S+) -t credgate (\S+)$/.exec(commands[0]!);
+  assert.ok(m, `docs/deployment.md: ${commands[0]}`);
+  return { dockerfile: join(REPOSITORY, m[1]!), context: resolve(REPOSITORY, m[2]!) };
+})();
+const DOCKERFILE = BUILD.dockerfile;
 
 const freePort = () =>
   new Promise<number>((resolve, reject) => {
@@ -59,7 +68,8 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
   before(async () => {
     workspace = mkdtempSync(join(tmpdir(), 'credgate-docker-'));
     const context = join(workspace, 'context');
-    cleanCopy(REPOSITORY, context);
+    assert.equal(BUILD.context, resolve(REPOSITORY), 'the docs build from the repository root');
+    cleanCopy(BUILD.context, context);
     assert.ok(!existsSync(join(context, 'node_modules')) && !existsSync(join(context, 'dist')), 'the copy is clean');
     stages = await followDockerfile(parseDockerfile(readFileSync(DOCKERFILE, 'utf8')), {
       context,
@@ -91,7 +101,7 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
     const app = join(runtime.root, runtime.workdir);
     assert.ok(existsSync(join(app, 'dist/src/cli.js')));
     assert.ok(existsSync(join(app, 'node_modules/fastify')) && existsSync(join(app, 'node_modules/ioredis')));
-    for (const dev of ['typescript', 'oidc-provider', 'autocannon']) assert.ok(!existsSync(join(app, 'node_modules', dev)), `${dev} is a dev dependency`);
+    for (const dev of ['typescript', 'oidc-provider', 'fast-check']) assert.ok(!existsSync(join(app, 'node_modules', dev)), `${dev} is a dev dependency`);
     assert.ok(!existsSync(join(app, 'src')) && !existsSync(join(app, 'dist/test')), 'no sources or tests in the image');
     assert.ok(runtime.user !== undefined && !['root', '0', '0:0'].includes(runtime.user), `USER ${runtime.user}`);
     assert.equal(runtime.env.NODE_ENV, 'production');

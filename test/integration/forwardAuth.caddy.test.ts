@@ -6,8 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { CADDYFILE, startCaddy, type RunningCaddy } from '../fixtures/caddy.js';
+import { documentedCaddyCommand, startCaddyCommand, type RunningCaddy } from '../fixtures/caddy.js';
 import { httpRequest, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
+import { copyDeploy } from '../fixtures/recipeDocs.js';
 
 const AUDIENCE = 'https://git.example.com'; // deploy/policies/git.yaml names none: its rules use this one
 const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', import.meta.url));
@@ -20,7 +21,7 @@ const FETCH_REFS = '/repo.git/info/refs?service=git-upload-pack';
 const PUSH_REFS = '/repo.git/info/refs?service=git-receive-pack';
 const SPOOFED = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password', 'x-auth-token': 'forged.identity.token' };
 
-describe('Caddy forward_auth in front of an application (deploy/caddy/Caddyfile, deploy/policies/git.yaml)', { timeout: 40_000 }, () => {
+describe('Caddy forward_auth in front of an application, started by the command in docs/integrations/caddy.md (deploy/caddy/Caddyfile, deploy/policies/git.yaml)', { timeout: 40_000 }, () => {
   let dir: string;
   let dev: DevAuthorizationServer;
   let credgate: TestCredgate;
@@ -41,12 +42,16 @@ describe('Caddy forward_auth in front of an application (deploy/caddy/Caddyfile,
     credgate = await startCredgate({ issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, policyFile: POLICY_FILE, trustedProxies: ['127.0.0.1/32'] });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
     echo = await startEchoApp();
-    caddy = await startCaddy(dir, CADDYFILE, (port) => ({
-      SITE_ADDRESS: `http://:${port}`,
-      BIND_ADDRESS: '127.0.0.1',
-      CREDGATE_UPSTREAM: new URL(credgate.url).host,
-      APP_UPSTREAM: `127.0.0.1:${echo.port}`,
-    }));
+    // docs/integrations/caddy.md's first command, run from a copy of deploy/ as written. Only the
+    // hostname (no certificate can be issued for it here: plain HTTP on 127.0.0.1 at a run-time
+    // port) and the two upstream addresses are replaced; BIND_ADDRESS comes from the environment.
+    const cwd = copyDeploy(join(dir, 'copy'));
+    caddy = await startCaddyCommand(join(dir, 'caddy'), cwd, (port) =>
+      documentedCaddyCommand('deploy/caddy/Caddyfile', [
+        { kind: 'hostname', from: 'git.example.com', to: `http://127.0.0.1:${port}` },
+        { kind: 'address', from: '127.0.0.1:8080', to: new URL(credgate.url).host },
+        { kind: 'address', from: '127.0.0.1:3000', to: `127.0.0.1:${echo.port}` },
+      ]), { BIND_ADDRESS: '127.0.0.1' });
   }, { timeout: 20_000 });
 
   after(async () => {

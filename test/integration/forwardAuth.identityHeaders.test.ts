@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { CADDY_DEPLOY_DIR, CADDYFILE, CADDYFILE_FASTCGI, startCaddy, type RunningCaddy } from '../fixtures/caddy.js';
+import { CADDY_DEPLOY_DIR, documentedCaddyCommand, startCaddy, startCaddyCommand, type RunningCaddy } from '../fixtures/caddy.js';
+import { copyDeploy } from '../fixtures/recipeDocs.js';
 import { startFastCgiResponder, type FastCgiResponder } from '../fixtures/fastcgi.js';
 import {
   cgiParameter,
@@ -125,15 +126,22 @@ describe('every spelling of credgate\'s headers a client sends is dropped by the
     // A site that allows underscores for its own reasons in the http block: credgate-auth.conf's
     // server-level setting still applies to this server.
     nginxUnderscoresOn = await startNginx(join(dir, 'nginx-underscores-on'), nginxSite('underscores_in_headers on; ignore_invalid_headers off;'));
-    const caddyEnv = (upstream: string) => (port: number) => ({
-      SITE_ADDRESS: `http://:${port}`,
-      BIND_ADDRESS: '127.0.0.1',
-      CREDGATE_UPSTREAM: new URL(credgate.url).host,
-      APP_UPSTREAM: upstream,
-      APP_ROOT: join(dir, 'php'),
-    });
-    caddyHttp = await startCaddy(join(dir, 'caddy-http'), CADDYFILE, caddyEnv(`127.0.0.1:${echo.port}`));
-    caddyFastCgi = await startCaddy(join(dir, 'caddy-fastcgi'), CADDYFILE_FASTCGI, caddyEnv(`127.0.0.1:${fastcgi.port}`));
+    // Both Caddy recipes started by the commands docs/integrations/caddy.md prints, from a copy of
+    // deploy/: only hostnames (plain HTTP on a run-time loopback port), addresses and the app root change.
+    const copy = copyDeploy(join(dir, 'copy'));
+    const credgateAddress = { kind: 'address', from: '127.0.0.1:8080', to: new URL(credgate.url).host } as const;
+    caddyHttp = await startCaddyCommand(join(dir, 'caddy-http'), copy, (port) =>
+      documentedCaddyCommand('deploy/caddy/Caddyfile', [
+        { kind: 'hostname', from: 'git.example.com', to: `http://127.0.0.1:${port}` },
+        credgateAddress,
+        { kind: 'address', from: '127.0.0.1:3000', to: `127.0.0.1:${echo.port}` },
+      ]), { BIND_ADDRESS: '127.0.0.1' });
+    caddyFastCgi = await startCaddyCommand(join(dir, 'caddy-fastcgi'), copy, (port) =>
+      documentedCaddyCommand('deploy/caddy/Caddyfile.fastcgi', [
+        { kind: 'hostname', from: 'app.example.com', to: `http://127.0.0.1:${port}` },
+        { kind: 'prefix', from: '/srv/app/public', to: join(dir, 'php') },
+        { kind: 'address', from: 'unix//run/php/php-fpm.sock', to: `127.0.0.1:${fastcgi.port}` },
+      ]), { BIND_ADDRESS: '127.0.0.1', CREDGATE_UPSTREAM: new URL(credgate.url).host });
 
     const nginxContext = (n: RunningNginx) => () => `\n--- nginx error.log ---\n${n.errorLog().slice(-3000)}${credgateLog()}`;
     const caddyContext = (c: RunningCaddy) => () => `\n--- caddy ---\n${c.output().slice(-3000)}${credgateLog()}`;

@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { createBareRepository, git, gitUrl, type BareRepository } from '../fixtures/git.js';
-import { NGINX_DEPLOY_DIR, nginxSyntaxCheck, startFcgiwrap, startNginx, type RunningFcgiwrap, type RunningNginx } from '../fixtures/nginx.js';
-import { freePort, httpRequest, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
+import { createBareRepository, git as gitAsIs, gitUrl, type BareRepository } from '../fixtures/git.js';
+import { nginxSyntaxCheck, nginxTest, startFcgiwrap, startNginxSites, type RunningFcgiwrap, type RunningNginx } from '../fixtures/nginx.js';
+import { freePort, httpRequest as httpRequestAsIs, startEchoApp, type EchoApp, type EchoedRequest } from '../fixtures/processes.js';
+import { copyDeploy, documentedText, runScript, type Substitution } from '../fixtures/recipeDocs.js';
 
 // deploy/policies/git.yaml is used unchanged; it names no audience, so its rules use this one.
 const AUDIENCE = 'https://git.example.com';
@@ -18,31 +20,42 @@ const POLICY_FILE = fileURLToPath(new URL('../../../deploy/policies/git.yaml', i
 const CLIENT = { clientId: 'credgate-nginx-test', clientSecret: 'nginx-test-client-secret' };
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 const password = (name: string) => users[name]!.password;
+const WWW_DATA = { uid: 33, gid: 33 }; // Debian's fcgiwrap.socket runs CGIs as www-data
 
-/** What a site's own nginx.conf would hold around the deploy/nginx snippets, which are included unchanged. */
-function site(credgatePort: number, fcgiwrapSocket: string, repoRoot: string, appPort: number) {
-  return {
-    http: [
-      `include ${join(NGINX_DEPLOY_DIR, 'credgate-http.conf')};`,
-      `upstream credgate { server 127.0.0.1:${credgatePort}; keepalive 4; }`,
-      `upstream fcgiwrap { server unix:${fcgiwrapSocket}; }`,
-      `upstream app { server 127.0.0.1:${appPort}; }`,
-    ].join('\n'),
-    server: [
-      `set $git_project_root ${repoRoot};`,
-      'set $git_http_backend /usr/lib/git-core/git-http-backend;',
-      `include ${join(NGINX_DEPLOY_DIR, 'credgate-auth.conf')};`,
-      `include ${join(NGINX_DEPLOY_DIR, 'git-http-backend.conf')};`,
-      // ^~ keeps the git location's regex off /app/ (the policy's fetch rule covers /app/r.git/info/refs).
-      'location ^~ /app/ {',
-      `  include ${join(NGINX_DEPLOY_DIR, 'protected-app.conf')};`,
-      '  proxy_pass http://app;',
-      '}',
-    ].join('\n'),
-  };
+/**
+ * docs/integrations/nginx.md's install commands (recipe-test: nginx-install), run as written with
+ * bash from a copy of the repository's deploy/, under `prefix` instead of / (the only change to the
+ * commands). The site file they install is deploy/nginx/git.example.com.conf with what the docs
+ * tell the reader to edit for their site replaced: ports (run-time ones on loopback), the
+ * certificate paths (one made for git.example.com and 127.0.0.1), the addresses of credgate, the
+ * application and fcgiwrap's socket, and the prefix.
+ */
+async function installSite(prefix: string, site: { port: number; credgatePort: number; appPort: number; fcgiwrapSocket: string; cert: string; key: string }): Promise<void> {
+  const httpPort = await freePort();
+  const prefixed: Substitution[] = [
+    { kind: 'prefix', from: '/etc/nginx/', to: `${prefix}/etc/nginx/` },
+    { kind: 'prefix', from: '/srv/git', to: `${prefix}/srv/git` },
+  ];
+  const copy = copyDeploy(join(prefix, 'src'), {
+    'deploy/nginx/git.example.com.conf': [
+      { kind: 'port', from: 'listen 80;', to: `listen 127.0.0.1:${httpPort};` },
+      { kind: 'port', from: 'listen [::]:80;', to: `listen [::1]:${httpPort};` },
+      { kind: 'port', from: 'listen 443 ssl;', to: `listen 127.0.0.1:${site.port} ssl;` },
+      { kind: 'port', from: 'listen [::]:443 ssl;', to: `listen [::1]:${site.port} ssl;` },
+      { kind: 'certificate', from: '/etc/letsencrypt/live/git.example.com/fullchain.pem', to: site.cert },
+      { kind: 'certificate', from: '/etc/letsencrypt/live/git.example.com/privkey.pem', to: site.key },
+      { kind: 'address', from: 'server 127.0.0.1:8080;', to: `server 127.0.0.1:${site.credgatePort};` },
+      { kind: 'address', from: 'server 127.0.0.1:3000;', to: `server 127.0.0.1:${site.appPort};` },
+      { kind: 'address', from: 'unix:/run/fcgiwrap.socket', to: `unix:${site.fcgiwrapSocket}` },
+      ...prefixed,
+    ],
+  });
+  const commands = documentedText('docs/integrations/nginx.md', 'nginx-install', prefixed);
+  const result = await runScript(commands, { cwd: copy });
+  assert.equal(result.code, 0, `docs/integrations/nginx.md's install commands failed:\n${commands}\n${result.stdout}${result.stderr}`);
 }
 
-describe('git over HTTP through nginx auth_request, git-http-backend and credgate (deploy/nginx, deploy/policies/git.yaml)', { timeout: 60_000 }, () => {
+describe('git over HTTPS through nginx auth_request, git-http-backend and credgate, installed as docs/integrations/nginx.md says (deploy/nginx, deploy/policies/git.yaml)', { timeout: 90_000 }, () => {
   let dir: string;
   let home: string;
   let dev: DevAuthorizationServer;
@@ -50,19 +63,33 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
   let untrustingCredgate: TestCredgate;
   let fcgiwrap: RunningFcgiwrap;
   let echo: EchoApp;
-  let nginx: RunningNginx;
+  let nginx: RunningNginx & { prefix: string };
   let nginxToUntrusting: RunningNginx;
   let repo: BareRepository;
   let bobAsp: string;
+  let cert: string;
+  let key: string;
+  let ca: string;
+  let tls: Agent;
   let n = 0;
   const fresh = (label: string) => join(dir, 'work', `${label}-${++n}`);
   const repoUrl = (user?: string, pass?: string, base = nginx.url) => gitUrl(base, '/repo.git', user, pass);
   const context = () => `\n--- nginx error.log ---\n${nginx.errorLog().slice(-4000)}\n--- credgate ---\n${credgate.logs.slice(-15).join('')}`;
+  /** git, fetch and raw requests trusting only the site's certificate. */
+  const git = (args: string[], options: { cwd?: string; home: string }) => gitAsIs(args, { ...options, env: { GIT_SSL_CAINFO: cert } });
+  const fetch = (url: string, init: { headers?: Record<string, string> } = {}) => undiciFetch(url, { ...init, dispatcher: tls });
+  const httpRequest = (base: string, method: string, target: string, headers: Record<string, string> = {}) => httpRequestAsIs(base, method, target, headers, 10_000, ca);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'credgate-nginx-'));
+    chmodSync(dir, 0o755); // fcgiwrap runs as www-data and must reach its socket and the repositories
     home = join(dir, 'home');
-    for (const d of ['home', 'repos', 'work', 'nginx', 'nginx-untrusting', 'nginx-no-credgate']) mkdirSync(join(dir, d));
+    for (const d of ['home', 'work', 'nginx', 'nginx-untrusting', 'nginx-no-credgate', 'tls']) mkdirSync(join(dir, d));
+    cert = join(dir, 'tls', 'git.example.com.pem');
+    key = join(dir, 'tls', 'git.example.com.key');
+    await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=git.example.com', '-addext', 'subjectAltName=DNS:git.example.com,IP:127.0.0.1,IP:::1', '-keyout', key, '-out', cert], { timeout: 15_000 });
+    ca = readFileSync(cert, 'utf8');
+    tls = new Agent({ connect: { ca } });
     dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
     const common = { issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, policyFile: POLICY_FILE };
     credgate = await startCredgate({ ...common, trustedProxies: ['127.0.0.1/32'] });
@@ -70,21 +97,64 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
     untrustingCredgate = await startCredgate({ ...common, trustedProxies: ['192.0.2.0/24'] }, { keys: credgate.keys });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
     bobAsp = dev.createAppPassword('bob', { scope: 'read:repo' }).password;
-    repo = await createBareRepository(join(dir, 'repos'), 'repo.git', home);
-    fcgiwrap = await startFcgiwrap(dir);
+    fcgiwrap = await startFcgiwrap(dir, WWW_DATA);
     echo = await startEchoApp();
-    const credgatePort = Number(new URL(credgate.url).port);
-    nginx = await startNginx(join(dir, 'nginx'), site(credgatePort, fcgiwrap.socket, join(dir, 'repos'), echo.port));
-    nginxToUntrusting = await startNginx(join(dir, 'nginx-untrusting'), site(Number(new URL(untrustingCredgate.url).port), fcgiwrap.socket, join(dir, 'repos'), echo.port));
-  }, { timeout: 30_000 });
+    nginx = await startNginxSites(join(dir, 'nginx'), async (port, prefix) => {
+      // The test's repository (one commit, a hook recording what the backend saw) beside the
+      // project.git the docs' commands create; their chown hands both to www-data.
+      repo = await createBareRepository(join(prefix, 'srv/git'), 'repo.git', home);
+      await installSite(prefix, { port, credgatePort: Number(new URL(credgate.url).port), appPort: echo.port, fcgiwrapSocket: fcgiwrap.socket, cert, key });
+    });
+    nginxToUntrusting = await startNginxSites(join(dir, 'nginx-untrusting'), (port, prefix) =>
+      installSite(prefix, { port, credgatePort: Number(new URL(untrustingCredgate.url).port), appPort: echo.port, fcgiwrapSocket: fcgiwrap.socket, cert, key }),
+    );
+  }, { timeout: 60_000 });
 
   after(async () => {
     // Every process goes, whatever happened above; each step is independent of the others.
     await Promise.allSettled([nginx?.stop(), nginxToUntrusting?.stop()]);
-    await Promise.allSettled([fcgiwrap?.stop(), echo?.close(), credgate?.close(), untrustingCredgate?.close()]);
+    await Promise.allSettled([fcgiwrap?.stop(), echo?.close(), credgate?.close(), untrustingCredgate?.close(), tls?.close()]);
     await dev?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, { timeout: 20_000 });
+
+  test("the docs' commands installed the snippets and the site, and created project.git for www-data", () => {
+    for (const file of ['credgate-http.conf', 'credgate-auth.conf', 'git-http-backend.conf', 'protected-app.conf']) {
+      assert.equal(readFileSync(join(nginx.prefix, 'etc/nginx/credgate', file), 'utf8'), readFileSync(fileURLToPath(new URL(`../../../deploy/nginx/${file}`, import.meta.url)), 'utf8'), `${file} unchanged`);
+    }
+    assert.match(readFileSync(join(nginx.prefix, 'etc/nginx/sites-enabled/git.example.com.conf'), 'utf8'), /server_name git\.example\.com;/);
+    assert.ok(readFileSync(join(nginx.prefix, 'srv/git/project.git/HEAD'), 'utf8').startsWith('ref: '));
+  });
+
+  test("`nginx -t` accepts the installed site, as the docs' next step runs it", { timeout: 15_000 }, async () => {
+    const result = await nginxTest(nginx.dir);
+    assert.ok(result.ok, result.output);
+    assert.match(result.output, /test is successful/);
+  });
+
+  test('plain HTTP only redirects to HTTPS: a password sent there reaches neither credgate nor git', { timeout: 15_000 }, async () => {
+    const site = readFileSync(join(nginx.prefix, 'etc/nginx/sites-enabled/git.example.com.conf'), 'utf8');
+    const httpPort = /listen 127\.0\.0\.1:(\d+);/.exec(site)![1]!;
+    const decisions = credgate.logs.length;
+    const answer = await httpRequest(`http://127.0.0.1:${httpPort}`, 'GET', '/repo.git/info/refs?service=git-upload-pack', { host: 'git.example.com', authorization: basicHeader('alice', password('alice')) });
+    assert.equal(answer.status, 301);
+    assert.equal(answer.headers.location, 'https://git.example.com/repo.git/info/refs?service=git-upload-pack');
+    assert.equal(credgate.logs.length, decisions, 'credgate was not asked');
+    // The deny beside it: the same request over HTTPS is decided, and that is seen in credgate's log.
+    assert.equal((await fetch(`${nginx.url}/repo.git/info/refs?service=git-upload-pack`, { headers: { authorization: basicHeader('alice', password('alice')) } })).status, 200);
+    assert.ok(credgate.logs.length > decisions, 'a decision leaves a log line');
+  });
+
+  test('alice clones the project.git the docs created, pushes to it, and it holds her commit', { timeout: 20_000 }, async () => {
+    const target = fresh('project');
+    const clone = await git(['clone', gitUrl(nginx.url, '/project.git', 'alice', password('alice')), target], { home });
+    assert.equal(clone.code, 0, clone.stderr + context());
+    await git(['commit', '--allow-empty', '-q', '-m', 'first commit of project.git'], { cwd: target, home });
+    const push = await git(['push', 'origin', 'HEAD:main'], { cwd: target, home });
+    assert.equal(push.code, 0, push.stderr + context());
+    const pushed = (await git(['rev-parse', 'HEAD'], { cwd: target, home })).stdout.trim();
+    assert.equal((await gitAsIs(['--git-dir', join(nginx.prefix, 'srv/git/project.git'), 'rev-parse', 'refs/heads/main'], { home })).stdout.trim(), pushed);
+  });
 
   test('alice clones with her password', { timeout: 20_000 }, async () => {
     const target = fresh('alice-clone');
@@ -225,7 +295,9 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
   test('credgate unreachable: nginx fails closed with 500, and neither git nor the application is served', { timeout: 20_000 }, async () => {
     const closedPort = await freePort(); // nothing listens there
     const appRequests = echo.received.length;
-    const orphan = await startNginx(join(dir, 'nginx-no-credgate'), site(closedPort, fcgiwrap.socket, join(dir, 'repos'), echo.port));
+    const orphan = await startNginxSites(join(dir, 'nginx-no-credgate'), (port, prefix) =>
+      installSite(prefix, { port, credgatePort: closedPort, appPort: echo.port, fcgiwrapSocket: fcgiwrap.socket, cert, key }),
+    );
     try {
       const authorization = basicHeader('alice', password('alice'));
       assert.equal((await fetch(`${orphan.url}/repo.git/info/refs?service=git-upload-pack`, { headers: { authorization } })).status, 500);
@@ -239,26 +311,11 @@ describe('git over HTTP through nginx auth_request, git-http-backend and credgat
     }
   });
 
-  test('the complete example site (git.example.com.conf) passes nginx -t with the snippets it includes', { timeout: 20_000 }, async (t) => {
-    // Only what is machine-specific changes: where the snippets were copied to, and a certificate.
-    const check = join(dir, 'example-site');
+  test('the `nginx -t` step does catch a broken site: git-http-backend.conf without its variables', { timeout: 20_000 }, async () => {
+    const check = join(dir, 'broken-site');
     mkdirSync(check);
-    try {
-      await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=git.example.com', '-keyout', join(check, 'key.pem'), '-out', join(check, 'cert.pem')], { timeout: 15_000 });
-    } catch (error) {
-      // openssl comes with dovecot-core, which test/setup.sh installs; elsewhere it may be missing.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('openssl is not installed: no certificate for the example site');
-      throw error;
-    }
-    const site = readFileSync(join(NGINX_DEPLOY_DIR, 'git.example.com.conf'), 'utf8')
-      .replaceAll('/etc/nginx/credgate/', NGINX_DEPLOY_DIR)
-      .replace('/etc/letsencrypt/live/git.example.com/fullchain.pem', join(check, 'cert.pem'))
-      .replace('/etc/letsencrypt/live/git.example.com/privkey.pem', join(check, 'key.pem'));
-    writeFileSync(join(check, 'git.example.com.conf'), site);
-    const result = await nginxSyntaxCheck(check, join(check, 'git.example.com.conf'));
-    assert.ok(result.ok, result.output);
-    // The deny beside it: the check does catch a broken site (git-http-backend.conf without its variables).
-    writeFileSync(join(check, 'broken.conf'), site.replace(/^\s*set \$git_http_backend .*$/m, ''));
+    const installed = readFileSync(join(nginx.prefix, 'etc/nginx/sites-enabled/git.example.com.conf'), 'utf8');
+    writeFileSync(join(check, 'broken.conf'), installed.replace(/^\s*set \$git_http_backend .*$/m, ''));
     const broken = await nginxSyntaxCheck(check, join(check, 'broken.conf'));
     assert.equal(broken.ok, false);
     assert.match(broken.output, /unknown "git_http_backend" variable/);

@@ -9,9 +9,10 @@ import { decodeJwt } from 'jose';
 import { identityTokenVerifier } from '../../examples/identity-token/verify.js';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { newKeyPair } from '../../src/upstream/clientKeys.js';
-import { CADDYFILE, startCaddy, type RunningCaddy } from '../fixtures/caddy.js';
+import { documentedCaddyCommand, startCaddyCommand, type RunningCaddy } from '../fixtures/caddy.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { NGINX_DEPLOY_DIR, startNginx, type RunningNginx } from '../fixtures/nginx.js';
+import { copyDeploy } from '../fixtures/recipeDocs.js';
 
 const AUDIENCE = 'https://git.example.com';
 const ISSUER = 'https://credgate.example.com';
@@ -91,7 +92,13 @@ describe('identity tokens through real nginx and Caddy', { timeout: 90_000 }, ()
       http: [`include ${join(NGINX_DEPLOY_DIR, 'credgate-http.conf')};`, `upstream credgate { server ${credgateHost()}; }`, `upstream app { server 127.0.0.1:${app.port}; }`].join('\n'),
       server: [`include ${join(NGINX_DEPLOY_DIR, 'credgate-auth.conf')};`, 'location ^~ /app/ {', `  include ${join(NGINX_DEPLOY_DIR, 'protected-app.conf')};`, '  proxy_pass http://app;', '}'].join('\n'),
     });
-    caddy = await startCaddy(join(dir, 'caddy'), CADDYFILE, (port) => ({ SITE_ADDRESS: `http://:${port}`, BIND_ADDRESS: '127.0.0.1', CREDGATE_UPSTREAM: credgateHost(), APP_UPSTREAM: `127.0.0.1:${app.port}` }));
+    // Caddy as docs/integrations/caddy.md starts it (hostname and addresses replaced: docs/testing.md).
+    caddy = await startCaddyCommand(join(dir, 'caddy'), copyDeploy(join(dir, 'copy')), (port) =>
+      documentedCaddyCommand('deploy/caddy/Caddyfile', [
+        { kind: 'hostname', from: 'git.example.com', to: `http://127.0.0.1:${port}` },
+        { kind: 'address', from: '127.0.0.1:8080', to: credgateHost() },
+        { kind: 'address', from: '127.0.0.1:3000', to: `127.0.0.1:${app.port}` },
+      ]), { BIND_ADDRESS: '127.0.0.1' });
   }, { timeout: 40_000 });
 
   after(async () => {

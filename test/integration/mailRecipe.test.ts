@@ -19,9 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
+import { documentedBlock, substitute } from '../fixtures/recipeDocs.js';
 import { DEPLOY_MAIL, DOVECOT_SUBMISSION, freePort, NGINX_MAIL_MODULE, startSmtpSink, waitForGreeting, type RunningSmtpSink } from '../fixtures/mailServers.js';
 
-const README = readFileSync(join(DEPLOY_MAIL, 'README.md'), 'utf8');
 const MAIL_POLICY = fileURLToPath(new URL('../../../deploy/policies/mail.yaml', import.meta.url));
 const AUDIENCE = 'https://mail.example.com';
 const CLIENT = { clientId: 'credgate-mail-recipe-test', clientSecret: 'mail-recipe-client-secret' };
@@ -31,11 +31,10 @@ const ALICE = users.alice!.password;
 /** An AS account that shares its name with a Unix user of the mail host. */
 const UNIX_NAMED = { username: 'unixuser', email: 'unixuser@example.com', password: 'unixuser-password-42', sub: 'auth0|unixuser', permissions: ['read:mail', 'send:mail'] };
 
-/** The README's fenced blocks: language and text. */
-const blocks = [...README.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map((m) => ({ lang: m[1]!, text: m[2]! }));
-const block = (lang: string, contains: string): string => {
-  const found = blocks.find((b) => b.lang === lang && b.text.includes(contains));
-  if (!found) throw new Error(`deploy/mail/README.md has no ${lang || 'plain'} block with ${JSON.stringify(contains)}`);
+/** The README's block marked `<!-- recipe-test: name -->`, which must be a `lang` block. */
+const block = (lang: string, name: string): string => {
+  const found = documentedBlock('deploy/mail/README.md', name);
+  assert.equal(found.lang, lang, `${found.where}: a ${lang || 'plain'} block`);
   return found.text;
 };
 
@@ -123,7 +122,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     const user = words[words.indexOf('-u') + 1];
     return curl(args, { cwd: dir, stdin: password === undefined ? '' : `user = "${user}:${password}"\n` });
   };
-  const check = commands(block('sh', 'curl'));
+  const check = commands(block('sh', 'mail-check'));
   const imapStarttls = check.find((w) => w.some((x) => x.startsWith('imap://')))!;
   const imaps = check.find((w) => w.some((x) => x.startsWith('imaps://')))!;
   const smtp = check.find((w) => w.some((x) => x.startsWith('smtp://')))!;
@@ -139,11 +138,12 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     submissionBackend = await freePort();
 
     // Dovecot: the README's shell steps and local.conf, over Debian's /etc/dovecot/dovecot.conf.
-    const setup = block('sh', 'useradd');
-    const localConf = block('', '# /etc/dovecot/local.conf')
-      .replace(/10\.0\.0\.10\b/g, '127.0.0.1')
-      .replace(/^submission_relay_host = 10\.0\.0\.25\b/m, 'submission_relay_host = 127.0.0.1')
-      .replace(/^submission_relay_port = 25\b/m, `submission_relay_port = ${relay.port}`);
+    const setup = block('sh', 'mail-dovecot-setup');
+    const localConf = substitute(block('', 'mail-dovecot-local-conf'), [
+      { kind: 'address', from: 'login_trusted_networks = 10.0.0.10 ', to: 'login_trusted_networks = 127.0.0.1 ' },
+      { kind: 'address', from: 'submission_relay_host = 10.0.0.25 ', to: 'submission_relay_host = 127.0.0.1 ' },
+      { kind: 'port', from: 'submission_relay_port = 25\n', to: `submission_relay_port = ${relay.port}\n` },
+    ], 'deploy/mail/README.md (mail-dovecot-local-conf)');
     assert.ok(!/10\.0\.0\.\d+/.test(localConf), 'every README address replaced');
     writeFileSync(join(dir, 'local.conf'), localConf);
     writeFileSync(
@@ -177,7 +177,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
       `install -o vmail -g vmail -m 0600 ${dir}/hello.eml /var/vmail/alice/Maildir/new/1.recipe`,
       `exec dovecot -F -c ${dir}/dovecot.conf`,
     ].join('\n');
-    const env = block('ini', 'MAIL_PROXY_NETS');
+    const env = block('ini', 'mail-dovecot-environment');
     assert.match(env, /Environment=MAIL_PROXY_NETS=/);
     assert.match(env, /Environment=MAIL_PROXY_SECRET_SHA256=/);
     dovecot = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
@@ -194,7 +194,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     }
 
     // credgate: the README's settings, with this test's addresses, secret and policy file.
-    const settings = parseYaml(block('yaml', 'mailBackendPassword')) as Record<string, unknown>;
+    const settings = parseYaml(block('yaml', 'mail-credgate')) as Record<string, unknown>;
     assert.deepEqual(Object.keys(settings).sort(), ['mailBackendPassword', 'mailImapBackend', 'mailPop3Backend', 'mailSmtpBackend', 'policyFile', 'trustedProxies']);
     assert.equal(settings.mailImapBackend, '10.0.0.20:143');
     assert.equal(settings.mailSmtpBackend, '10.0.0.20:587', 'SMTP goes to the same host: Dovecot submission');
@@ -213,14 +213,15 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
 
     // nginx: the README's mail block, with run-time ports, the test certificate, credgate's address.
-    let mail = block('nginx', 'mail {');
+    let mail = block('nginx', 'mail-nginx');
     for (const port of [...mail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1]))) ports.set(port, await freePort());
-    mail = mail
-      .replace(/listen (\d+)/g, (_, p: string) => `listen 127.0.0.1:${ports.get(Number(p))}`)
-      .replace('auth_http 127.0.0.1:8080/auth/mail;', `auth_http ${new URL(credgate.url).host}/auth/mail;`)
-      .replace('/etc/nginx/credgate/nginx-mail.conf', join(DEPLOY_MAIL, 'nginx-mail.conf'))
-      .replace('/etc/ssl/mail.example.com.pem', join(dir, 'mail.example.com.pem'))
-      .replace('/etc/ssl/mail.example.com.key', join(dir, 'mail.example.com.key'));
+    mail = substitute(mail, [
+      ...[...ports].map(([readme, port]) => ({ kind: 'port' as const, from: `listen ${readme}`, to: `listen 127.0.0.1:${port}` })),
+      { kind: 'address', from: 'auth_http 127.0.0.1:8080/auth/mail;', to: `auth_http ${new URL(credgate.url).host}/auth/mail;` },
+      { kind: 'prefix', from: '/etc/nginx/credgate/nginx-mail.conf', to: join(DEPLOY_MAIL, 'nginx-mail.conf') },
+      { kind: 'certificate', from: '/etc/ssl/mail.example.com.pem', to: join(dir, 'mail.example.com.pem') },
+      { kind: 'certificate', from: '/etc/ssl/mail.example.com.key', to: join(dir, 'mail.example.com.key') },
+    ], 'deploy/mail/README.md (mail-nginx)');
     assert.ok(!mail.includes('/etc/'), 'every README path replaced');
     writeFileSync(join(dir, 'nginx.conf'), [`load_module ${NGINX_MAIL_MODULE};`, 'worker_processes 1;', `error_log ${dir}/nginx-error.log info;`, 'events { worker_connections 64; }', mail, ''].join('\n'));
     nginx = spawn('nginx', ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${dir}/nginx.pid;`], { env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` }, stdio: 'ignore' });

@@ -10,11 +10,15 @@ import { envName, loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import { loadPolicyFile } from '../../src/policy/store.js';
 import { devModeRefusal } from '../../src/dev/devMode.js';
+import { documentedBlock, shellCommands } from '../fixtures/recipeDocs.js';
 
 const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
-const DIR = join(REPOSITORY, 'deploy/docker');
+/** docs/deployment.md's compose commands (recipe-test: compose-up): `docker compose -f FILE up --build`, then a curl. */
+const [UP, CURL] = shellCommands(documentedBlock('docs/deployment.md', 'compose-up').text);
+const COMPOSE_FILE = join(REPOSITORY, /^docker compose -f (\S+) up --build$/.exec(UP ?? '')?.[1] ?? 'the docs name no compose file');
+const DIR = dirname(COMPOSE_FILE);
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const compose = parse(readFileSync(join(DIR, 'compose.yaml'), 'utf8'), { merge: true }) as any;
+const compose = parse(readFileSync(COMPOSE_FILE, 'utf8'), { merge: true }) as any;
 const services = compose.services as Record<string, { volumes?: string[]; environment?: Record<string, string>; [k: string]: unknown }>;
 const has = (command: string, args: string[]) => spawnSync(command, args, { stdio: 'ignore' }).status === 0;
 
@@ -53,6 +57,15 @@ describe('deploy/docker/compose.yaml (credgate, Redis, nginx, Prometheus)', () =
     assert.ok(loadPolicyFile(join(DIR, 'policy.yaml')).policy.ruleCount > 0);
     // Deny beside the allow: Redis without the shared HMAC key is refused.
     assert.throws(() => loadConfig({ env: { ...env, CREDGATE_CACHE_KEY_SECRET: '' } }), /cacheKeySecret/);
+  });
+
+  test("the docs' curl line goes to the port compose publishes for nginx, on 127.0.0.1, with a demo user of dev mode", () => {
+    const m = /^curl -u '([^:]+):([^']+)' http:\/\/127\.0\.0\.1:(\d+)\/ /.exec(`${CURL ?? ''} `);
+    assert.ok(m, `docs/deployment.md: ${CURL}`);
+    // nginx shares credgate's network namespace: its port 80 is published on the credgate service.
+    const published = ((services.credgate as { ports?: string[] }).ports ?? []).map((p) => p.split(':'));
+    assert.ok(published.some(([host, port, target]) => host === '127.0.0.1' && port === m[3] && target === '80'), `127.0.0.1:${m[3]} → nginx :80 in ${JSON.stringify(published)}`);
+    assert.equal(m[1], 'alice');
   });
 
   test('every file compose mounts exists (deploy/nginx recipe, metrics/ rules, the site and Prometheus configs)', () => {

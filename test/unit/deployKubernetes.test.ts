@@ -8,6 +8,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { envName, loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import { loadPolicyFile } from '../../src/policy/store.js';
+import { documentedBlock, shellCommands } from '../fixtures/recipeDocs.js';
 
 // Manifests are untyped YAML; the schemas check their shape.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -16,7 +17,13 @@ type Manifest = any;
 const REPOSITORY = fileURLToPath(new URL('../../../', import.meta.url));
 const K8S = join(REPOSITORY, 'deploy/kubernetes');
 const BASE = join(K8S, 'base');
-const OVERLAYS = ['dev', 'production'].map((o) => join(K8S, 'overlays', o));
+/** The overlays docs/deployment.md applies (recipe-test: kubernetes-apply: `kubectl apply -k DIR`). */
+const OVERLAYS = shellCommands(documentedBlock('docs/deployment.md', 'kubernetes-apply').text).map((c) => {
+  const m = /^kubectl apply -k (deploy\/kubernetes\/overlays\/[\w-]+)(?:\s|$)/.exec(c);
+  assert.ok(m, `docs/deployment.md: ${c}`);
+  return join(REPOSITORY, m[1]!);
+});
+assert.deepEqual(OVERLAYS.map((o) => basename(o)).sort(), readdirSync(join(K8S, 'overlays')).sort(), 'the docs apply every overlay there is');
 const CREDGATE = { 'app.kubernetes.io/name': 'credgate' };
 
 function yamlFiles(dir: string): string[] {
