@@ -97,8 +97,8 @@ describe('credgate/fastify as an npm package: packed, installed and used from Ty
     const listing = await run('tar', ['-tzf', tarball], dir);
     assert.equal(listing.code, 0, listing.stderr);
     const files = listing.stdout.split('\n').filter(Boolean);
-    for (const wanted of ['package/package.json', 'package/README.md', 'package/dist/src/fastify/plugin.js', 'package/dist/src/fastify/plugin.d.ts', 'package/dist/src/cli.js']) assert.ok(files.includes(wanted), `${wanted} in ${tarball}`);
-    const unexpected = files.filter((f) => !/^package\/(package\.json|README\.md|dist\/src\/.+\.(js|d\.ts))$/.test(f));
+    for (const wanted of ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/dist/src/fastify/plugin.js', 'package/dist/src/fastify/plugin.d.ts', 'package/dist/src/cli.js']) assert.ok(files.includes(wanted), `${wanted} in ${tarball}`);
+    const unexpected = files.filter((f) => !/^package\/(package\.json|README\.md|LICENSE|dist\/src\/.+\.(js|d\.ts))$/.test(f));
     assert.deepEqual(unexpected, []);
     assert.ok(!files.some((f) => f.startsWith('package/dist/test/') || f.startsWith('package/src/') || f.endsWith('.map')));
   });
