@@ -98,9 +98,8 @@ function sha1(lua: string): string {
  * - the purge subscription is renewed by hand on every reconnect, and `onSubscribed` tells the
  *   owner, since purges published while it was down are lost (pub/sub keeps nothing).
  *
- * With Sentinel, both connections ask the sentinels for the primary on every (re)connect, and drop
- * the connection when a sentinel announces a failover (`+switch-master`), so a failover is one more
- * reconnect: the subscription is renewed on the new primary. With Cluster, commands go through an
+ * With Sentinel, both connections ask the sentinels for the primary on every (re)connect (and check
+ * its role), so a failover is one more reconnect: the subscription is renewed on the new primary. With Cluster, commands go through an
  * ioredis `Cluster` (routed by key slot; bounded here by `timeoutMs` as a whole, redirections
  * included), and purges are subscribed on one node at a time (a cluster broadcasts every PUBLISH to
  * all nodes); when that node is gone for good the next one is tried, and that too is a renewal.
@@ -183,8 +182,10 @@ export class SharedRedis {
         sentinelCommandTimeout: options.connectTimeout,
         // All sentinels unreachable: the same back-off as any reconnect.
         sentinelRetryStrategy: (attempt) => (this.#closed ? null : reconnectDelay(attempt)),
-        // Reconnect as soon as a sentinel announces a new primary, not only when the old one drops us.
-        failoverDetector: true,
+        // No failoverDetector: its sentinel connections (ioredis 6) have no error listener (unhandled
+        // error lines on stderr while a sentinel is down) and kept reconnecting after quit(), holding
+        // the process open. A failover reaches us anyway: a dead primary drops the connection, a
+        // demoted one answers READONLY (reconnectOnError); each reconnect asks the sentinels again.
       });
     }
     // Cluster: the purge subscriber, on one node (commands use the Cluster).
@@ -259,7 +260,8 @@ export class SharedRedis {
    * minReplicas`, both in one write on one connection, so that WAIT counts this script's writes
    * (sent apart, a reconnect in between would put WAIT on a new connection with nothing to wait
    * for, and ioredis re-sends a script outside a pipeline after NOSCRIPT). Throws
-   * UnacknowledgedWrite when fewer replicas than that acknowledged within 80 % of `timeoutMs`.
+   * UnacknowledgedWrite when fewer replicas than that acknowledged within 80 % of `timeoutMs` (or
+   * WAIT's answer did not come within `timeoutMs`).
    */
   async acknowledged<T>(redis: RedisClient, lua: string, key: string, args: readonly (string | number)[]): Promise<T> {
     const wanted = this.minReplicas;
@@ -275,6 +277,8 @@ export class SharedRedis {
     const [script, wait] = results;
     if (script === undefined || wait === undefined) throw new Error('pipeline answered nothing');
     if (script[0]) throw script[0];
+    // Redis ends a WAIT on its own timer (up to 1/hz late): no answer by `timeoutMs` is still "too few replicas", not a hung Redis.
+    if (wait[0]?.message === 'Command timed out') throw new UnacknowledgedWrite(wanted, 0);
     if (wait[0]) throw wait[0];
     if (Number(wait[1]) < wanted) throw new UnacknowledgedWrite(wanted, Number(wait[1]));
     return script[1] as T;
