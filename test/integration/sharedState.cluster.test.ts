@@ -37,6 +37,7 @@ describe('shared state through Redis Cluster: the login ledger runs in one slot 
   let dev: DevAuthorizationServer;
   let a: TestCredgate;
   let b: TestCredgate;
+  let config: Parameters<typeof startCredgate>[0];
 
   /** Every key on every node: node port → keys. */
   async function keysByNode(): Promise<Map<number, string[]>> {
@@ -56,7 +57,7 @@ describe('shared state through Redis Cluster: the login ledger runs in one slot 
   before(async () => {
     cluster = await startRedisCluster({ password: REDIS_PASSWORD });
     dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT], lockoutThreshold: 1000 });
-    const config = {
+    config = {
       issuer: dev.issuer,
       audience: AUDIENCE,
       ...CLIENT,
@@ -136,6 +137,21 @@ describe('shared state through Redis Cluster: the login ledger runs in one slot 
     assert.equal(((await response.json()) as { broadcast?: boolean }).broadcast, true);
     await waitFor('a to receive the purge', async () => (await metric(a, 'credgate_shared_state_purges_received_total')) > received, 3000);
     assert.equal((await a.verify({ username: 'alice', password: alice.password })).body.cached, false);
+  });
+
+  test('with redisMinReplicas and primaries that have no replica, the WAIT after a ledger script is routed with it and fails closed: 503, nothing sent', async () => {
+    const c = await startCredgate({ ...config, adminToken: undefined, redisMinReplicas: 1 }, { keys: a.keys });
+    try {
+      await waitFor('c to connect', async () => (await metric(c, 'credgate_shared_state_up')) === 1, 5000);
+      const before = dev.stats().tokenRequests;
+      const answer = await c.verify({ username: 'dave@example.com', password: 'never-sent' });
+      assert.deepEqual([answer.status, answer.body.reason], [503, 'upstream_unavailable']);
+      assert.equal(dev.stats().tokenRequests - before, 0);
+      assert.ok((await metric(c, 'credgate_shared_state_errors_total', 'operation="ledger",reason="unacknowledged"')) >= 1);
+      assert.equal(await metric(c, 'credgate_shared_state_errors_total', 'operation="ledger",reason="error"'), 0, 'no CROSSSLOT or routing error');
+    } finally {
+      await c.close();
+    }
   });
 
   test('the Redis password never reaches the logs', () => {
