@@ -3,7 +3,10 @@ import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
-import { waitFor } from '../fixtures/processes.js';
+import { freePort, waitFor } from '../fixtures/processes.js';
+import { createLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics/registry.js';
+import { SharedRedis } from '../../src/state/redis.js';
 import { redisClusterAvailable, startRedisCluster, type TestCluster } from '../fixtures/redisCluster.js';
 
 /** The CRC16 slot function ioredis's Cluster routes by. */
@@ -151,6 +154,27 @@ describe('shared state through Redis Cluster: the login ledger runs in one slot 
       assert.equal(await metric(c, 'credgate_shared_state_errors_total', 'operation="ledger",reason="error"'), 0, 'no CROSSSLOT or routing error');
     } finally {
       await c.close();
+    }
+  });
+
+  test('a purge subscriber whose node is gone moves on to another node, renews the subscription and receives purges again', async () => {
+    const dead = await freePort(); // nothing listens there: a node that is gone
+    const purges: string[] = [];
+    let renewals = 0;
+    const options = { keyPrefix: 'credgate:', timeoutMs: 400, log: createLogger({ level: 'silent' }), metrics: new Metrics('t').sharedState(), onPurge: (k: string) => void purges.push(k), onSubscribed: () => void renewals++ };
+    // The purge subscriber starts on the first seed node (the Cluster has not told it about the others yet).
+    const listener = new SharedRedis({ ...options, cluster: { nodes: [{ host: '127.0.0.1', port: dead }, ...cluster.ports.map((port) => ({ host: '127.0.0.1', port }))], password: REDIS_PASSWORD } });
+    const sender = new SharedRedis({ ...options, onPurge: () => undefined, onSubscribed: () => undefined, metrics: new Metrics('t').sharedState(), cluster: { nodes: [{ host: '127.0.0.1', port: cluster.ports[1]! }], password: REDIS_PASSWORD } });
+    try {
+      await Promise.all([listener.start(100), sender.start(5000)]);
+      assert.equal(listener.up, false, 'not subscribed on a node that is gone');
+      await waitFor('the subscriber to move to a live node', () => listener.up, 10_000);
+      assert.equal(renewals, 1);
+      const userKey = 'A'.repeat(43);
+      assert.equal(await sender.publishPurge(userKey), true);
+      await waitFor('the purge to arrive', () => purges.includes(userKey), 3000);
+    } finally {
+      await Promise.all([listener.close(), sender.close()]);
     }
   });
 
