@@ -219,7 +219,7 @@ export class Metrics {
     for (const result of ['hit', 'negative_hit', 'miss'] as const) this.cacheRequests.inc({ result }, 0);
   }
 
-  /** Shared-state (Redis) metrics, created only when `redisUrl` is set: a lone replica shows none. */
+  /** Shared-state (Redis) metrics, created only with shared Redis (`redisUrl`, `redisSentinels`, `redisClusterNodes`): a lone replica shows none. */
   sharedState(): SharedStateMetrics {
     const metrics: SharedStateMetrics = {
       up: new Gauge({
