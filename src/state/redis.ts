@@ -99,10 +99,11 @@ function sha1(lua: string): string {
  *   owner, since purges published while it was down are lost (pub/sub keeps nothing).
  *
  * With Sentinel, both connections ask the sentinels for the primary on every (re)connect (and check
- * its role), so a failover is one more reconnect: the subscription is renewed on the new primary. With Cluster, commands go through an
- * ioredis `Cluster` (routed by key slot; bounded here by `timeoutMs` as a whole, redirections
- * included), and purges are subscribed on one node at a time (a cluster broadcasts every PUBLISH to
- * all nodes); when that node is gone for good the next one is tried, and that too is a renewal.
+ * its role), so a failover is one more reconnect: the subscription is renewed on the new primary.
+ * With Cluster, commands go through an ioredis `Cluster` (routed by key slot; bounded here by
+ * `timeoutMs` as a whole, redirections included), and purges are subscribed on one node at a time
+ * (a cluster broadcasts every PUBLISH to all nodes); when that node is gone for good the next one
+ * is tried, and that too is a renewal.
  */
 export class SharedRedis {
   readonly #options: SharedRedisOptions;
