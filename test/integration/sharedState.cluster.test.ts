@@ -137,8 +137,10 @@ describe('shared state through Redis Cluster: the login ledger runs in one slot 
     assert.equal((await a.verify({ username: 'alice', password: alice.password })).body.cached, true);
     const received = await metric(a, 'credgate_shared_state_purges_received_total');
     const response = await fetch(`${b.url}/admin/purge`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
-    assert.equal(((await response.json()) as { broadcast?: boolean }).broadcast, true);
-    await waitFor('a to receive the purge', async () => (await metric(a, 'credgate_shared_state_purges_received_total')) > received, 3000);
+    const body = (await response.json()) as { broadcast?: boolean; names: number };
+    assert.equal(body.broadcast, true);
+    // One message per name of the account, then one for its subject (which drops the identity): wait for all.
+    await waitFor('a to receive the purge', async () => (await metric(a, 'credgate_shared_state_purges_received_total')) >= received + body.names + 1, 3000);
     assert.equal((await a.verify({ username: 'alice', password: alice.password })).body.cached, false);
   });
 

@@ -147,8 +147,10 @@ describe('shared state through Redis Sentinel: a failover loses no acknowledged 
     const received = await metric(b, 'credgate_shared_state_purges_received_total');
     const response = await fetch(`${a.url}/admin/purge`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice' }) });
     assert.equal(response.status, 200);
-    assert.equal(((await response.json()) as { broadcast?: boolean }).broadcast, true);
-    await waitFor('b to receive the purge', async () => (await metric(b, 'credgate_shared_state_purges_received_total')) > received, 3000);
+    const body = (await response.json()) as { broadcast?: boolean; names: number };
+    assert.equal(body.broadcast, true);
+    // One message per name of the account, then one for its subject (which drops the identity): wait for all.
+    await waitFor('b to receive the purge', async () => (await metric(b, 'credgate_shared_state_purges_received_total')) >= received + body.names + 1, 3000);
     assert.equal((await b.verify({ username: 'alice', password: alice.password })).body.cached, false);
   });
 
