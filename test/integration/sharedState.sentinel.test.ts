@@ -154,6 +154,36 @@ describe('shared state through Redis Sentinel: a failover loses no acknowledged 
     assert.equal((await b.verify({ username: 'alice', password: alice.password })).body.cached, false);
   });
 
+  test('a graceful SENTINEL FAILOVER (the primary demoted, not dead): both replicas move to the new primary and the ledger goes on', async () => {
+    const [newPrimary, demoted] = [group.primary.port, group.replica.port];
+    await waitFor('the sentinels to accept a failover', async () => {
+      try {
+        await group.failover();
+        return true;
+      } catch {
+        return false; // NOGOODSLAVE until the sentinels have seen the rejoined node's INFO
+      }
+    }, 15_000, group.output);
+    await waitFor('the sentinels to announce the new primary', async () => (await group.primaryPort()) === newPrimary, 15_000, group.output);
+    await group.waitForReplica(demoted, 15_000);
+    // The sentinels kill the demoted primary's client connections: each replica reconnects through them.
+    const before = dev.stats().tokenRequests;
+    await waitFor('both replicas to write acknowledged to the new primary', async () => {
+      for (const server of [a, b]) {
+        if ((await sharedUp(server)) !== 1) return false;
+        const answer = await server.verify({ username: `dave-${server === a ? 'a' : 'b'}@example.com`, password: `after-switch-${Date.now()}` });
+        if (answer.body.reason !== 'invalid_credentials') {
+          assert.equal(answer.body.reason, 'upstream_unavailable', 'never an allow while switching');
+          return false;
+        }
+      }
+      return true;
+    }, 15_000);
+    assert.ok(dev.stats().tokenRequests - before >= 2);
+    assert.equal((await a.verify({ username: 'carol', password: 'after-switch' })).body.reason, 'throttled', "carol's spent budget survived both failovers");
+    assert.deepEqual(await ledgerFailures(demoted).then((f) => f.filter((n) => n === LIMIT)), [LIMIT]);
+  });
+
   test('the logs name the sentinels and the primary, never a Redis, sentinel or user password', () => {
     const text = [a, b].flatMap((s) => s.logs).join('');
     assert.match(text, new RegExp(`sentinel ${group.name} via 127\\.0\\.0\\.1:\\d+`));
