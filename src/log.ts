@@ -14,6 +14,7 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set(
     'access_token', 'refresh_token', 'id_token', 'assertion', 'authorization', 'proxy-authorization', 'auth-pass', 'authPass',
     'cookie', 'set-cookie', 'adminToken', 'cacheKeySecret', 'mailBackendPassword',
     'redisUrl', // may carry the Redis password
+    'redisPassword', 'redisSentinelPassword',
   ].map((k) => k.toLowerCase()),
 );
 

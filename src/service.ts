@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { envName } from './config/load.js';
-import type { Config } from './config/schema.js';
+import { sharesState, type Config } from './config/schema.js';
 import { ConfigError } from './errors.js';
 import { Health } from './health.js';
 import type { Logger } from './log.js';
@@ -150,7 +150,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     metadataLoaded: () => metadata.current !== undefined,
     jwksLoaded: () => accessTokens.loaded,
     circuits: () => http.guard.circuits(),
-    sharedState: config.redisUrl === undefined ? undefined : () => shared?.status() ?? { ok: false, detail: 'not started' },
+    sharedState: !sharesState(config) ? undefined : () => shared?.status() ?? { ok: false, detail: 'not started' },
   });
   const introspection = new Introspection(config, keys, metadata, http);
   const grant = new PasswordGrant(config, metadata, http);
@@ -174,8 +174,8 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   const journal = config.ledgerFile === undefined ? undefined : new LedgerFile(config.ledgerFile, log);
   const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts, Date.now, journal);
   metrics.trackCacheSize(() => cache.size);
-  if (config.redisUrl !== undefined) {
-    shared = await startSharedState({ ...config, redisUrl: config.redisUrl }, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
+  if (sharesState(config)) {
+    shared = await startSharedState(config, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
   }
   const ledger: LoginLedger = shared?.ledger ?? localLedger ?? UNPROTECTED;
   const strategies = buildStrategies({ config, grant, introspection, accessTokens, metadata, ledger, knownPasswords: cache, names: accounts, log });

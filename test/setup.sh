@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests run for real (nginx with the mail module, git
-# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis, promtool; systemd-analyze checks the
+# with git-http-backend behind fcgiwrap, Caddy, Dovecot, Redis with Sentinel, promtool; systemd-analyze checks the
 # unit file). Called by `npm test` (pretest). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 # command → package that provides it
@@ -14,6 +14,7 @@ declare -A pkg=(
   [dovecot]=dovecot-imapd
   [/usr/lib/dovecot/submission]=dovecot-submissiond
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel
   [promtool]=prometheus
   [systemd-analyze]=systemd
 )

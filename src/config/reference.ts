@@ -173,7 +173,7 @@ export function renderConfigurationReference(): string {
     '`credgate serve` needs `issuer`, `audience`, `clientId`, `clientSecret`, and `introspectionKeyFile`',
     'or `introspectionClientSecret`; `credgate dev` needs none of them. In the default column, — means',
     'unset. Secrets (`clientSecret`, `introspectionClientSecret`, `cacheKeySecret`, `adminToken`,',
-    '`mailBackendPassword`, `redisUrl`) are never logged.',
+    '`mailBackendPassword`, `redisUrl`, `redisPassword`, `redisSentinelPassword`) are never logged.',
     '',
     '| key | environment | type | default | description |',
     '| --- | --- | --- | --- | --- |',

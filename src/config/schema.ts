@@ -12,6 +12,22 @@ export const ASYMMETRIC_JWS_ALGORITHMS = [
 const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 const list = z.array(z.string().min(1)).min(1, 'must not be empty');
 
+/** `redis.internal:26379`, `10.0.0.5:6379` or `[fd00::5]:6379`: one Redis Sentinel or Cluster node. */
+export const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):\d{1,5}$/, 'must be host:port (an IPv6 address in brackets)')
+  .refine((v) => { const port = Number(v.slice(v.lastIndexOf(':') + 1)); return port > 0 && port < 65536; }, 'must have a port from 1 to 65535');
+
+/** `host:port` → `{ host, port }` (brackets of an IPv6 address dropped). */
+export function parseHostPort(value: string): { host: string; port: number } {
+  const colon = value.lastIndexOf(':');
+  return { host: value.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(value.slice(colon + 1)) };
+}
+
+/** The keys that say where the shared Redis is: exactly one of them may be set. */
+export const REDIS_TOPOLOGY_KEYS = ['redisUrl', 'redisSentinels', 'redisClusterNodes'] as const;
+const ENV_NAMES: Readonly<Record<(typeof REDIS_TOPOLOGY_KEYS)[number], string>> = { redisUrl: 'CREDGATE_REDIS_URL', redisSentinels: 'CREDGATE_REDIS_SENTINELS', redisClusterNodes: 'CREDGATE_REDIS_CLUSTER_NODES' };
+
 const PROXY_KEYWORDS = new Set(['loopback', 'linklocal', 'uniquelocal']);
 
 /** `10.0.0.0/8`, `::1/128` or a bare address. */
@@ -247,6 +263,31 @@ export const configSchema = z
         'Positive decisions stay in each process. Unset: every process keeps its own state. Needs `cacheKeySecret` (the same in ' +
         'every replica). Never logged. See docs/deployment.md "Several replicas".',
     ),
+    redisSentinels: z.array(hostPort).min(1, 'must not be empty').optional().describe(
+      'Redis Sentinel instead of `redisUrl`: the sentinels (`host:port`, comma-separated in the environment; list them all) ' +
+        'that know the primary named `redisSentinelName`. credgate asks them for the current primary, and again after every ' +
+        'disconnect and every failover they announce. Set one of `redisUrl`, `redisSentinels`, `redisClusterNodes`. See ' +
+        'docs/operations.md "Redis high availability".',
+    ),
+    redisSentinelName: z.string().min(1).max(200).optional().meta({
+      description: 'Name of the primary the sentinels monitor (`sentinel monitor <name> …`). Required with `redisSentinels`.',
+      requiredWhen: 'with `redisSentinels`',
+    }),
+    redisSentinelUsername: z.string().min(1).optional().describe('ACL user credgate authenticates as to the sentinels themselves (not to the data nodes). Only with `redisSentinels`.'),
+    redisSentinelPassword: z.string().min(1).optional().describe('Password of the sentinels themselves (their `requirepass`), not of the data nodes. Only with `redisSentinels`. Never logged.'),
+    redisClusterNodes: z.array(hostPort).min(1, 'must not be empty').optional().describe(
+      'Redis Cluster instead of `redisUrl`: some of its nodes (`host:port`, comma-separated in the environment); the rest ' +
+        'are discovered. The login ledger\'s keys share one hash tag (`{<redisKeyPrefix>ledger}`), so its scripts run on one ' +
+        'node; the other keys spread over the cluster. Set one of `redisUrl`, `redisSentinels`, `redisClusterNodes`.',
+    ),
+    redisUsername: z.string().min(1).optional().describe('ACL user of the Redis data nodes with `redisSentinels` or `redisClusterNodes` (with `redisUrl` it goes in the URL).'),
+    redisPassword: z.string().min(1).optional().describe('Password of the Redis data nodes with `redisSentinels` or `redisClusterNodes` (with `redisUrl` it goes in the URL). Never logged.'),
+    redisMinReplicas: z.coerce.number().int().min(0).max(16).default(0).describe(
+      'Replicas that must acknowledge every login-ledger write (`WAIT`, bounded by `redisTimeoutMs`) before it counts: ' +
+        'otherwise the write is treated as Redis being unreachable, so a password not known to be good is not sent (503). ' +
+        'With 1 or more, a failover cannot lose a failed login the budget already counted. Default 0: not waited for ' +
+        '(a failover may forget the last writes the old primary had not yet passed on).',
+    ),
     redisKeyPrefix: z.string().min(1).max(64).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').default('credgate:').describe('Prefix of every Redis key and of the purge channel, so that several credgate deployments can share one Redis.'),
     redisTimeoutMs: z.coerce.number().int().min(5).max(5000).default(100).describe('Longest a decision waits for Redis, milliseconds; past it (or with Redis down) the local state decides. After a timeout Redis is skipped for 2 s.'),
     adminToken: z.string().min(32, 'must be at least 32 characters').optional().describe('Bearer token for the admin API (`POST /admin/purge`), at least 32 characters; unset: the admin API is off.'),
@@ -282,14 +323,42 @@ export const configSchema = z
     if (c.shutdownTimeoutMs <= c.decisionTimeoutMs) {
       ctx.addIssue({ code: 'custom', path: ['shutdownTimeoutMs'], message: 'must exceed decisionTimeoutMs, so that in-flight decisions can finish' });
     }
-    if (c.redisUrl !== undefined && c.cacheKeySecret === undefined) {
+    const topology = REDIS_TOPOLOGY_KEYS.filter((key) => c[key] !== undefined);
+    if (topology.length > 1) {
+      ctx.addIssue({ code: 'custom', path: [topology[1]!], message: `set only one of redisUrl, redisSentinels, redisClusterNodes (here: ${topology.join(' and ')})` });
+    }
+    const shared = topology[0];
+    if (shared !== undefined && c.cacheKeySecret === undefined) {
       // Shared keys are HMACs: with a random per-process key no two replicas would name anything alike.
-      ctx.addIssue({ code: 'custom', path: ['cacheKeySecret'], message: 'is required when redisUrl (CREDGATE_REDIS_URL) is set: replicas sharing state must name it with the same HMAC key' });
+      ctx.addIssue({ code: 'custom', path: ['cacheKeySecret'], message: `is required when ${shared} (${ENV_NAMES[shared]}) is set: replicas sharing state must name it with the same HMAC key` });
+    }
+    if (c.redisSentinels !== undefined && c.redisSentinelName === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['redisSentinelName'], message: 'is required when redisSentinels is set: the name of the primary the sentinels monitor' });
+    }
+    for (const key of ['redisSentinelName', 'redisSentinelUsername', 'redisSentinelPassword'] as const) {
+      if (c[key] !== undefined && c.redisSentinels === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is only used with redisSentinels, which is not set' });
+    }
+    for (const key of ['redisUsername', 'redisPassword'] as const) {
+      if (c[key] === undefined) continue;
+      if (c.redisUrl !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is not used with redisUrl: put the credentials in the URL (redis://user:password@host:port)' });
+      else if (shared === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is only used with redisSentinels or redisClusterNodes, neither of which is set' });
+    }
+    if (c.redisMinReplicas > 0 && shared === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['redisMinReplicas'], message: 'needs a shared Redis (redisUrl, redisSentinels or redisClusterNodes)' });
+    }
+    if (c.redisClusterNodes !== undefined && /[{}]/.test(c.redisKeyPrefix)) {
+      // The ledger's hash tag is made from the prefix; a brace in it would make Redis hash another part of the key.
+      ctx.addIssue({ code: 'custom', path: ['redisKeyPrefix'], message: 'must not contain { or } with redisClusterNodes: credgate sets the hash tags itself' });
     }
     if (c.metricsPort !== undefined && c.metricsPort !== 0 && c.metricsPort === c.port) {
       ctx.addIssue({ code: 'custom', path: ['metricsPort'], message: 'must differ from port' });
     }
   });
+
+/** Whether replicas share state through Redis (one of `redisUrl`, `redisSentinels`, `redisClusterNodes` is set). */
+export function sharesState(config: Config): boolean {
+  return REDIS_TOPOLOGY_KEYS.some((key) => config[key] !== undefined);
+}
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = Readonly<z.output<typeof configSchema>>;

@@ -10,8 +10,11 @@ export type Interface = (typeof INTERFACES)[number];
 /** Operations on the shared state (Redis): the values of the `operation` label. */
 export const SHARED_OPERATIONS = ['recall', 'remember', 'throttle_check', 'throttle_record', 'purge_publish', 'ledger'] as const;
 export type SharedOperation = (typeof SHARED_OPERATIONS)[number];
-/** Why a shared-state operation fell back to local state: not connected, no answer within `redisTimeoutMs`, an error reply. */
-export type SharedFailure = 'unavailable' | 'timeout' | 'error';
+/**
+ * Why a shared-state operation fell back to local state: not connected, no answer within `redisTimeoutMs`, an error reply,
+ * or a ledger write fewer than `redisMinReplicas` replicas acknowledged in time.
+ */
+export type SharedFailure = 'unavailable' | 'timeout' | 'error' | 'unacknowledged';
 
 export interface SharedStateMetrics {
   readonly up: Gauge;
@@ -216,7 +219,7 @@ export class Metrics {
     for (const result of ['hit', 'negative_hit', 'miss'] as const) this.cacheRequests.inc({ result }, 0);
   }
 
-  /** Shared-state (Redis) metrics, created only when `redisUrl` is set: a lone replica shows none. */
+  /** Shared-state (Redis) metrics, created only with shared Redis (`redisUrl`, `redisSentinels`, `redisClusterNodes`): a lone replica shows none. */
   sharedState(): SharedStateMetrics {
     const metrics: SharedStateMetrics = {
       up: new Gauge({
@@ -226,7 +229,7 @@ export class Metrics {
       }),
       errors: new Counter({
         name: 'credgate_shared_state_errors_total',
-        help: 'Shared-state operations that fell back to local state, by operation and reason (unavailable, timeout, error).',
+        help: 'Shared-state operations that fell back to local state, by operation and reason (unavailable, timeout, error, unacknowledged).',
         labelNames: ['operation', 'reason'] as const,
         registers: [this.registry],
       }),

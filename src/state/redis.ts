@@ -1,20 +1,49 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { SharedFailure, SharedOperation, SharedStateMetrics } from '../metrics/registry.js';
 
-export interface SharedRedisOptions {
+/** A connection that runs commands: one Redis (a URL or the primary Sentinel names) or a Cluster. */
+export type RedisClient = Redis | Cluster;
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Credentials of the data nodes, when they do not come in a URL (never logged). */
+interface NodeCredentials {
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+}
+
+/** Where Redis is: `redisUrl`, `redisSentinels` (+ `redisSentinelName`), or `redisClusterNodes`. */
+export type RedisEndpoint =
   /** `redis://` or `rediss://` URL (may hold a password: never logged). */
-  readonly url: string;
+  | { readonly url: string }
+  | { readonly sentinel: NodeCredentials & { readonly sentinels: readonly HostPort[]; readonly name: string; readonly sentinelUsername?: string | undefined; readonly sentinelPassword?: string | undefined } }
+  | { readonly cluster: NodeCredentials & { readonly nodes: readonly HostPort[] } };
+
+export type SharedRedisOptions = RedisEndpoint & {
   /** Prefix of every key and of the purge channel (`redisKeyPrefix`, default `credgate:`). */
   readonly keyPrefix: string;
   /** Longest one command may take before the caller falls back to local state (`redisTimeoutMs`). */
   readonly timeoutMs: number;
+  /** `redisMinReplicas`: replicas that must acknowledge an `acknowledged` write (default 0: not waited for). */
+  readonly minReplicas?: number;
   readonly log: Logger;
   readonly metrics: SharedStateMetrics;
   /** A purge arrived on the channel: the HMAC (`CredentialCache.userKey`) of one username. */
   onPurge(userKey: string): void;
   /** The purge subscription is (again) in place. Purges sent while it was not have been missed. */
   onSubscribed(): void;
+};
+
+/** A write that fewer than `redisMinReplicas` replicas acknowledged in time: as good as not made (a failover may lose it). */
+export class UnacknowledgedWrite extends Error {
+  constructor(readonly wanted: number, readonly acknowledged: number) {
+    super(`write acknowledged by ${acknowledged} of the ${wanted} replicas required (redisMinReplicas)`);
+  }
 }
 
 /** A purge message is a `userKey`: 32 bytes of HMAC-SHA256, base64url. Anything else is ignored. */
@@ -39,6 +68,23 @@ export function redisTarget(url: string): string {
   return `${parsed.protocol}//${parsed.hostname}:${parsed.port || 6379}${parsed.pathname.length > 1 ? parsed.pathname : ''}`;
 }
 
+const hostPort = (node: HostPort) => (node.host.includes(':') ? `[${node.host}]:${node.port}` : `${node.host}:${node.port}`);
+
+/** Where an endpoint points, for logs: addresses and the Sentinel name, never a user or password. */
+export function endpointTarget(endpoint: RedisEndpoint): string {
+  if ('url' in endpoint) return redisTarget(endpoint.url);
+  if ('sentinel' in endpoint) return `sentinel ${endpoint.sentinel.name} via ${endpoint.sentinel.sentinels.map(hostPort).join(',')}`;
+  return `cluster ${endpoint.cluster.nodes.map(hostPort).join(',')}`;
+}
+
+/** SHA1 of a script, as EVALSHA names it. */
+const shas = new Map<string, string>();
+function sha1(lua: string): string {
+  let sha = shas.get(lua);
+  if (sha === undefined) shas.set(lua, (sha = createHash('sha1').update(lua).digest('hex')));
+  return sha;
+}
+
 /**
  * The connections to Redis: one for commands, one subscribed to purges (a subscribed connection
  * can do nothing else). Built so that a Redis that is down, slow or gone never crashes, blocks or
@@ -51,11 +97,22 @@ export function redisTarget(url: string): string {
  *   thrown (an `error` listener is always attached);
  * - the purge subscription is renewed by hand on every reconnect, and `onSubscribed` tells the
  *   owner, since purges published while it was down are lost (pub/sub keeps nothing).
+ *
+ * With Sentinel, both connections ask the sentinels for the primary on every (re)connect (and check
+ * its role), so a failover is one more reconnect: the subscription is renewed on the new primary.
+ * With Cluster, commands go through an ioredis `Cluster` (routed by key slot; bounded here by
+ * `timeoutMs` as a whole, redirections included), and purges are subscribed on one node at a time
+ * (a cluster broadcasts every PUBLISH to all nodes); when that node is gone for good the next one
+ * is tried, and that too is a renewal.
  */
 export class SharedRedis {
   readonly #options: SharedRedisOptions;
-  readonly #commands: Redis;
-  readonly #subscriber: Redis;
+  readonly #commands: RedisClient;
+  #subscriber: Redis;
+  /** Cluster only: which node the next purge subscriber connects to (rotates when one is gone). */
+  #subscriberNode = 0;
+  #subscriberTimer: NodeJS.Timeout | undefined;
+  readonly #common: RedisOptions;
   readonly #channel: string;
   readonly #target: string;
   #subscribed = false;
@@ -71,48 +128,161 @@ export class SharedRedis {
   constructor(options: SharedRedisOptions) {
     this.#options = options;
     this.#channel = `${options.keyPrefix}purge`;
-    this.#target = redisTarget(options.url);
-    const common: RedisOptions = {
+    this.#target = endpointTarget(options);
+    const connectTimeout = Math.max(1000, options.timeoutMs * 10);
+    this.#common = {
       lazyConnect: true,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResubscribe: false,
-      connectTimeout: Math.max(1000, options.timeoutMs * 10),
+      connectTimeout,
       retryStrategy: (attempt) => (this.#closed ? null : reconnectDelay(attempt)),
-      // A failover left us on a replica: reconnect so that DNS / the proxy gives us the new primary.
+      // A failover left us on a replica: reconnect so that DNS / the proxy / Sentinel gives us the new primary.
       reconnectOnError: (err) => err.message.startsWith('READONLY'),
     };
-    this.#commands = new Redis(options.url, { ...common, commandTimeout: options.timeoutMs, connectionName: 'credgate' });
-    this.#subscriber = new Redis(options.url, { ...common, commandTimeout: Math.max(1000, options.timeoutMs * 10), connectionName: 'credgate-purges' });
-
-    for (const connection of [this.#commands, this.#subscriber]) {
-      connection.on('error', (err: Error) => this.#logError(err));
-      connection.on('close', () => {
-        if (connection === this.#subscriber) this.#subscribed = false;
-        this.#transition();
+    if ('cluster' in options) {
+      const { nodes, username, password } = options.cluster;
+      this.#commands = new Cluster(nodes.map((n) => ({ ...n })), {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        scaleReads: 'master',
+        clusterRetryStrategy: (attempt) => (this.#closed ? null : reconnectDelay(attempt)),
+        slotsRefreshTimeout: connectTimeout,
+        redisOptions: { username, password, connectTimeout, commandTimeout: options.timeoutMs, maxRetriesPerRequest: 0, autoResubscribe: false, connectionName: 'credgate' },
       });
+    } else {
+      this.#commands = this.#connection({ commandTimeout: options.timeoutMs, connectionName: 'credgate' });
     }
+    this.#subscriber = this.#newSubscriber();
+
+    this.#commands.on('error', (err: Error) => this.#logError(err));
+    this.#commands.on('close', () => this.#transition());
     this.#commands.on('ready', () => {
       this.#pausedUntil = 0;
       this.#transition();
       void this.#publishPending();
     });
-    this.#subscriber.on('ready', () => void this.#subscribe());
-    this.#subscriber.on('message', (channel: string, message: string) => {
-      if (channel !== this.#channel || !USER_KEY.test(message)) return;
-      options.metrics.purgesReceived.inc();
-      options.onPurge(message);
+  }
+
+  /** A Redis connection to the URL or to the primary Sentinel names (not for Cluster). */
+  #connection(extra: RedisOptions): Redis {
+    const options = { ...this.#common, ...extra };
+    const endpoint = this.#options as RedisEndpoint;
+    if ('url' in endpoint) return new Redis(endpoint.url, options);
+    if ('sentinel' in endpoint) {
+      const { sentinels, name, sentinelUsername, sentinelPassword, username, password } = endpoint.sentinel;
+      return new Redis({
+        ...options,
+        sentinels: sentinels.map((s) => ({ ...s })),
+        name,
+        role: 'master',
+        sentinelUsername,
+        sentinelPassword,
+        username,
+        password,
+        sentinelCommandTimeout: options.connectTimeout,
+        // All sentinels unreachable: the same back-off as any reconnect.
+        sentinelRetryStrategy: (attempt) => (this.#closed ? null : reconnectDelay(attempt)),
+        // No failoverDetector: its sentinel connections (ioredis 6) have no error listener (unhandled
+        // error lines on stderr while a sentinel is down) and kept reconnecting after quit(), holding
+        // the process open. A failover reaches us anyway: a dead primary drops the connection, a
+        // demoted one answers READONLY (reconnectOnError); each reconnect asks the sentinels again.
+      });
+    }
+    // Cluster: the purge subscriber, on one node (commands use the Cluster).
+    const { nodes, username, password } = endpoint.cluster;
+    const known = (this.#commands as Cluster | undefined)?.nodes('all').map((n) => ({ host: String(n.options.host), port: Number(n.options.port) })) ?? [];
+    const candidates = known.length > 0 ? known : nodes;
+    const node = candidates[this.#subscriberNode++ % candidates.length]!;
+    return new Redis({
+      ...options,
+      host: node.host,
+      port: node.port,
+      username,
+      password,
+      // A few tries on this node; then 'end', and the next node is tried.
+      retryStrategy: (attempt) => (this.#closed || attempt > 3 ? null : reconnectDelay(attempt)),
     });
   }
 
+  #newSubscriber(): Redis {
+    const connection = this.#connection({ commandTimeout: Math.max(1000, this.#options.timeoutMs * 10), connectionName: 'credgate-purges' });
+    connection.on('error', (err: Error) => this.#logError(err));
+    connection.on('close', () => {
+      if (connection === this.#subscriber) this.#subscribed = false;
+      this.#transition();
+    });
+    connection.on('ready', () => void this.#subscribe(connection));
+    connection.on('message', (channel: string, message: string) => {
+      if (channel !== this.#channel || !USER_KEY.test(message)) return;
+      this.#options.metrics.purgesReceived.inc();
+      this.#options.onPurge(message);
+    });
+    if ('cluster' in this.#options) {
+      connection.once('end', () => {
+        if (this.#closed || connection !== this.#subscriber) return;
+        this.#subscriberTimer = setTimeout(() => {
+          if (this.#closed) return;
+          this.#subscriber = this.#newSubscriber();
+          this.#subscriber.connect().catch(() => undefined);
+        }, reconnectDelay(1));
+      });
+    }
+    return connection;
+  }
+
   /** The command connection, for registering scripts (`defineCommand`) before use. */
-  get commandConnection(): Redis {
+  get commandConnection(): RedisClient {
     return this.#commands;
   }
 
   /** `prefix` + parts joined by `:`. */
   key(...parts: string[]): string {
     return this.#options.keyPrefix + parts.join(':');
+  }
+
+  /**
+   * Prefix of the keys one script reads and writes together (`group`, e.g. `ledger`): `redisKeyPrefix`,
+   * and in a Cluster `redisKeyPrefix{redisKeyPrefix<group>}:`, one hash tag, so that they all live in
+   * one slot. (Outside a Cluster the names stay as they were, so that an upgrade keeps its ledger.)
+   */
+  slotPrefix(group: string): string {
+    const prefix = this.#options.keyPrefix;
+    return 'cluster' in this.#options ? `${prefix}{${prefix}${group}}:` : prefix;
+  }
+
+  /** `redisMinReplicas`. */
+  get minReplicas(): number {
+    return this.#options.minReplicas ?? 0;
+  }
+
+  /**
+   * Runs `lua` (EVALSHA, EVAL if this node does not have it yet) with one key, then `WAIT
+   * minReplicas`, both in one write on one connection, so that WAIT counts this script's writes
+   * (sent apart, a reconnect in between would put WAIT on a new connection with nothing to wait
+   * for, and ioredis re-sends a script outside a pipeline after NOSCRIPT). Throws
+   * UnacknowledgedWrite when fewer replicas than that acknowledged within 80 % of `timeoutMs` (or
+   * WAIT's answer did not come within `timeoutMs`).
+   */
+  async acknowledged<T>(redis: RedisClient, lua: string, key: string, args: readonly (string | number)[]): Promise<T> {
+    const wanted = this.minReplicas;
+    const waitMs = Math.max(1, Math.floor(this.#options.timeoutMs * 0.8)); // never 0: WAIT 0 blocks for ever
+    const send = async (eval_: boolean) => {
+      const pipeline = redis.pipeline();
+      if (eval_) pipeline.eval(lua, 1, key, ...args);
+      else pipeline.evalsha(sha1(lua), 1, key, ...args);
+      return (await pipeline.wait(wanted, waitMs).exec()) ?? [];
+    };
+    let results = await send(false);
+    if (results[0]?.[0]?.message.startsWith('NOSCRIPT')) results = await send(true);
+    const [script, wait] = results;
+    if (script === undefined || wait === undefined) throw new Error('pipeline answered nothing');
+    if (script[0]) throw script[0];
+    // Redis ends a WAIT on its own timer (up to 1/hz late): no answer by `timeoutMs` is still "too few replicas", not a hung Redis.
+    if (wait[0]?.message === 'Command timed out') throw new UnacknowledgedWrite(wanted, 0);
+    if (wait[0]) throw wait[0];
+    if (Number(wait[1]) < wanted) throw new UnacknowledgedWrite(wanted, Number(wait[1]));
+    return script[1] as T;
   }
 
   /** Connected for commands and subscribed to purges. */
@@ -143,11 +313,19 @@ export class SharedRedis {
    * Runs one operation on the command connection. Answers undefined, and counts why, when Redis is
    * not connected, does not answer within `timeoutMs`, or answers with an error.
    */
-  async run<T>(operation: SharedOperation, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+  async run<T>(operation: SharedOperation, command: (redis: RedisClient) => Promise<T>): Promise<T | undefined> {
     if (this.#commands.status !== 'ready' || Date.now() < this.#pausedUntil) return this.#failed(operation, 'unavailable');
+    let deadline: NodeJS.Timeout | undefined;
     try {
-      return await command(this.#commands);
+      const answer = command(this.#commands);
+      if (!(this.#commands instanceof Cluster)) return await answer;
+      // A Cluster retries redirections and failovers by itself, each try with its own commandTimeout: bound the whole.
+      return await Promise.race([answer, new Promise<never>((_, reject) => (deadline = setTimeout(() => reject(new Error('Command timed out')), this.#options.timeoutMs)))]);
     } catch (err) {
+      if (err instanceof UnacknowledgedWrite) {
+        this.#logError(err);
+        return this.#failed(operation, 'unacknowledged');
+      }
       const timedOut = err instanceof Error && err.message === 'Command timed out';
       if (timedOut && Date.now() >= this.#pausedUntil) {
         this.#pausedUntil = Date.now() + TIMEOUT_PAUSE_MS;
@@ -156,6 +334,8 @@ export class SharedRedis {
         this.#logError(err as Error);
       }
       return this.#failed(operation, timedOut ? 'timeout' : 'error');
+    } finally {
+      clearTimeout(deadline);
     }
   }
 
@@ -172,6 +352,7 @@ export class SharedRedis {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#subscriberTimer);
     await Promise.all(
       [this.#commands, this.#subscriber].map(async (connection) => {
         // QUIT when connected (answers pending replies first), else just drop the socket and the reconnect timer.
@@ -182,9 +363,10 @@ export class SharedRedis {
     this.#options.metrics.up.set(0);
   }
 
-  async #subscribe(): Promise<void> {
+  async #subscribe(connection: Redis): Promise<void> {
     try {
-      await this.#subscriber.subscribe(this.#channel);
+      await connection.subscribe(this.#channel);
+      if (connection !== this.#subscriber) return; // replaced meanwhile (Cluster)
     } catch (err) {
       // The connection dropped again in between; the next 'ready' tries again.
       this.#logError(err as Error);

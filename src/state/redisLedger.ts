@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { Redis } from 'ioredis';
 import { UpstreamError } from '../errors.js';
 import type { CredentialCache } from '../verify/cache.js';
 import { grantLimit, SPENT_RETRY_AFTER_SECONDS, type Admission, type LedgerRule, type LocalLoginLedger, type LoginLedger, type SettleResult } from '../verify/loginLedger.js';
 import { ledgerName, loginClass } from '../verify/strategy.js';
-import type { SharedRedis } from './redis.js';
+import type { RedisClient, SharedRedis } from './redis.js';
 
 /**
  * The login ledger's rule (verify/loginLedger.ts) in Redis, so that every replica spends one budget
@@ -20,8 +19,10 @@ import type { SharedRedis } from './redis.js';
  * clock in ms (ARGV), passed by every replica from its own clock: keep replicas' clocks in sync
  * (NTP) as for any TTL.
  *
- * The scripts touch keys named from data (aliases), so they run on a single Redis or a primary with
- * replicas (Sentinel), not on Redis Cluster.
+ * The scripts touch keys named from data (aliases), so in a Redis Cluster all of these keys share one
+ * hash tag (`SharedRedis.slotPrefix('ledger')`, passed as the prefix in ARGV[1]), and each script is
+ * given one of them as KEYS[1] (unused by the Lua) so that the cluster client sends it to that slot.
+ * With `redisMinReplicas`, each write is followed by WAIT (`SharedRedis.acknowledged`).
  */
 const COMMON = `
 local prefix, now, memory = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -186,6 +187,9 @@ local names = aliases(ARGV[4])
 for _, n in ipairs(names) do redis.call('DEL', ledger(n), ledger(n) .. ':r') end
 return #names`;
 
+/** Each script by the name it is defined under (the WAIT path sends it itself). */
+const LUA = { credgateLedgerAdmit: ADMIT, credgateLedgerSettle: SETTLE, credgateLedgerLink: LINK, credgateLedgerReset: RESET } as const;
+
 interface LedgerCommands {
   credgateLedgerAdmit(...args: (string | number)[]): Promise<[number, number?]>;
   credgateLedgerSettle(...args: (string | number)[]): Promise<number>;
@@ -214,16 +218,27 @@ export class RedisLoginLedger implements LoginLedger {
     private readonly now: () => number = Date.now,
   ) {}
 
-  static define(connection: Redis): void {
-    connection.defineCommand('credgateLedgerAdmit', { numberOfKeys: 0, lua: ADMIT });
-    connection.defineCommand('credgateLedgerSettle', { numberOfKeys: 0, lua: SETTLE });
-    connection.defineCommand('credgateLedgerLink', { numberOfKeys: 0, lua: LINK });
-    connection.defineCommand('credgateLedgerReset', { numberOfKeys: 0, lua: RESET });
+  static define(connection: RedisClient): void {
+    connection.defineCommand('credgateLedgerAdmit', { numberOfKeys: 1, lua: ADMIT });
+    connection.defineCommand('credgateLedgerSettle', { numberOfKeys: 1, lua: SETTLE });
+    connection.defineCommand('credgateLedgerLink', { numberOfKeys: 1, lua: LINK });
+    connection.defineCommand('credgateLedgerReset', { numberOfKeys: 1, lua: RESET });
   }
 
   #common(): (string | number)[] {
     // 0: never forget (the rule's Infinity).
-    return [this.redis.key(''), this.now(), Number.isFinite(this.rule.memoryMs) ? this.rule.memoryMs : 0];
+    return [this.redis.slotPrefix('ledger'), this.now(), Number.isFinite(this.rule.memoryMs) ? this.rule.memoryMs : 0];
+  }
+
+  /** The key a script is routed by (KEYS[1]): one it touches, in the ledger's slot. */
+  #key(...parts: string[]): string {
+    return this.redis.slotPrefix('ledger') + parts.join(':');
+  }
+
+  /** Runs a ledger script; with `redisMinReplicas`, acknowledged by that many replicas or thrown (see SharedRedis.acknowledged). */
+  #script<T>(r: RedisClient, command: keyof LedgerCommands, key: string, ...args: (string | number)[]): Promise<T> {
+    if (this.redis.minReplicas > 0) return this.redis.acknowledged<T>(r, LUA[command], key, args);
+    return (r as unknown as Record<keyof LedgerCommands, (...a: (string | number)[]) => Promise<T>>)[command](key, ...args);
   }
 
   #name(username: string): string {
@@ -243,7 +258,7 @@ export class RedisLoginLedger implements LoginLedger {
     const cls = this.#class(username);
     const id = `${this.now()}.${randomBytes(6).toString('base64url')}`;
     const answer = await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerAdmit(...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id, cls),
+      this.#script<[number, number?]>(r, 'credgateLedgerAdmit', this.#key('ledger', name), ...this.#common(), name, grantLimit(this.rule, knownGood), this.rule.reservationMs, id, cls),
     );
     if (answer === undefined) {
       // The script may have run and only its answer been lost (a command timeout): its reservation
@@ -279,7 +294,9 @@ export class RedisLoginLedger implements LoginLedger {
 
   async #settle(name: string, id: string, result: SettleResult, cls: string, seq: number | undefined, subject: string | undefined): Promise<void> {
     // Not reaching Redis here leaves the reservation to expire there, as a failure: the safe side.
-    const done = await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerSettle(...this.#common(), name, id, result, cls, seq ?? ''));
+    const done = await this.redis.run('ledger', (r) =>
+      this.#script<number>(r, 'credgateLedgerSettle', this.#key('ledger', name), ...this.#common(), name, id, result, cls, seq ?? ''),
+    );
     // With the admission's place unknown (lost answer), the link clears nothing: the safe side.
     if (result === 'success' && subject !== undefined && done !== undefined && seq !== undefined) this.#succeeded.set(subject, seq);
   }
@@ -296,12 +313,12 @@ export class RedisLoginLedger implements LoginLedger {
     }
     const namesAndClasses = [...pairs.values()].flat();
     await this.redis.run('ledger', (r) =>
-      (r as unknown as LedgerCommands).credgateLedgerLink(...this.#common(), this.#subject(subject), succeeded ?? '', ...namesAndClasses),
+      this.#script<number>(r, 'credgateLedgerLink', this.#key('account', this.#subject(subject)), ...this.#common(), this.#subject(subject), succeeded ?? '', ...namesAndClasses),
     );
   }
 
   async reset(username: string): Promise<void> {
     await this.local.reset(username);
-    await this.redis.run('ledger', (r) => (r as unknown as LedgerCommands).credgateLedgerReset(...this.#common(), this.#name(username)));
+    await this.redis.run('ledger', (r) => this.#script<number>(r, 'credgateLedgerReset', this.#key('ledger', this.#name(username)), ...this.#common(), this.#name(username)));
   }
 }

@@ -1,10 +1,10 @@
-import type { Config } from '../config/schema.js';
+import { parseHostPort, type Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/registry.js';
 import type { CredentialCache } from '../verify/cache.js';
 import type { LedgerRule, LocalLoginLedger } from '../verify/loginLedger.js';
 import type { Throttle } from '../verify/throttle.js';
-import { SharedRedis } from './redis.js';
+import { SharedRedis, type RedisEndpoint } from './redis.js';
 import { RedisLoginLedger } from './redisLedger.js';
 import { RedisSharedMemory } from './sharedMemory.js';
 import { SharedThrottle } from './sharedThrottle.js';
@@ -12,7 +12,7 @@ import { SharedThrottle } from './sharedThrottle.js';
 /** How long start-up waits for Redis before serving with local state (it keeps connecting in the background). */
 const START_WAIT_MS = 2000;
 
-/** State shared by the replicas of one deployment through Redis (`redisUrl`). */
+/** State shared by the replicas of one deployment through Redis (`redisUrl`, `redisSentinels` or `redisClusterNodes`). */
 export interface SharedState {
   readonly throttle: SharedThrottle;
   readonly memory: RedisSharedMemory;
@@ -30,13 +30,14 @@ export interface SharedState {
  * outage in some replica's memory. Waits up to 2 s for Redis, then serves with local state and keeps
  * reconnecting by itself.
  */
-export async function startSharedState(config: Config & { redisUrl: string }, deps: { cache: CredentialCache; throttle: Throttle; ledger: { local: LocalLoginLedger; rule: LedgerRule } | undefined; log: Logger; metrics: Metrics }): Promise<SharedState> {
+export async function startSharedState(config: Config, deps: { cache: CredentialCache; throttle: Throttle; ledger: { local: LocalLoginLedger; rule: LedgerRule } | undefined; log: Logger; metrics: Metrics }): Promise<SharedState> {
   const { cache, log } = deps;
   let subscriptions = 0;
   const redis = new SharedRedis({
-    url: config.redisUrl,
+    ...redisEndpoint(config),
     keyPrefix: config.redisKeyPrefix,
     timeoutMs: config.redisTimeoutMs,
+    minReplicas: config.redisMinReplicas,
     log,
     metrics: deps.metrics.sharedState(),
     onPurge: (userKey) => {
@@ -59,4 +60,23 @@ export async function startSharedState(config: Config & { redisUrl: string }, de
   };
   await redis.start(START_WAIT_MS);
   return shared;
+}
+
+/** Where Redis is, from whichever of `redisUrl`, `redisSentinels`, `redisClusterNodes` is set (the schema allows one). */
+export function redisEndpoint(config: Config): RedisEndpoint {
+  const credentials = { username: config.redisUsername, password: config.redisPassword };
+  if (config.redisSentinels !== undefined) {
+    return {
+      sentinel: {
+        ...credentials,
+        sentinels: config.redisSentinels.map(parseHostPort),
+        name: config.redisSentinelName!,
+        sentinelUsername: config.redisSentinelUsername,
+        sentinelPassword: config.redisSentinelPassword,
+      },
+    };
+  }
+  if (config.redisClusterNodes !== undefined) return { cluster: { ...credentials, nodes: config.redisClusterNodes.map(parseHostPort) } };
+  if (config.redisUrl !== undefined) return { url: config.redisUrl };
+  throw new Error('no shared Redis is configured');
 }

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { CredentialCache } from '../verify/cache.js';
 import type { FailureThrottle, Throttle, ThrottleVerdict } from '../verify/throttle.js';
-import type { SharedRedis } from './redis.js';
+import type { RedisClient, SharedRedis } from './redis.js';
 
 /**
  * Seconds to wait for one failure log (a sorted set: member = failure, score = time in ms), with the
@@ -56,7 +55,7 @@ export class SharedThrottle implements FailureThrottle {
   ) {}
 
   /** Registers the scripts on the command connection (EVALSHA, re-sent after a Redis restart flushed them). */
-  static define(connection: Redis): void {
+  static define(connection: RedisClient): void {
     connection.defineCommand('credgateThrottleWait', { numberOfKeys: 1, lua: WAIT });
     connection.defineCommand('credgateThrottleRecord', { numberOfKeys: 1, lua: RECORD });
   }

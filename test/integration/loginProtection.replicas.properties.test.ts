@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/registry.js';
-import { SharedRedis, type SharedRedisOptions } from '../../src/state/redis.js';
+import { SharedRedis, type RedisClient, type SharedRedisOptions } from '../../src/state/redis.js';
 import { RedisLoginLedger } from '../../src/state/redisLedger.js';
 import { RedisSharedMemory } from '../../src/state/sharedMemory.js';
 import type { SharedOperation } from '../../src/metrics/registry.js';
@@ -23,7 +23,7 @@ const SEED = process.env.CREDGATE_MODEL_SEED === undefined ? undefined : Number(
 /** A replica's connection to Redis that the test can cut ('down') or make lose answers ('lossy'). */
 class BreakableRedis extends SharedRedis {
   mode: RedisMode = 'up';
-  override async run<T>(operation: SharedOperation, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+  override async run<T>(operation: SharedOperation, command: (redis: RedisClient) => Promise<T>): Promise<T | undefined> {
     if (this.mode === 'down') return undefined;
     const answer = await super.run(operation, command);
     return this.mode === 'lossy' ? undefined : answer;

@@ -45,7 +45,7 @@ test('the environment wins over the YAML file; lists are comma-separated', () =>
 test('every list-valued key is comma-separated in the environment', () => {
   assert.deepEqual([...LIST_KEYS].sort(), [
     'acceptedTokenTypes', 'identityPublishedKeyFiles', 'jwtAlgorithms', 'mailImapScopes', 'mailPop3Scopes', 'mailSmtpScopes',
-    'publishedKeyFiles', 'scopeClaims', 'strategyOrder', 'tokenUsernames', 'trustedProxies', 'usernameClaims',
+    'publishedKeyFiles', 'redisClusterNodes', 'redisSentinels', 'scopeClaims', 'strategyOrder', 'tokenUsernames', 'trustedProxies', 'usernameClaims',
   ]);
   const config = loadConfig({ env: { ...required, CREDGATE_STRATEGY_ORDER: 'app_password,password_grant', CREDGATE_AUTH_THROTTLED_STATUS: '429' } });
   assert.deepEqual(config.strategyOrder, ['app_password', 'password_grant']);
