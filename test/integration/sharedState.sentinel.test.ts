@@ -51,7 +51,8 @@ describe('shared state through Redis Sentinel: a failover loses no acknowledged 
     try {
       await node.connect();
       const keys = (await node.keys('credgate:ledger:*')).filter((k) => /^credgate:ledger:[A-Za-z0-9_-]{43}$/.test(k));
-      return Promise.all(keys.map(async (k) => Number(await node.hget(k, 'f'))));
+      // (`fl`: the failures, one "seq:class:reservation" item each, separated by spaces.)
+      return Promise.all(keys.map(async (k) => ((await node.hget(k, 'fl')) ?? '').split(' ').filter(Boolean).length));
     } finally {
       node.disconnect();
     }
