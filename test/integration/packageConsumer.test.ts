@@ -26,12 +26,23 @@ const CLIENT = { clientId: 'consumer-client', clientSecret: 'consumer-client-sec
 const INTROSPECTION_SECRET = 'consumer-introspection-secret';
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 
+/**
+ * What the machine says about reaching the registry (extra CA certificates, proxies), passed on as
+ * it is; nothing of the outer `npm test` (its npm_* variables would steer the inner npm). Without the
+ * CA variables a Node whose own CA store lacks the machine's registry CA (the node-lines binaries)
+ * fails with SELF_SIGNED_CERT_IN_CHAIN.
+ */
+function passedThrough(): Record<string, string> {
+  const wanted = /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY)$/;
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => wanted.test(e[0]) && e[1] !== undefined));
+}
+
 function run(command: string, args: string[], cwd: string, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       command,
       args,
-      { cwd, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false', npm_config_audit: 'false', npm_config_fund: 'false' } },
+      { cwd, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', env: { ...passedThrough(), PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false', npm_config_audit: 'false', npm_config_fund: 'false' } },
       (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
     );
   });
