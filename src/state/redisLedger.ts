@@ -31,9 +31,17 @@ local function ledger(n) return prefix .. 'ledger:' .. n end
 local function keep(k) if memory > 0 then redis.call('PEXPIRE', k, memory) else redis.call('PERSIST', k) end end
 -- The ledger's order of events (admissions and failures; many can happen within one ms).
 local function tick() return redis.call('INCR', prefix .. 'ledger:seq') end
+-- (Every caller writes the list back with store.)
 local function failures(k)
   local t = {}
   for item in string.gmatch(redis.call('HGET', k, 'fl') or '', '%S+') do t[#t + 1] = item end
+  -- Failures an earlier version counted (a number in 'f', no order or class): each becomes one that
+  -- any success of the account clears (class '*'), as that version cleared them.
+  local legacy = tonumber(redis.call('HGET', k, 'f') or '0')
+  if legacy > 0 then
+    for _ = 1, legacy do t[#t + 1] = '0:*:' end
+    redis.call('HDEL', k, 'f', 'q')
+  end
   return t
 end
 -- Writes a name's failures back (the hash goes when none is left).
@@ -49,7 +57,7 @@ local function clear(n, c, before, id)
   local kept = {}
   for _, item in ipairs(failures(k)) do
     local q, ic, iid = string.match(item, '^(%d+):([^:]*):(.*)$')
-    local cleared = (id ~= '' and iid == id) or ((c == false or ic == c) and tonumber(q) < before)
+    local cleared = (id ~= '' and iid == id) or ((c == false or ic == c or ic == '*') and tonumber(q) < before)
     if not cleared then kept[#kept + 1] = item end
   end
   store(k, kept, tonumber(redis.call('HGET', k, 'l') or '0'))
@@ -62,6 +70,8 @@ local function overdue(n)
   local due = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'WITHSCORES')
   for i = 1, #due, 2 do
     local id, c = string.match(due[i], '^([^|]*)|([^|]*)|')
+    -- A reservation of an earlier version (its id alone): one any success clears.
+    if id == nil then id, c = due[i], '*' end
     fl[#fl + 1] = tick() .. ':' .. c .. ':' .. id
     l = math.max(l, tonumber(due[i + 1]))
   end

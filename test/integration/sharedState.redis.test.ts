@@ -129,6 +129,45 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
     }
   });
 
+  test('an upgrade keeps the failures and grants under way that an earlier version left in Redis (a count, bare reservation ids)', async () => {
+    let clock = 5_000_000;
+    const prefix = 'upgrade:';
+    const rule = { budget: 5, memoryMs: 60_000, reservationMs: 1_000 };
+    const shared = new SharedRedis({ url: redis.url, keyPrefix: prefix, timeoutMs: 1000, log: createLogger({ level: 'silent' }), metrics: new Metrics('t').sharedState(), onPurge: () => undefined, onSubscribed: () => undefined });
+    RedisLoginLedger.define(shared.commandConnection);
+    await shared.start(3000);
+    const direct = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    try {
+      const names = new CredentialCache({ ttlSeconds: 1, negativeTtlSeconds: 1, maxEntries: 10, appPasswordMemorySeconds: 1, keySecret: CACHE_KEY_SECRET });
+      const ledger = new RedisLoginLedger(shared, new LocalLoginLedger(rule, new AccountDirectory(100), 100, () => clock), names, rule, () => clock);
+      // What the earlier scripts wrote: {f: count, l: last, q: order} and reservations scored by due time, member = id.
+      const key = `${prefix}ledger:${names.digest('login', 'olga')}`;
+      await direct.hset(key, 'f', 1, 'l', clock - 10, 'q', 7);
+      await direct.zadd(`${key}:r`, clock - 1, `${clock - 2_000}.oldgrant`);
+      await direct.pexpire(key, 60_000);
+      await direct.pexpire(`${key}:r`, 60_000);
+      const first = await ledger.admit('olga', false);
+      assert.ok(first.admitted, 'one failure and one overdue grant of the earlier version: 2 < 3');
+      assert.equal((await ledger.admit('olga', false)).admitted, false, 'both are counted');
+      await ledger.settle(first, 'failure');
+      const known = await ledger.admit('olga', true);
+      assert.ok(known.admitted, '3 failures: only the known-good slot is left');
+      await ledger.settle(known, 'unsent');
+      assert.equal((await ledger.admit('olga', false)).admitted, false);
+      // A success of the account clears what the earlier version counted, as that version did.
+      await direct.hset(key, 'f', 2);
+      const fresh = new RedisLoginLedger(shared, new LocalLoginLedger({ ...rule, budget: 8 }, new AccountDirectory(100), 100, () => clock), names, { ...rule, budget: 8 }, () => clock);
+      const ok = await fresh.admit('olga', true);
+      assert.ok(ok.admitted);
+      await fresh.settle(ok, 'success', 'sub-olga');
+      await fresh.link('sub-olga', ['olga']);
+      assert.equal(await direct.exists(key), 0, 'every failure cleared, the legacy ones included');
+    } finally {
+      direct.disconnect();
+      await shared.close();
+    }
+  });
+
   test('wrong passwords alternating between replicas meet one per-account budget: the AS is asked 3 times, not 3 per replica', async () => {
     const before = dev.stats().tokenRequests;
     const reasons: unknown[] = [];
@@ -205,7 +244,7 @@ describe('several replicas sharing state through Redis', { skip: !redisServerAva
 
   test('Redis holds HMACs only: no username, password or IP in any key or value', async () => {
     await inspector.connect();
-    const keys = (await inspector.keys('*')).filter((k) => !k.startsWith('table:'));
+    const keys = (await inspector.keys('*')).filter((k) => !k.startsWith('table:') && !k.startsWith('upgrade:'));
     assert.ok(keys.length > 0);
     for (const key of keys) {
       // Credential keys (neg, asp) are 128-bit HMACs, usernames and IPs (throttle, purged) 256-bit ones.
