@@ -8,6 +8,7 @@ import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/registry.js';
 import { SharedRedis } from '../../src/state/redis.js';
 import { redisClusterAvailable, startRedisCluster, type TestCluster } from '../fixtures/redisCluster.js';
+import { scrapedMetric as metric } from '../fixtures/metrics.js';
 
 /** The CRC16 slot function ioredis's Cluster routes by. */
 const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
@@ -20,15 +21,6 @@ const REDIS_PASSWORD = 'redis-cluster-password-never-logged-77';
 const LIMIT = 3;
 const users = Object.fromEntries(defaultDevUsers().map((u) => [u.username, u]));
 
-async function metric(server: TestCredgate, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (match?.[1] === name && (match[2] ?? '').includes(labels)) sum += Number(match[3]);
-  }
-  return sum;
-}
 
 /**
  * Two credgate replicas share a real three-node Redis Cluster. The ledger's Lua scripts read keys

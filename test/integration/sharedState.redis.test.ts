@@ -12,6 +12,7 @@ import { RedisLoginLedger } from '../../src/state/redisLedger.js';
 import { AccountDirectory } from '../../src/verify/accounts.js';
 import { CredentialCache } from '../../src/verify/cache.js';
 import { LocalLoginLedger } from '../../src/verify/loginLedger.js';
+import { scrapedMetric as metric } from '../fixtures/metrics.js';
 
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-replicas', clientSecret: 'replicas-client-secret-value' };
@@ -31,16 +32,6 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
   return Date.now() - started;
 }
 
-/** Sum of a metric's samples whose labels contain `labels` (e.g. `reason="timeout"`). */
-async function metric(server: TestCredgate, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (match?.[1] === name && (match[2] ?? '').includes(labels)) sum += Number(match[3]);
-  }
-  return sum;
-}
 
 const sharedUp = (server: TestCredgate) => metric(server, 'credgate_shared_state_up');
 

@@ -4,6 +4,7 @@ import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '..
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { waitFor } from '../fixtures/processes.js';
 import { redisSentinelAvailable, startSentinelGroup, type SentinelGroup } from '../fixtures/redisSentinel.js';
+import { scrapedMetric as metric } from '../fixtures/metrics.js';
 
 const AUDIENCE = 'https://git.example.com';
 const CLIENT = { clientId: 'credgate-sentinel', clientSecret: 'sentinel-client-secret-value' };
@@ -15,16 +16,6 @@ const SENTINEL_PASSWORD = 'sentinel-password-never-logged-4242';
 const LIMIT = 3;
 const alice = defaultDevUsers().find((u) => u.username === 'alice')!;
 
-/** Sum of a metric's samples whose labels contain `labels`. */
-async function metric(server: TestCredgate, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (match?.[1] === name && (match[2] ?? '').includes(labels)) sum += Number(match[3]);
-  }
-  return sum;
-}
 const sharedUp = (server: TestCredgate) => metric(server, 'credgate_shared_state_up');
 const unacknowledged = (server: TestCredgate) => metric(server, 'credgate_shared_state_errors_total', 'operation="ledger",reason="unacknowledged"');
 
