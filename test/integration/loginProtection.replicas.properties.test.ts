@@ -39,7 +39,9 @@ class BreakableRedis extends SharedRedis {
  * unlinked gaps are shown there; here, her first success clears a name only if all its failures
  * came before it).
  */
-const OPTIONS: ModelOptions = { asMemoryMs: RULE.memoryMs, knownGoodScope: 'deployment', decisionTimeoutMs: 200, reorderAnswers: false, tolerateUnansweredRightPassword: true, unlinkedBound: Infinity, tolerateKnownGoodWhileUnlinked: true };
+const OPTIONS: ModelOptions = { asMemoryMs: RULE.memoryMs, knownGoodScope: 'deployment', decisionTimeoutMs: 200, reorderAnswers: false, tolerateUnansweredRightPassword: true, unlinkedBound: Infinity, tolerateKnownGoodWhileUnlinked: true, tolerateLookalikeKept: true };
+
+const OPTIONS_STRICT: ModelOptions = { ...OPTIONS, tolerateLookalikeKept: false };
 
 const P = PROFILES[0]!;
 const V = nameIndex(P, 'victim');
@@ -121,6 +123,13 @@ describe('two replicas sharing Redis: login protection against the model AS', { 
     // Her first login (by e-mail) after three guesses under her username, with guesses by e-mail under way.
     const byEmail: Action = { t: 'user', r: 1, login: { kind: 'password', name: 1 } };
     await replay({ linkFirst: false }, OPTIONS, await backend(), [burst(0, V, V, V), { t: 'burst', r: 0, names: [E, E], user: { kind: 'password', name: 1 }, at: 0 }, byEmail]);
+  });
+
+  test('gap: a failure typed as a look-alike of her name stays after her success; with grants under way it fills her known-good slot', { todo: 'the AS (at worst) folded the look-alike into her account and cleared it; credgate cannot tell it from a look-alike account (docs/security.md)' }, async () => {
+    const U = PROFILES[1]!;
+    const byEmail = (r: number): Action => ({ t: 'user', r, login: { kind: 'password', name: 1 } });
+    const actions: Action[] = [{ t: 'wait', ms: 30 * DAY }, { t: 'drip', r: 0, name: 3, waitMs: 7 * DAY }, { t: 'crash', r: 0, names: [8, 0, 0] }, byEmail(0), byEmail(1)];
+    await replay({ profile: U, twin: true, ttlSeconds: 60 }, OPTIONS_STRICT, await backend(), actions);
   });
 
   test('a password that succeeded on one replica is known to be good on the other after it restarted, with the budget spent', async () => {
