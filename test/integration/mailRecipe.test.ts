@@ -67,7 +67,10 @@ const commands = (sh: string) =>
 /** What the test needs of this host: root, unshare, overlayfs on the temporary directory, Dovecot's submission service. */
 function namespaceProblem(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (mount namespace, Dovecot)';
-  if (spawnSync('getent', ['passwd', 'vmail']).status === 0) return 'this host already has a vmail user: the README step that creates it is for a fresh system';
+  for (const db of ['passwd', 'group']) {
+    if (spawnSync('getent', [db, 'vmail']).status === 0) return `this host already has a vmail ${db === 'passwd' ? 'user' : 'group'}: the README step that creates it is for a fresh system`;
+  }
+  if (spawnSync('getent', ['passwd', UNIX_NAMED.username]).status === 0) return `this host already has a user ${UNIX_NAMED.username}`;
   if (!statSync(DOVECOT_SUBMISSION, { throwIfNoEntry: false })) return 'dovecot-submissiond is not installed';
   const dir = mkdtempSync(join(tmpdir(), 'credgate-overlay-probe-'));
   try {
@@ -79,6 +82,16 @@ function namespaceProblem(): string | undefined {
   }
 }
 const problem = namespaceProblem();
+
+/** SIGTERM, then SIGKILL if it has not exited within 5 s. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
 
 function curl(args: string[], options: { cwd: string; stdin?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -130,12 +143,11 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'credgate-mail-recipe-'));
-    spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=mail.example.com', '-addext', 'subjectAltName=DNS:mail.example.com', '-keyout', join(dir, 'mail.example.com.key'), '-out', join(dir, 'mail.example.com.pem')]);
+    const openssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=mail.example.com', '-addext', 'subjectAltName=DNS:mail.example.com', '-keyout', join(dir, 'mail.example.com.key'), '-out', join(dir, 'mail.example.com.pem')], { encoding: 'utf8' });
+    assert.equal(openssl.status, 0, `openssl req: ${openssl.stderr}`);
     writeFileSync(join(dir, 'message.txt'), 'Subject: recipe check\r\n\r\nSent by the README check command.\r\n');
     dev = await startDevServer({ audience: AUDIENCE, users: [...defaultDevUsers(), UNIX_NAMED], clients: [CLIENT] });
     relay = await startSmtpSink();
-    imapBackend = await freePort();
-    submissionBackend = await freePort();
 
     // Dovecot: the README's shell steps and local.conf, over Debian's /etc/dovecot/dovecot.conf.
     const setup = block('sh', 'mail-dovecot-setup');
@@ -146,51 +158,64 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     ], 'deploy/mail/README.md (mail-dovecot-local-conf)');
     assert.ok(!/10\.0\.0\.\d+/.test(localConf), 'every README address replaced');
     writeFileSync(join(dir, 'local.conf'), localConf);
-    writeFileSync(
-      join(dir, 'dovecot.conf'),
-      [
-        '!include /etc/dovecot/dovecot.conf',
-        // What a test instance changes: where it listens and keeps its runtime files.
-        'listen = 127.0.0.1',
-        `base_dir = ${dir}/run`,
-        `instance_name = credgate-recipe-${imapBackend}`,
-        `log_path = ${dir}/dovecot.log`,
-        `service imap-login {\n  inet_listener imap {\n    port = ${imapBackend}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
-        `service submission-login {\n  inet_listener submission {\n    port = ${submissionBackend}\n  }\n}`,
-        '',
-      ].join('\n'),
-    );
     writeFileSync(join(dir, 'hello.eml'), 'From: postmaster@example.com\r\nTo: alice@example.com\r\nSubject: Hello alice\r\n\r\nWelcome.\r\n');
-    for (const d of ['etc', 'etc-work', 'var', 'var-work']) mkdirSync(join(dir, 'overlay', d), { recursive: true });
-    const script = [
-      'set -eu',
-      ...['etc', 'var'].map((d) => `mount -t overlay overlay -o lowerdir=/${d},upperdir=${dir}/overlay/${d},workdir=${dir}/overlay/${d}-work /${d}`),
-      // Debian's postinst links these to the ssl-cert package's snakeoil pair, absent without recommends.
-      `[ -e /etc/dovecot/private/dovecot.pem ] || { cp ${dir}/mail.example.com.pem /etc/dovecot/private/dovecot.pem; cp ${dir}/mail.example.com.key /etc/dovecot/private/dovecot.key; }`,
-      `cd ${DEPLOY_MAIL}`,
-      '# --- deploy/mail/README.md ---',
-      setup,
-      `cp ${dir}/local.conf /etc/dovecot/local.conf`,
-      '# --- the test: a Unix user named like an AS account, and a message in alice\'s INBOX ---',
-      `useradd --no-create-home --home-dir /home/${UNIX_NAMED.username} --uid 1500 ${UNIX_NAMED.username}`,
-      'for d in alice alice/Maildir alice/Maildir/cur alice/Maildir/new alice/Maildir/tmp; do install -d -o vmail -g vmail -m 0700 /var/vmail/$d; done',
-      `install -o vmail -g vmail -m 0600 ${dir}/hello.eml /var/vmail/alice/Maildir/new/1.recipe`,
-      `exec dovecot -F -c ${dir}/dovecot.conf`,
-    ].join('\n');
     const env = block('ini', 'mail-dovecot-environment');
     assert.match(env, /Environment=MAIL_PROXY_NETS=/);
     assert.match(env, /Environment=MAIL_PROXY_SECRET_SHA256=/);
-    dovecot = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-      env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`, MAIL_PROXY_NETS: '127.0.0.1/32', MAIL_PROXY_SECRET_SHA256: createHash('sha256').update(BACKEND_SECRET).digest('hex') },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    dovecot.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    try {
-      await waitForGreeting(imapBackend, '* OK', dovecot);
-      await waitForGreeting(submissionBackend, '220 ', dovecot);
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${stderr}\n${(() => { try { return dovecotLog(); } catch { return ''; } })()}`);
+    // Ports are picked at run time; another process may take one before Dovecot binds it: then it
+    // is tried again from scratch (a new namespace over new overlays, so the README's useradd runs
+    // on a fresh /etc again), on new ports.
+    for (let attempt = 1; ; attempt++) {
+      imapBackend = await freePort();
+      submissionBackend = await freePort();
+      writeFileSync(
+        join(dir, 'dovecot.conf'),
+        [
+          '!include /etc/dovecot/dovecot.conf',
+          // What a test instance changes: where it listens and keeps its runtime files.
+          'listen = 127.0.0.1',
+          `base_dir = ${dir}/run`,
+          `instance_name = credgate-recipe-${imapBackend}`,
+          `log_path = ${dir}/dovecot.log`,
+          `service imap-login {\n  inet_listener imap {\n    port = ${imapBackend}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
+          `service submission-login {\n  inet_listener submission {\n    port = ${submissionBackend}\n  }\n}`,
+          '',
+        ].join('\n'),
+      );
+      rmSync(join(dir, 'dovecot.log'), { force: true });
+      const overlay = join(dir, `overlay-${attempt}`);
+      for (const d of ['etc', 'etc-work', 'var', 'var-work']) mkdirSync(join(overlay, d), { recursive: true });
+      const script = [
+        'set -eu',
+        ...['etc', 'var'].map((d) => `mount -t overlay overlay -o lowerdir=/${d},upperdir=${overlay}/${d},workdir=${overlay}/${d}-work /${d}`),
+        // Debian's postinst links these to the ssl-cert package's snakeoil pair, absent without recommends.
+        `[ -e /etc/dovecot/private/dovecot.pem ] || { cp ${dir}/mail.example.com.pem /etc/dovecot/private/dovecot.pem; cp ${dir}/mail.example.com.key /etc/dovecot/private/dovecot.key; }`,
+        `cd ${DEPLOY_MAIL}`,
+        '# --- deploy/mail/README.md ---',
+        setup,
+        `cp ${dir}/local.conf /etc/dovecot/local.conf`,
+        "# --- the test: a Unix user named like an AS account, and a message in alice's INBOX ---",
+        `useradd --no-create-home --home-dir /home/${UNIX_NAMED.username} ${UNIX_NAMED.username}`,
+        'for d in alice alice/Maildir alice/Maildir/cur alice/Maildir/new alice/Maildir/tmp; do install -d -o vmail -g vmail -m 0700 /var/vmail/$d; done',
+        `install -o vmail -g vmail -m 0600 ${dir}/hello.eml /var/vmail/alice/Maildir/new/1.recipe`,
+        `exec dovecot -F -c ${dir}/dovecot.conf`,
+      ].join('\n');
+      dovecot = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+        env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`, MAIL_PROXY_NETS: '127.0.0.1/32', MAIL_PROXY_SECRET_SHA256: createHash('sha256').update(BACKEND_SECRET).digest('hex') },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      dovecot.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      try {
+        await waitForGreeting(imapBackend, '* OK', dovecot, 30_000);
+        await waitForGreeting(submissionBackend, '220 ', dovecot, 30_000);
+        break;
+      } catch (err) {
+        await stopChild(dovecot);
+        const log = (() => { try { return dovecotLog(); } catch { return ''; } })();
+        if (attempt < 3 && /address already in use/i.test(stderr + log)) continue;
+        throw new Error(`Dovecot (attempt ${attempt}): ${(err as Error).message}\nstderr: ${stderr}\nlog: ${log}`);
+      }
     }
 
     // credgate: the README's settings, with this test's addresses, secret and policy file.
@@ -212,32 +237,38 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     });
     dev.setResourceServerJwksUrl(credgate.jwksUrl);
 
-    // nginx: the README's mail block, with run-time ports, the test certificate, credgate's address.
-    let mail = block('nginx', 'mail-nginx');
-    for (const port of [...mail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1]))) ports.set(port, await freePort());
-    mail = substitute(mail, [
-      ...[...ports].map(([readme, port]) => ({ kind: 'port' as const, from: `listen ${readme}`, to: `listen 127.0.0.1:${port}` })),
-      { kind: 'address', from: 'auth_http 127.0.0.1:8080/auth/mail;', to: `auth_http ${new URL(credgate.url).host}/auth/mail;` },
-      { kind: 'prefix', from: '/etc/nginx/credgate/nginx-mail.conf', to: join(DEPLOY_MAIL, 'nginx-mail.conf') },
-      { kind: 'certificate', from: '/etc/ssl/mail.example.com.pem', to: join(dir, 'mail.example.com.pem') },
-      { kind: 'certificate', from: '/etc/ssl/mail.example.com.key', to: join(dir, 'mail.example.com.key') },
-    ], 'deploy/mail/README.md (mail-nginx)');
-    assert.ok(!mail.includes('/etc/'), 'every README path replaced');
-    writeFileSync(join(dir, 'nginx.conf'), [`load_module ${NGINX_MAIL_MODULE};`, 'worker_processes 1;', `error_log ${dir}/nginx-error.log info;`, 'events { worker_connections 64; }', mail, ''].join('\n'));
-    nginx = spawn('nginx', ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${dir}/nginx.pid;`], { env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` }, stdio: 'ignore' });
-    await waitForGreeting(ports.get(143)!, '* OK', nginx);
-    await waitForGreeting(ports.get(587)!, '220 ', nginx);
+    // nginx: the README's mail block, with run-time ports (new ones if one was taken meanwhile), the
+    // test certificate, credgate's address.
+    const readmeMail = block('nginx', 'mail-nginx');
+    for (let attempt = 1; ; attempt++) {
+      ports.clear();
+      for (const port of [...readmeMail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1]))) ports.set(port, await freePort());
+      const mail = substitute(readmeMail, [
+        ...[...ports].map(([readme, port]) => ({ kind: 'port' as const, from: `listen ${readme}`, to: `listen 127.0.0.1:${port}` })),
+        { kind: 'address', from: 'auth_http 127.0.0.1:8080/auth/mail;', to: `auth_http ${new URL(credgate.url).host}/auth/mail;` },
+        { kind: 'prefix', from: '/etc/nginx/credgate/nginx-mail.conf', to: join(DEPLOY_MAIL, 'nginx-mail.conf') },
+        { kind: 'certificate', from: '/etc/ssl/mail.example.com.pem', to: join(dir, 'mail.example.com.pem') },
+        { kind: 'certificate', from: '/etc/ssl/mail.example.com.key', to: join(dir, 'mail.example.com.key') },
+      ], 'deploy/mail/README.md (mail-nginx)');
+      assert.ok(!mail.includes('/etc/'), 'every README path replaced');
+      writeFileSync(join(dir, 'nginx.conf'), [`load_module ${NGINX_MAIL_MODULE};`, 'worker_processes 1;', `error_log ${dir}/nginx-error.log info;`, 'events { worker_connections 64; }', mail, ''].join('\n'));
+      rmSync(join(dir, 'nginx-error.log'), { force: true });
+      nginx = spawn('nginx', ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${dir}/nginx.pid;`], { env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` }, stdio: 'ignore' });
+      try {
+        await waitForGreeting(ports.get(143)!, '* OK', nginx, 30_000);
+        await waitForGreeting(ports.get(587)!, '220 ', nginx, 30_000);
+        break;
+      } catch (err) {
+        await stopChild(nginx);
+        const log = (() => { try { return readFileSync(join(dir, 'nginx-error.log'), 'utf8'); } catch { return ''; } })();
+        if (attempt < 3 && /address already in use/i.test(log)) continue;
+        throw new Error(`nginx (attempt ${attempt}): ${(err as Error).message}\nlog: ${log}`);
+      }
+    }
   });
 
   after(async () => {
-    for (const child of [nginx, dovecot]) {
-      if (!child || child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    for (const child of [nginx, dovecot]) if (child) await stopChild(child);
     await credgate?.close();
     await relay?.close();
     await dev?.close();
@@ -284,7 +315,9 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     assert.match(dovecotLog(), new RegExp(`imap-login: Info: Login: user=<${UNIX_NAMED.username}>`));
     const home = statSync(inside(`/var/vmail/${UNIX_NAMED.username}`));
     assert.equal(home.uid, statSync(inside('/var/vmail')).uid);
-    assert.notEqual(home.uid, 1500);
+    const unixUid = new RegExp(`^${UNIX_NAMED.username}:x:(\\d+):`, 'm').exec(readFileSync(inside('/etc/passwd'), 'utf8'));
+    assert.ok(unixUid, 'the Unix user exists inside the namespace');
+    assert.notEqual(home.uid, Number(unixUid[1]));
     assert.equal(statSync(inside(`/home/${UNIX_NAMED.username}`), { throwIfNoEntry: false }), undefined);
     const wrong = await run(imaps.map((w) => (w === 'alice' ? UNIX_NAMED.username : w)), ALICE);
     assert.equal(wrong.code, 67);
