@@ -171,7 +171,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   const accounts = new AccountDirectory(config.ledgerMaxAccounts);
   // A grant still unsettled after the decision's deadline (plus the AS's own timeout) may have reached the AS.
   const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds === 0 ? Infinity : config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
-  const journal = config.ledgerFile === undefined ? undefined : new LedgerFile(config.ledgerFile, log);
+  const journal = config.ledgerFile === undefined ? undefined : new LedgerFile(config.ledgerFile, log, config.ledgerMaxAccounts);
   const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts, Date.now, journal);
   metrics.trackCacheSize(() => cache.size);
   if (sharesState(config)) {

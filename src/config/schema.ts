@@ -216,7 +216,8 @@ export const configSchema = z
       ),
     ledgerFile: z.string().min(1).optional().describe(
       "File where a replica without Redis keeps its login-protection ledger across restarts and crashes (one JSON line per " +
-        "change, written before the grant it reserves is sent; compacted at start-up; mode 0600; login names, never passwords). " +
+        "change, written before the grant it reserves is sent, and which login names belong to one account; compacted at start-up; " +
+        'mode 0600; login names and subjects, never passwords). ' +
         "Without it (and without `redisUrl`) each restart gives an attacker another budget − 2 guesses per account. " +
         'Give every replica its own file; replicas share a ledger only through Redis.',
     ),

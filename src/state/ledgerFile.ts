@@ -1,5 +1,6 @@
 import { appendFileSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { LedgerEntry, LedgerFailure, LedgerJournal, LedgerReservation } from '../verify/loginLedger.js';
@@ -7,12 +8,21 @@ import type { LedgerEntry, LedgerFailure, LedgerJournal, LedgerReservation } fro
 /** Compaction once the file holds this many lines more than there are entries (and at every start). */
 const COMPACT_SLACK = 50_000;
 
-interface Line {
+interface EntryLine {
   /** Ledger key (a login name folded by `ledgerName`). */
   k: string;
   /** The entry; null: gone. */
   e: { f: LedgerFailure[]; l: number; r: [string, LedgerReservation][] } | null;
 }
+
+interface LinkLine {
+  /** A subject (account) that succeeded… */
+  s: string;
+  /** …under these ledger keys: they share its budget. */
+  n: string[];
+}
+
+type Line = EntryLine | LinkLine;
 
 /**
  * The login ledger of a replica without Redis, in a file (`ledgerFile`): one JSON line per change
@@ -20,16 +30,25 @@ interface Line {
  * process loses nothing written; the page cache is flushed by the kernel, and fsync'd at compaction).
  * At start-up the last line of each key wins, the file is rewritten with only those (a temporary file
  * renamed over it), and lines that do not parse (the tail of a write cut by a crash) are skipped.
- * Created with mode 0600: it names login names, never a password.
+ * The account links (which names succeeded for one subject, so that they share its budget) are kept
+ * too, one line per subject whose names grew: without them a restart would give each alias of an
+ * account a budget of its own again. The most recent `maxLinks` subjects are kept.
+ * Created with mode 0600: it names login names and subjects, never a password.
  */
 export class LedgerFile implements LedgerJournal {
   #lines = 0;
   #live = new Set<string>();
+  /** Subject → ledger keys, as written (the most recent subjects). */
+  readonly #links: LRUCache<string, Set<string>>;
 
   constructor(
     private readonly path: string,
     private readonly log: Logger,
-  ) {}
+    maxLinks = 100_000,
+  ) {
+    // maxSize, not max: lru-cache preallocates `max` slots.
+    this.#links = new LRUCache({ maxSize: maxLinks, sizeCalculation: () => 1 });
+  }
 
   /** Reads and compacts the file; a file that cannot be read or written stops start-up (ConfigError naming the key). */
   load(): [string, LedgerEntry][] {
@@ -43,14 +62,37 @@ export class LedgerFile implements LedgerJournal {
     }
   }
 
+  /** The account links read by `load`, oldest first. */
+  loadLinks(): [string, string[]][] {
+    return [...this.#linkLines()].map((line) => [line.s, line.n]);
+  }
+
+  link(subject: string, keys: readonly string[]): void {
+    let known = this.#links.get(subject);
+    const added = keys.filter((key) => !known?.has(key));
+    if (added.length === 0) return;
+    if (known === undefined) this.#links.set(subject, (known = new Set()));
+    for (const key of added) known.add(key);
+    this.#append(JSON.stringify({ s: subject, n: [...known] } satisfies LinkLine));
+  }
+
   write(key: string, entry: LedgerEntry | undefined): void {
     if (entry === undefined) {
       if (!this.#live.delete(key)) return;
     } else {
       this.#live.add(key);
     }
-    appendFileSync(this.path, serialise(key, entry) + '\n', { mode: 0o600 });
-    if (++this.#lines > this.#live.size + COMPACT_SLACK) this.#compact(this.#read().entries);
+    this.#append(serialise(key, entry));
+  }
+
+  /** The links, least recently written first. */
+  *#linkLines(): Generator<LinkLine> {
+    for (const subject of this.#links.rkeys()) yield { s: subject, n: [...(this.#links.peek(subject) ?? [])] };
+  }
+
+  #append(line: string): void {
+    appendFileSync(this.path, line + '\n', { mode: 0o600 });
+    if (++this.#lines > this.#live.size + this.#links.size + COMPACT_SLACK) this.#compact(this.#read().entries);
   }
 
   /** The last line of each key; lines that do not parse are counted and skipped. */
@@ -67,7 +109,11 @@ export class LedgerFile implements LedgerJournal {
       if (raw.trim() === '') continue;
       const line = parse(raw);
       if (line === undefined) skipped++;
-      else if (line.e === null) entries.delete(line.k);
+      else if ('s' in line) {
+        const known = this.#links.get(line.s) ?? new Set<string>();
+        for (const key of line.n) known.add(key);
+        this.#links.set(line.s, known);
+      } else if (line.e === null) entries.delete(line.k);
       else entries.set(line.k, { failures: line.e.f, lastFailureAt: line.e.l, reservations: new Map(line.e.r) });
     }
     return { entries, skipped };
@@ -80,18 +126,19 @@ export class LedgerFile implements LedgerJournal {
     const fd = openSync(temporary, 'w', 0o600);
     try {
       for (const [key, entry] of entries) writeSync(fd, serialise(key, entry) + '\n');
+      for (const line of this.#linkLines()) writeSync(fd, JSON.stringify(line) + '\n');
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temporary, this.path);
     this.#live = new Set(entries.keys());
-    this.#lines = entries.size;
+    this.#lines = entries.size + this.#links.size;
   }
 }
 
 function serialise(key: string, entry: LedgerEntry | undefined): string {
-  const line: Line = { k: key, e: entry === undefined ? null : { f: entry.failures, l: entry.lastFailureAt, r: [...entry.reservations] } };
+  const line: EntryLine = { k: key, e: entry === undefined ? null : { f: entry.failures, l: entry.lastFailureAt, r: [...entry.reservations] } };
   return JSON.stringify(line);
 }
 
@@ -106,7 +153,8 @@ function parse(raw: string): Line | undefined {
     return undefined;
   }
   if (typeof value !== 'object' || value === null) return undefined;
-  const { k, e } = value as Record<string, unknown>;
+  const { k, e, s, n } = value as Record<string, unknown>;
+  if (typeof s === 'string') return Array.isArray(n) && n.every((x) => typeof x === 'string') ? { s, n: n as string[] } : undefined;
   if (typeof k !== 'string') return undefined;
   if (e === null) return { k, e: null };
   if (typeof e !== 'object' || e === undefined) return undefined;

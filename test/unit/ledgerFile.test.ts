@@ -90,3 +90,29 @@ test('a ledger file under a path that is not a directory stops start-up with an 
   writeFileSync(file, '');
   assert.throws(() => ledgerAt(join(file, 'ledger.jsonl'), { now: 0 }), (err: unknown) => err instanceof ConfigError && err.key === 'ledgerFile' && /ENOTDIR/.test(err.message));
 });
+
+test("an account's names stay linked across a restart: its aliases keep sharing one budget", async () => {
+  const path = join(dir, 'links.jsonl');
+  const clock = { now: 4_000_000 };
+  const first = ledgerAt(path, clock);
+  const ok = first.admitNow('ivy', false);
+  assert.ok(ok.admitted);
+  await first.settle(ok, 'success', 'auth0|ivy');
+  await first.link('auth0|ivy', ['ivy', 'Ivy@Example.com']);
+  await first.link('auth0|ivy', ['ivy', 'ivy@example.com']); // nothing new: nothing written
+  const linkLines = () => readFileSync(path, 'utf8').trim().split('\n').filter((l) => JSON.parse(l).s !== undefined);
+  assert.equal(linkLines().length, 1);
+  for (let i = 0; i < 2; i++) {
+    const a = first.admitNow('ivy', false);
+    assert.ok(a.admitted);
+    await first.settle(a, 'failure');
+  }
+  const second = ledgerAt(path, clock);
+  assert.equal(second.unsettled('IVY@example.com'), 2, "the e-mail name counts the username's failures after the restart");
+  const third = second.admitNow('ivy@example.com', false);
+  assert.ok(third.admitted);
+  await second.settle(third, 'failure');
+  assert.equal(second.admitNow('ivy@example.com', false).admitted, false, 'budget − 2 for the account, not per name');
+  assert.equal(ledgerAt(path, clock).unsettled('ivy'), 3);
+  assert.deepEqual(JSON.parse(linkLines()[0]!), { s: 'auth0|ivy', n: ['ivy', 'ivy@example.com'] }, 'compacted: one line per subject');
+});
