@@ -190,4 +190,24 @@ describe('login protection across a restart (ledgerFile, no Redis)', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('a replica that keeps its ledger in memory only (no ledgerFile, no Redis) warns at start-up; with ledgerFile it does not', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'credgate-ledger-'));
+    const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
+    const settings = { issuer: dev.issuer, audience: AUDIENCE, clientId: CLIENT.clientId, clientSecret: CLIENT.clientSecret, passwordFailureBudget: BUDGET };
+    const warned = (logs: string[]) => logs.some((line) => JSON.parse(line).level === 40 && /ledger kept in memory only: each restart gives an attacker another 3 guesses per account \(set ledgerFile or redisUrl\)/.test(JSON.parse(line).msg));
+    try {
+      for (const [extra, expected] of [[{}, true], [{ ledgerFile: join(dir, 'ledger.jsonl') }, false], [{ passwordFailureBudget: 0 }, false]] as const) {
+        const credgate = await startCredgate({ ...settings, ...extra });
+        await credgate.close();
+        assert.equal(warned(credgate.logs), expected, JSON.stringify(extra));
+      }
+    } finally {
+      await dev.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
