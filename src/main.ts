@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config/schema.js';
+import { sharesState, type Config } from './config/schema.js';
 import { buildAdminApp, buildApp, buildMetricsApp } from './http/app.js';
 import type { Logger } from './log.js';
 import { createService, type Service, type ServiceConfig } from './service.js';
@@ -38,6 +38,9 @@ export async function startServer(config: ServiceConfig, log: Logger, options: {
   // The admin API exists only with a token; with an admin port it is only there, on loopback.
   const adminApp = config.adminToken !== undefined && config.adminPort !== undefined ? buildAdminApp(service) : undefined;
   if (config.adminPort !== undefined && config.adminToken === undefined) log.warn('adminPort is set but adminToken is not: the admin API is off');
+  if (config.passwordFailureBudget > 0 && config.ledgerFile === undefined && !sharesState(config)) {
+    log.warn(`login-protection ledger kept in memory only: each restart gives an attacker another ${config.passwordFailureBudget - 2} guesses per account (set ledgerFile or redisUrl)`);
+  }
   const host = config.host ?? options.defaultHost ?? '0.0.0.0';
   await app.listen({ host, port: config.port ?? 8080 });
   if (metricsApp) await metricsApp.listen({ host, port: config.metricsPort! });

@@ -173,9 +173,6 @@ export async function createService(config: ServiceConfig, log: Logger, options:
   const ledgerRule = { budget: config.passwordFailureBudget, memoryMs: config.passwordFailureMemorySeconds === 0 ? Infinity : config.passwordFailureMemorySeconds * 1000, reservationMs: config.decisionTimeoutMs + config.upstreamTimeoutMs };
   const journal = config.ledgerFile === undefined ? undefined : new LedgerFile(config.ledgerFile, log, config.ledgerMaxAccounts);
   const localLedger = config.passwordFailureBudget === 0 ? undefined : new LocalLoginLedger(ledgerRule, accounts, config.ledgerMaxAccounts, Date.now, journal);
-  if (localLedger !== undefined && journal === undefined && !sharesState(config)) {
-    log.warn(`login-protection ledger kept in memory only: each restart gives an attacker another ${config.passwordFailureBudget - 2} guesses per account (set ledgerFile or redisUrl)`);
-  }
   metrics.trackCacheSize(() => cache.size);
   if (sharesState(config)) {
     shared = await startSharedState(config, { cache, throttle, ledger: localLedger && { local: localLedger, rule: ledgerRule }, log, metrics });
