@@ -5,6 +5,7 @@ import { authorizationHeaders, parseAuthorization } from '../credentials.js';
 import { isTrustedPeer, readOriginalRequest } from '../originalRequest.js';
 import { identityHeaders } from '../render.js';
 import { badRequest } from '../errors.js';
+import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
 
 /** Scopes pinned by the location: `?scope=a&scope=b` or `?scope=a b` / `?scope=a,b`. */
 export function pinnedScopes(query: unknown): string[] | string {
@@ -31,7 +32,7 @@ const ENVOY_PREFIX = '/auth/';
  * This adapter only reads the wire format (credentials, forwarded headers, `?scope=`) into a
  * DecisionRequest and renders the Decision: the pipeline (decide/pipeline.ts) decides.
  */
-export function authRoute(app: FastifyInstance, service: Service): void {
+export function authRoute(app: FastifyInstance, service: Service, load: LoadGauge = NEVER_OVERLOADED): void {
   // Basic first: nginx's auth_request passes only the first WWW-Authenticate to the client, and
   // git, curl and mail-era clients answer a Basic challenge.
   const challenge = [`Basic realm="${service.config.realm}", charset="UTF-8"`, `Bearer realm="${service.config.realm}"`];
@@ -43,6 +44,7 @@ export function authRoute(app: FastifyInstance, service: Service): void {
   };
 
   const handle = async (request: FastifyRequest, reply: FastifyReply, envoyTarget: string | undefined) => {
+    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'auth');
     // With Envoy the query string is the original request's, so nothing can be pinned by it.
     const pinned = envoyTarget === undefined ? pinnedScopes(request.query) : [];
     if (typeof pinned === 'string') return badRequest(reply, 'malformed_request', pinned);

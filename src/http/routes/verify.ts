@@ -8,6 +8,7 @@ import { checkPair, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES } from '../credential
 import { badRequest } from '../errors.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
 import { decisionJson } from '../render.js';
+import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
 
 /**
  * `POST /v1/verify` body. Unknown fields are refused, so a typo (`scope` for `scopes`) cannot
@@ -30,8 +31,9 @@ const verifyRequest = z
   })
   .strict();
 
-export function verifyRoute(app: FastifyInstance, service: Service): void {
+export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGauge = NEVER_OVERLOADED): void {
   app.post('/v1/verify', async (request, reply) => {
+    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'verify');
     const parsed = verifyRequest.safeParse(request.body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
