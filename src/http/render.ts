@@ -30,6 +30,28 @@ export function identityHeaders(id: Identity): IdentityHeaders {
   return headers;
 }
 
+/** The body of every allow on `/auth` (docs/contract.md), serialised once. */
+export const ALLOW_BODY = JSON.stringify({ reason: 'ok' });
+const ALLOW_LENGTH = String(Buffer.byteLength(ALLOW_BODY));
+export const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Every header of an allow on `/auth`, in the order they are sent: the identity's, then `Cache-Control`, type and length. */
+export type AllowHeaders = Readonly<Record<string, string>>;
+const allowRendered = new WeakMap<Identity, AllowHeaders>();
+
+/**
+ * The whole header block of an allow on `/auth` (without an identity token), made once per identity
+ * object, so that a cached decision's answer is one `writeHead` with a ready object.
+ */
+export function allowHeaders(id: Identity): AllowHeaders {
+  let headers = allowRendered.get(id);
+  if (headers === undefined) {
+    headers = Object.freeze({ ...identityHeaders(id), 'cache-control': 'no-store', 'content-type': JSON_TYPE, 'content-length': ALLOW_LENGTH });
+    allowRendered.set(id, headers);
+  }
+  return headers;
+}
+
 /** The JSON decision of `POST /v1/verify` (SPEC). Denials carry no identity. */
 export function decisionJson(decision: Decision): Record<string, unknown> {
   const id = decision.identity;
