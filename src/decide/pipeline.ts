@@ -60,6 +60,8 @@ interface Requirement {
   readonly identityToken?: IdentityTokenSpec;
 }
 
+const NOTHING_REQUIRED: Requirement = Object.freeze({ requiredScopes: Object.freeze([]), audience: undefined });
+
 const deny = (status: 400 | 401 | 403, reason: Reason, detail: string, rule?: string): Decision => ({ allow: false, status, reason, detail, rule, cached: false });
 
 /**
@@ -105,6 +107,8 @@ export class DecisionPipeline {
     if (request.ambiguous !== undefined) return deny(403, 'denied_by_policy', `ambiguous original request: ${request.ambiguous}`);
     const policyApplies = this.policy !== undefined && (request.original !== undefined || request.protocol !== 'http');
     if (!policyApplies) {
+      // The common case without a policy (`/auth` with no `?scope=`): nothing to build per request.
+      if (request.protocol === 'http' && pinned.length === 0 && request.pinnedAudience === undefined) return NOTHING_REQUIRED;
       const base = request.protocol === 'http' ? [] : this.options.mailScopes[request.protocol];
       return { requiredScopes: [...new Set([...base, ...pinned])], audience: request.pinnedAudience };
     }
