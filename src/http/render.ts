@@ -52,6 +52,23 @@ export function allowHeaders(id: Identity): AllowHeaders {
   return headers;
 }
 
+/** Serialised allows of `POST /v1/verify`, per identity object: [not cached, cached]. */
+const allowJsonRendered = new WeakMap<Identity, [string | undefined, string | undefined]>();
+
+/**
+ * The JSON decision of `POST /v1/verify` as the bytes sent: `JSON.stringify(decisionJson(decision))`.
+ * An allow without an identity token is the same text for every request that a cached identity
+ * answers, so it is serialised once per identity object (and cached flag).
+ */
+export function decisionText(decision: Decision): string {
+  const id = decision.identity;
+  if (!decision.allow || id === undefined || decision.identityToken !== undefined || decision.status !== 200 || decision.reason !== 'ok') return JSON.stringify(decisionJson(decision));
+  let texts = allowJsonRendered.get(id);
+  if (texts === undefined) allowJsonRendered.set(id, (texts = [undefined, undefined]));
+  const slot = decision.cached ? 1 : 0;
+  return (texts[slot] ??= JSON.stringify(decisionJson(decision)));
+}
+
 /** The JSON decision of `POST /v1/verify` (SPEC). Denials carry no identity. */
 export function decisionJson(decision: Decision): Record<string, unknown> {
   const id = decision.identity;

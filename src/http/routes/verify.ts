@@ -7,7 +7,7 @@ import { SCOPE_TOKEN } from '../../vocabulary.js';
 import { checkPair, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES } from '../credentials.js';
 import { badRequest } from '../errors.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
-import { decisionJson } from '../render.js';
+import { decisionText, JSON_TYPE } from '../render.js';
 import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
 
 /**
@@ -61,6 +61,6 @@ export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGa
       wantsIdentityToken: identityToken,
     });
     if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
-    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').send(decisionJson(decision));
+    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').type(JSON_TYPE).send(decisionText(decision));
   });
 }
