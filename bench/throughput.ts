@@ -21,7 +21,7 @@ export interface Side {
   name: string;
   /** The credgate serving it, for its cache and AS-call counters; none for the bare app. */
   server?: RunningServer;
-  /** The bare GET route: its measured runs are checked against the machine's known range. */
+  /** The bare GET route: its measured runs must agree with each other (and with CREDGATE_BENCH_BARE_RANGE, if set). */
   bareGet?: boolean;
   /** Options of run `n`: 0 is the warm-up, 1… the measured runs in order (a repeated run gets the next number). */
   options(run: number): WrkOptions | Promise<WrkOptions>;

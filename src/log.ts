@@ -112,15 +112,76 @@ export function logDestination(dest: number | string = 1): DestinationStream {
   return destination({ dest, sync: false });
 }
 
+/** The bindings of every line (pino's `base`). */
+const BASE = Object.freeze({ service: 'credgate' });
+/** Loggers made by createLogger that write JSON lines to a stream: where decisionLog may write its line itself. */
+const lineStreams = new WeakMap<Logger, DestinationStream>();
+
 export function createLogger(options: { level: string; pretty?: boolean; destination?: NodeJS.WritableStream }): Logger {
   const base: LoggerOptions = {
     level: options.level,
     formatters: { log: (obj) => redact(obj) },
-    base: { service: 'credgate' },
+    base: BASE,
     timestamp: isoTime,
   };
   if (options.pretty) {
     return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname,service' } } });
   }
-  return pino(base, (options.destination as DestinationStream | undefined) ?? logDestination(1));
+  const stream = (options.destination as DestinationStream | undefined) ?? logDestination(1);
+  const logger = pino(base, stream);
+  lineStreams.set(logger, stream);
+  return logger;
+}
+
+/**
+ * The fields of the one line every decision writes (decide/pipeline.ts), in the order they are
+ * written; undefined ones are left out, as pino does. None is a REDACTED_KEYS name, and none holds a
+ * password or token.
+ */
+export interface DecisionFields {
+  readonly requestId: string | undefined;
+  readonly interface: string;
+  readonly protocol: string | undefined;
+  readonly result: 'allow' | 'deny';
+  readonly reason: string;
+  readonly detail: string | undefined;
+  readonly credential: string | undefined;
+  readonly subject: string | undefined;
+  readonly username: string | undefined;
+  readonly login: string | undefined;
+  readonly clientIp: string;
+  readonly rule: string | undefined;
+  readonly missingScopes: readonly string[] | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  readonly durationMs: number;
+  readonly cached: boolean;
+}
+
+const json = (value: string | number | boolean | readonly string[]): string => JSON.stringify(value);
+const field = (name: string, value: string | number | boolean | readonly string[] | undefined): string => (value === undefined ? '' : `,"${name}":${json(value)}`);
+
+/**
+ * Writes the decision line: `logger.info(fields, 'decision')`, byte for byte (test/unit/log.test.ts
+ * holds the two side by side). For a logger made by createLogger the line is put together here
+ * and handed to its stream: pino's generic path (a walk over the object for redaction, a
+ * stringifier looked up per key, message formatting) cost about as much as the rest of a cached
+ * decision's own work (issue #17), and this line's keys are known and never secret. Any other
+ * logger (a host application's, in the fastify plugin; pino-pretty in dev mode) gets `info`.
+ */
+export function decisionLog(logger: Logger): (fields: DecisionFields) => void {
+  const stream = lineStreams.get(logger);
+  if (stream === undefined) return (fields) => logger.info(fields, 'decision');
+  const level = `{"level":${logger.levels.values.info!}`;
+  const bindings = JSON.stringify(BASE).slice(1, -1);
+  return (f) => {
+    if (!logger.isLevelEnabled('info')) return;
+    stream.write(
+      level + isoTime() + ',' + bindings +
+        field('requestId', f.requestId) + field('interface', f.interface) + field('protocol', f.protocol) + field('result', f.result) +
+        field('reason', f.reason) + field('detail', f.detail) + field('credential', f.credential) + field('subject', f.subject) +
+        field('username', f.username) + field('login', f.login) + field('clientIp', f.clientIp) + field('rule', f.rule) +
+        field('missingScopes', f.missingScopes) + field('retryAfterSeconds', f.retryAfterSeconds) + field('durationMs', f.durationMs) +
+        field('cached', f.cached) + ',"msg":"decision"}\n',
+    );
+  };
 }

@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import { decisionLog, type DecisionFields, type Logger } from '../log.js';
 import type { Interface, Metrics } from '../metrics/registry.js';
 import type { PolicyDecider, PolicyVerdict } from '../policy/policy.js';
 import type { Protocol } from '../policy/schema.js';
@@ -60,6 +60,8 @@ interface Requirement {
   readonly identityToken?: IdentityTokenSpec;
 }
 
+const NOTHING_REQUIRED: Requirement = Object.freeze({ requiredScopes: Object.freeze([]), audience: undefined });
+
 const deny = (status: 400 | 401 | 403, reason: Reason, detail: string, rule?: string): Decision => ({ allow: false, status, reason, detail, rule, cached: false });
 
 /**
@@ -79,13 +81,17 @@ const deny = (status: 400 | 401 | 403, reason: Reason, detail: string, rule?: st
  * Adapters only parse their wire format into a DecisionRequest and render the Decision back.
  */
 export class DecisionPipeline {
+  readonly #logDecision: (fields: DecisionFields) => void;
+
   constructor(
     private readonly verifier: Verifier,
     private readonly policy: PolicyDecider | undefined,
     private readonly options: PipelineOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.#logDecision = decisionLog(log);
+  }
 
   async decide(request: DecisionRequest): Promise<Decision> {
     const started = performance.now();
@@ -101,6 +107,8 @@ export class DecisionPipeline {
     if (request.ambiguous !== undefined) return deny(403, 'denied_by_policy', `ambiguous original request: ${request.ambiguous}`);
     const policyApplies = this.policy !== undefined && (request.original !== undefined || request.protocol !== 'http');
     if (!policyApplies) {
+      // The common case without a policy (`/auth` with no `?scope=`): nothing to build per request.
+      if (request.protocol === 'http' && pinned.length === 0 && request.pinnedAudience === undefined) return NOTHING_REQUIRED;
       const base = request.protocol === 'http' ? [] : this.options.mailScopes[request.protocol];
       return { requiredScopes: [...new Set([...base, ...pinned])], audience: request.pinnedAudience };
     }
@@ -149,28 +157,25 @@ export class DecisionPipeline {
     const identity = decision.identity;
     this.metrics.observeDecision(request.interface, decision.allow, decision.reason, decision.allow ? identity?.credential : undefined, seconds, decision.cached);
     const login = 'kind' in request.credentials && request.credentials.kind === 'basic' ? request.credentials.username : undefined;
-    this.log.info(
-      {
-        requestId: request.requestId,
-        interface: request.interface,
-        protocol: request.protocol === 'http' ? undefined : request.protocol,
-        result: decision.allow ? 'allow' : 'deny',
-        reason: decision.reason,
-        detail: decision.detail,
-        credential: identity?.credential,
-        subject: identity?.subject,
-        // The AS's name for the account; `login` is what the client typed (for audits of denials).
-        username: identity?.username,
-        login,
-        clientIp,
-        rule: decision.rule,
-        missingScopes: decision.missingScopes,
-        retryAfterSeconds: decision.retryAfterSeconds,
-        durationMs: Math.round(seconds * 1e4) / 10,
-        cached: decision.cached,
-      },
-      'decision',
-    );
+    this.#logDecision({
+      requestId: request.requestId,
+      interface: request.interface,
+      protocol: request.protocol === 'http' ? undefined : request.protocol,
+      result: decision.allow ? 'allow' : 'deny',
+      reason: decision.reason,
+      detail: decision.detail,
+      credential: identity?.credential,
+      subject: identity?.subject,
+      // The AS's name for the account; `login` is what the client typed (for audits of denials).
+      username: identity?.username,
+      login,
+      clientIp,
+      rule: decision.rule,
+      missingScopes: decision.missingScopes,
+      retryAfterSeconds: decision.retryAfterSeconds,
+      durationMs: Math.round(seconds * 1e4) / 10,
+      cached: decision.cached,
+    });
   }
 
   /**

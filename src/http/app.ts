@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Service } from '../service.js';
 import { installErrorHandlers } from './errors.js';
-import { shedLoad } from './loadShedding.js';
+import { watchLoad } from './loadShedding.js';
 import { adminRoutes } from './routes/admin.js';
 import { authRoute } from './routes/auth.js';
 import { mailRoute } from './routes/mail.js';
@@ -15,11 +16,28 @@ export const BODY_LIMIT_BYTES = 16 * 1024;
 export const HEADER_LIMIT_BYTES = 16 * 1024;
 
 /**
+ * Node's response class with one change: while shutting down, every answer asks for
+ * `Connection: close` (also answers to requests already under way when shutdown began), so that
+ * clients stop reusing connections before the listener closes them. Decided where Node writes the
+ * status line rather than in a fastify `onSend` hook: a hook runs for every request and takes it off
+ * fastify's hook-free path (issue #17), this is one property read per answer.
+ */
+function responseClass(service: Service): typeof ServerResponse {
+  class CredgateResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {}
+  const writeHead = ServerResponse.prototype.writeHead;
+  CredgateResponse.prototype.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    if (service.health.shuttingDown) this.shouldKeepAlive = false;
+    return Reflect.apply(writeHead, this, args) as ServerResponse;
+  };
+  return CredgateResponse;
+}
+
+/**
  * A fastify instance with credgate's logger and limits; every listener (main, metrics, admin)
  * starts here. Against slow clients: `clientTimeoutMs` to send the headers and the whole request,
  * an idle socket closed after three times that, idle keep-alive connections after
- * `keepAliveTimeoutMs`. While shutting down, every answer carries `Connection: close`, so that
- * clients stop reusing connections before the listener closes them.
+ * `keepAliveTimeoutMs`. While shutting down, every answer carries `Connection: close` (responseClass).
+ * No global hooks: whatever one costs, every request pays it.
  */
 function baseApp(service: Service): FastifyInstance {
   const { clientTimeoutMs, keepAliveTimeoutMs } = service.config;
@@ -36,18 +54,13 @@ function baseApp(service: Service): FastifyInstance {
     connectionTimeout: clientTimeoutMs * 3,
     keepAliveTimeout: keepAliveTimeoutMs,
     // Node enforces the request and headers timeouts only when it checks (every 30 s by default).
-    http: { maxHeaderSize: HEADER_LIMIT_BYTES, connectionsCheckingInterval: Math.min(1000, clientTimeoutMs) },
+    http: { maxHeaderSize: HEADER_LIMIT_BYTES, connectionsCheckingInterval: Math.min(1000, clientTimeoutMs), ServerResponse: responseClass(service) },
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     routerOptions: { maxParamLength: 200 },
   });
   app.server.headersTimeout = clientTimeoutMs;
-  app.addHook('onSend', (_request, reply, payload, done) => {
-    // Also for requests already under way when shutdown began.
-    if (service.health.shuttingDown) reply.header('connection', 'close');
-    done(null, payload);
-  });
   installErrorHandlers(app);
   return app;
 }
@@ -55,10 +68,11 @@ function baseApp(service: Service): FastifyInstance {
 /** Builds the HTTP application (no listening: `main` does that, tests use `inject`). */
 export function buildApp(service: Service, options: { metricsOnMainPort: boolean }): FastifyInstance {
   const app = baseApp(service);
-  shedLoad(app, service);
-  authRoute(app, service);
-  mailRoute(app, service);
-  verifyRoute(app, service);
+  // Only the decision routes shed load (loadShedding.ts): they read the gauge themselves.
+  const load = watchLoad(app, service);
+  authRoute(app, service, load);
+  mailRoute(app, service, load);
+  verifyRoute(app, service, load);
   operationsRoutes(app, service);
   if (options.metricsOnMainPort) metricsRoute(app, service);
   // Without an admin port, the admin API shares the main listener but answers loopback peers only.

@@ -27,12 +27,15 @@ const CONFLICTING: ReadonlyArray<readonly [(typeof ORIGINAL_HEADERS)[number], (t
 ];
 
 const WATCHED: ReadonlySet<string> = new Set([...ORIGINAL_HEADERS, 'x-forwarded-for', 'host']);
+/** Lengths of the watched names: a header of another length is not lower-cased to be looked up. */
+const WATCHED_LENGTHS: ReadonlySet<number> = new Set([...WATCHED].map((name) => name.length));
 
 /** Each watched header with every line it came in, so that a duplicated one can be told apart from a joined one. */
 function distinctHeaders(request: FastifyRequest): Partial<Record<string, string[]>> {
   const out: Partial<Record<string, string[]>> = {};
   const raw = request.raw.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (!WATCHED_LENGTHS.has(raw[i]!.length)) continue;
     const name = raw[i]!.toLowerCase();
     if (WATCHED.has(name)) (out[name] ??= []).push(raw[i + 1]!);
   }

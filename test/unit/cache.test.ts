@@ -31,6 +31,26 @@ test('cache keys are HMACs: no password, token or username in them, and they dif
   assert.equal(cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'), cache({ keySecret: shared }).keyFor({ kind: 'bearer', token: 't' }, 'x'));
 });
 
+test('a cache key is HMAC-SHA256 of the joined input, first 16 bytes in base64url: keys shared through Redis stay the same across versions', () => {
+  const reference = (secretHex: string, input: string) => createHmac('sha256', Buffer.from(secretHex, 'hex')).update(input).digest().toString('base64url', 0, 16);
+  // 32 bytes, a whole block, and more than a block (RFC 2104: hashed first).
+  for (const secret of ['ab'.repeat(32), 'cd'.repeat(64), '0f'.repeat(100)]) {
+    const c = cache({ keySecret: secret });
+    const inputs: Array<[Parameters<CredentialCache['keyFor']>[0], string]> = [
+      [{ kind: 'basic', username: 'alice', password: 'correct horse battery staple' }, 'https://git.example.com'],
+      [{ kind: 'basic', username: 'jos\u00e9', password: 'p\u00e4ss\u{1f600}' }, 'https://mail'],
+      [{ kind: 'bearer', token: 'eyJ'.padEnd(800, 'x') }, 'https://git'],
+      // Longer than any input before it: the buffer the key is computed in grows.
+      [{ kind: 'bearer', token: 'A'.repeat(16_384) }, 'https://git'],
+      [{ kind: 'basic', username: 'b', password: 'short' }, 'a'],
+    ];
+    for (const [credentials, audience] of inputs) {
+      const input = credentials.kind === 'basic' ? `basic\0${credentials.username}\0${credentials.password}\0${audience}` : `bearer\0\0${credentials.token}\0${audience}`;
+      assert.equal(c.keyFor(credentials, audience), reference(secret, input), `${secret.length / 2}-byte key, ${input.slice(0, 20)}`);
+    }
+  }
+});
+
 test('a positive entry never outlives the token: TTL = min(configured, exp − now)', () => {
   const c = cache({ ttlSeconds: 300 });
   assert.equal(c.positiveTtlSeconds(identity({ expiresAt: now + 3600 }), now), 300);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { createLogger, isoTime, redact } from '../../src/log.js';
+import { createLogger, decisionLog, isoTime, redact, type DecisionFields } from '../../src/log.js';
 
 function capture() {
   const lines: string[] = [];
@@ -65,4 +65,51 @@ test('a flat line holding a secret under a listed name is still caught, whatever
   for (const key of ['password', 'PASSWORD', 'Password', 'clientSecret', 'CLIENTSECRET']) {
     assert.deepEqual(redact({ ok: 1, [key]: 'x' }), { ok: 1, [key]: '[redacted]' }, key);
   }
+});
+
+/** Lines with their timestamp blanked: the two writers may straddle a millisecond. */
+const untimed = (lines: string[]) => lines.map((l) => l.replace(/"time":"[^"]+"/, '"time":"T"'));
+
+test("the decision line is byte for byte pino's own line for the same fields, undefined fields left out", () => {
+  const cases: DecisionFields[] = [
+    {
+      requestId: 'c0a8f8a4-3a1e-4e55-9f4b-2b0f5d3a9c11', interface: 'auth', protocol: undefined, result: 'allow', reason: 'ok', detail: undefined,
+      credential: 'password', subject: 'auth0|alice', username: 'alice', login: 'alice', clientIp: '127.0.0.1', rule: undefined,
+      missingScopes: undefined, retryAfterSeconds: undefined, durationMs: 0.1, cached: true,
+    },
+    {
+      requestId: undefined, interface: 'mail', protocol: 'imap', result: 'deny', reason: 'insufficient_scope', detail: 'needs "write" \\ \u0001 é 😀',
+      credential: undefined, subject: undefined, username: undefined, login: 'jos\u00e9 "q"', clientIp: '2001:db8::1', rule: 'git-push',
+      missingScopes: ['write:repo', 'read:mail'], retryAfterSeconds: 30, durationMs: 12.5, cached: false,
+    },
+  ];
+  const viaPino = capture();
+  const viaWriter = capture();
+  const write = decisionLog(viaWriter.log);
+  for (const fields of cases) {
+    viaPino.log.info({ ...fields }, 'decision');
+    write(fields);
+  }
+  assert.equal(viaWriter.lines.length, 2);
+  assert.deepEqual(untimed(viaWriter.lines), untimed(viaPino.lines));
+  assert.equal(JSON.parse(viaWriter.lines[1]!).detail, cases[1]!.detail);
+});
+
+test('the decision line obeys the log level, and a logger credgate did not make gets it through pino', () => {
+  const lines: string[] = [];
+  const destination = new Writable({ write(chunk: Buffer, _e, done) { lines.push(chunk.toString()); done(); } });
+  const quiet = createLogger({ level: 'warn', destination });
+  const fields: DecisionFields = {
+    requestId: 'r', interface: 'verify', protocol: undefined, result: 'allow', reason: 'ok', detail: undefined, credential: 'app_password',
+    subject: 's', username: 'u', login: 'u', clientIp: '10.0.0.1', rule: undefined, missingScopes: undefined, retryAfterSeconds: undefined, durationMs: 1, cached: false,
+  };
+  decisionLog(quiet)(fields);
+  assert.deepEqual(lines, []);
+  quiet.level = 'info';
+  decisionLog(quiet)(fields);
+  assert.equal(lines.length, 1);
+  const child = quiet.child({ component: 'host' });
+  decisionLog(child)(fields);
+  assert.equal(lines.length, 2);
+  assert.equal(JSON.parse(lines[1]!).component, 'host', 'the child logger wrote it, with its bindings');
 });

@@ -4,6 +4,7 @@ import type { Decision } from '../../verify/types.js';
 import { checkPair } from '../credentials.js';
 import { authUserHeader, headersByName, parseBackend, parseMailRequest, renderMailAnswer, type MailAnswerOptions, type MailBackend, type MailOutcome, type MailProtocol } from '../mailProtocol.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
+import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
 
 const BACKEND_KEYS = { imap: 'mailImapBackend', pop3: 'mailPop3Backend', smtp: 'mailSmtpBackend' } as const;
 
@@ -26,7 +27,7 @@ function statusOf(outcome: MailOutcome): 200 | 401 | 503 {
  * nginx's `Client-IP` is the end user's address (per-IP throttling) only when the peer is a trusted
  * proxy, and the backend secret (`mailBackendPassword`) is handed only to a trusted proxy.
  */
-export function mailRoute(app: FastifyInstance, service: Service): void {
+export function mailRoute(app: FastifyInstance, service: Service, load: LoadGauge = NEVER_OVERLOADED): void {
   const config = service.config;
   // The schema holds it to printable ASCII without spaces: it travels in a header.
   const secret = config.mailBackendPassword;
@@ -53,6 +54,7 @@ export function mailRoute(app: FastifyInstance, service: Service): void {
     deriveConstraint: (request) => (request.headers['auth-protocol'] !== undefined ? NGINX_MAIL.value : undefined),
   });
   app.get('/auth/mail', { constraints: { [NGINX_MAIL.name]: NGINX_MAIL.value } }, async (request, reply) => {
+    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'mail');
     const peer = { address: plainIp(request.socket.remoteAddress ?? ''), trusted: isTrustedPeer(service.trust, request) };
     const login = parseMailRequest(headersByName(request.raw.rawHeaders), checkPair);
     if ('outcome' in login) {

@@ -7,7 +7,8 @@ import { SCOPE_TOKEN } from '../../vocabulary.js';
 import { checkPair, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES } from '../credentials.js';
 import { badRequest } from '../errors.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
-import { decisionJson } from '../render.js';
+import { decisionText, JSON_TYPE } from '../render.js';
+import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
 
 /**
  * `POST /v1/verify` body. Unknown fields are refused, so a typo (`scope` for `scopes`) cannot
@@ -30,8 +31,9 @@ const verifyRequest = z
   })
   .strict();
 
-export function verifyRoute(app: FastifyInstance, service: Service): void {
+export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGauge = NEVER_OVERLOADED): void {
   app.post('/v1/verify', async (request, reply) => {
+    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'verify');
     const parsed = verifyRequest.safeParse(request.body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -59,6 +61,6 @@ export function verifyRoute(app: FastifyInstance, service: Service): void {
       wantsIdentityToken: identityToken,
     });
     if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
-    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').send(decisionJson(decision));
+    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').type(JSON_TYPE).send(decisionText(decision));
   });
 }
