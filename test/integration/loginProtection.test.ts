@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader, startCredgate, type TestCredgate } from '../fixtures/credgate.js';
@@ -156,58 +159,49 @@ describe('clientIp of /v1/verify', () => {
 });
 
 describe('login protection across a restart (ledgerFile, no Redis)', () => {
+  let dir: string;
+  let dev: DevAuthorizationServer;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'credgate-ledger-'));
+    dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
+  });
+  after(async () => {
+    await dev?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
   test('guesses before a restart still count after it: the AS sees no more than budget − 2 for the account', async () => {
-    const { mkdtempSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = mkdtempSync(join(tmpdir(), 'credgate-ledger-'));
-    const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
     const settings = { issuer: dev.issuer, audience: AUDIENCE, clientId: CLIENT.clientId, clientSecret: CLIENT.clientSecret, passwordFailureBudget: BUDGET, throttleIpFailures: 0, ledgerFile: join(dir, 'ledger.jsonl') };
-    try {
-      for (let round = 0; round < 3; round++) {
-        const credgate = await startCredgate(settings);
-        try {
-          for (let i = 0; i < BUDGET; i++) await credgate.verify({ username: 'bob', password: `guess-${round}-${i}` });
-        } finally {
-          await credgate.close();
-        }
-        assert.equal(failedLogins(dev, 'bob'), BUDGET - 2, `after restart ${round}`);
-      }
-      // A password that never succeeded through credgate is a new one: throttled, not sent. An ASP gets in.
+    for (let round = 0; round < 3; round++) {
       const credgate = await startCredgate(settings);
       try {
-        dev.setResourceServerJwksUrl(credgate.jwksUrl);
-        assert.equal((await credgate.verify({ username: 'bob', password: users.bob!.password })).body.reason, 'throttled');
-        const asp = dev.createAppPassword('bob', { scope: 'read:repo' }).password;
-        assert.equal((await credgate.verify({ username: 'bob', password: asp })).body.allow, true);
+        for (let i = 0; i < BUDGET; i++) await credgate.verify({ username: 'bob', password: `guess-${round}-${i}` });
       } finally {
         await credgate.close();
       }
-      assert.equal(failedLogins(dev, 'bob'), BUDGET - 2);
-      assert.deepEqual(dev.stats().blocked, []);
-    } finally {
-      await dev.close();
-      rmSync(dir, { recursive: true, force: true });
+      assert.equal(failedLogins(dev, 'bob'), BUDGET - 2, `after restart ${round}`);
     }
+    // A password that never succeeded through credgate is a new one: throttled, not sent. An ASP gets in.
+    const credgate = await startCredgate(settings);
+    try {
+      dev.setResourceServerJwksUrl(credgate.jwksUrl);
+      assert.equal((await credgate.verify({ username: 'bob', password: users.bob!.password })).body.reason, 'throttled');
+      const asp = dev.createAppPassword('bob', { scope: 'read:repo' }).password;
+      assert.equal((await credgate.verify({ username: 'bob', password: asp })).body.allow, true);
+    } finally {
+      await credgate.close();
+    }
+    assert.equal(failedLogins(dev, 'bob'), BUDGET - 2);
+    assert.deepEqual(dev.stats().blocked, []);
   });
 
   test('a replica that keeps its ledger in memory only (no ledgerFile, no Redis) warns at start-up; with ledgerFile it does not', async () => {
-    const { mkdtempSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = mkdtempSync(join(tmpdir(), 'credgate-ledger-'));
-    const dev = await startDevServer({ audience: AUDIENCE, users: defaultDevUsers(), clients: [CLIENT] });
     const settings = { issuer: dev.issuer, audience: AUDIENCE, clientId: CLIENT.clientId, clientSecret: CLIENT.clientSecret, passwordFailureBudget: BUDGET };
     const warned = (logs: string[]) => logs.some((line) => JSON.parse(line).level === 40 && /ledger kept in memory only: each restart gives an attacker another 3 guesses per account \(set ledgerFile or redisUrl\)/.test(JSON.parse(line).msg));
-    try {
-      for (const [extra, expected] of [[{}, true], [{ ledgerFile: join(dir, 'ledger.jsonl') }, false], [{ passwordFailureBudget: 0 }, false]] as const) {
-        const credgate = await startCredgate({ ...settings, ...extra });
-        await credgate.close();
-        assert.equal(warned(credgate.logs), expected, JSON.stringify(extra));
-      }
-    } finally {
-      await dev.close();
-      rmSync(dir, { recursive: true, force: true });
+    for (const [extra, expected] of [[{}, true], [{ ledgerFile: join(dir, 'other-ledger.jsonl') }, false], [{ passwordFailureBudget: 0 }, false]] as const) {
+      const credgate = await startCredgate({ ...settings, ...extra });
+      await credgate.close();
+      assert.equal(warned(credgate.logs), expected, JSON.stringify(extra));
     }
   });
 });
