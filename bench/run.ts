@@ -120,6 +120,12 @@ async function main(): Promise<void> {
   results.loadAverageAtStart = load();
   console.log(`credgate bench · ${m.date} · node ${m.node} · ${m.nproc} CPUs · ${m.cpu} · ${m.wrk} · ${m.h2load}`);
   console.log(pinning.summary);
+  // The machine's own `node` may be a line credgate does not support (Node 20 here): its figures
+  // describe no deployment (node 20 ran the same build 1.4–2.4 × slower than node 24 on one machine).
+  const major = Number(process.versions.node.split('.')[0]);
+  if (![22, 24, 26].includes(major)) {
+    console.log(`note: node ${m.node} is not a supported line (package.json engines: 22.12+, 24, 26); run the bench with one, e.g. PATH=$PWD/.node-lines/v24.22.3/bin:$PATH npm run bench (after npm run test:node)`);
+  }
   console.log(`load average at start: ${load()}`);
   // What this process costs doing nothing (timers, metrics probes), over 1 s: it is in every CPU figure.
   const idle = await bracket(() => sleep(1000));
