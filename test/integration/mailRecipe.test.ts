@@ -177,6 +177,9 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
           `base_dir = ${dir}/run`,
           `instance_name = credgate-recipe-${imapBackend}`,
           `log_path = ${dir}/dovecot.log`,
+          // The name submission announces. Without it Dovecot looks the host's own name up (DNS, when
+          // /etc/hosts lacks it), in every new login process: a slow resolver delays each greeting.
+          'hostname = mail.example.com',
           `service imap-login {\n  inet_listener imap {\n    port = ${imapBackend}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
           `service submission-login {\n  inet_listener submission {\n    port = ${submissionBackend}\n  }\n}`,
           '',
