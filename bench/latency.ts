@@ -20,7 +20,7 @@ export async function latencyAtHalfLoad(bench: Bench): Promise<void> {
   let capacity = (results as { bareGetRps?: number }).bareGetRps;
   if (capacity === undefined) {
     const r = await runWrk('9 bare GET capacity', { url: bench.bareUrl, connections: CONNECTIONS, seconds: 2 });
-    noteBare('9 capacity', r.rps);
+    noteBare('9', '9 capacity', r.rps);
     capacity = r.rps;
   }
   const rate = Math.round(capacity / 2);

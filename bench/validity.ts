@@ -4,11 +4,13 @@
  *  - the bench was pinned: the server (every thread) on one CPU, the generators on the other;
  *  - every load generator had headroom: its own CPU time (user + system, from the shell's `times`)
  *    below 90 % of its core over every run, so it was not what limited the rate;
- *  - the bare fastify GET route, driven by wrk, was steady through the run: every measured run of it
- *    within ±`BARE_MAX_SPREAD` of their median (every ratio divides by a bare run of the same figure,
- *    so what must not change within a run is the machine's speed; a core slowed by a neighbour or by
- *    the hypervisor for part of the run shows up here first); and, when `CREDGATE_BENCH_BARE_RANGE`
- *    names this machine's known range, within it;
+ *  - the bare fastify GET route, driven by wrk, was steady within each figure: its runs there (the
+ *    A and the A' of A-B-B-A) within `BARE_MAX_SPREAD` of the figure's fastest. Every ratio divides
+ *    by the bare runs of its own figure, so what must not change is the machine's speed during a
+ *    figure; a core slowed by a neighbour or by the hypervisor for part of it shows up here first.
+ *    A figure whose bare runs disagree is measured again (`interleave`, at most three times) and the
+ *    runs thrown away are reported. When `CREDGATE_BENCH_BARE_RANGE` names this machine's known
+ *    range, every run must also be within it;
  *  - other processes took at most 10 % of the server's CPU during every measured run (from
  *    /proc/stat: the CPU's user + nice + system time less this process's own, plus steal), nor of
  *    the generator's CPU during a wrk or h2load run (its busy time less the generator's own). A run
@@ -24,7 +26,7 @@
  * landed on. The steadiness check below needs no such knowledge.
  */
 export const KNOWN_BARE_RANGE: readonly [number, number] | undefined = parseRange(process.env.CREDGATE_BENCH_BARE_RANGE);
-/** Largest distance of a measured bare run from the median of all of them, as a share of it. */
+/** Largest distance of a figure's bare run below the fastest bare run of that figure, as a share of it. */
 export const BARE_MAX_SPREAD = 0.15;
 export const GENERATOR_MAX_SHARE = 0.9;
 export const NEIGHBOUR_MAX_SHARE = 0.1;
@@ -49,7 +51,9 @@ export interface RunCheck {
 const runs: RunCheck[] = [];
 /** Runs taken while a neighbour was busy on the server's CPU, thrown away and repeated. */
 const discarded: RunCheck[] = [];
-const bareRps: { label: string; rps: number }[] = [];
+const bareRps: { label: string; figure: string; rps: number }[] = [];
+/** Bare runs of figure attempts thrown away because they disagreed (the figure was measured again). */
+const discardedBare: { label: string; rps: number }[] = [];
 let pinned = false;
 let pinningSummary = 'not pinned';
 
@@ -68,9 +72,22 @@ export function discardLast(): void {
   if (r) discarded.push(r);
 }
 
-/** A measured (not warm-up) run of the bare GET route under wrk. */
-export function noteBare(label: string, rps: number): void {
-  bareRps.push({ label, rps });
+/** A measured (not warm-up) run of the bare GET route under wrk, in `figure`. */
+export function noteBare(figure: string, label: string, rps: number): void {
+  bareRps.push({ label, figure, rps });
+}
+
+/** Whether the bare runs noted so far for `figure` agree (see BARE_MAX_SPREAD). */
+export function bareSteady(figure: string): boolean {
+  const rs = bareRps.filter((b) => b.figure === figure).map((b) => b.rps);
+  return rs.length < 2 || Math.min(...rs) >= (1 - BARE_MAX_SPREAD) * Math.max(...rs);
+}
+
+/** Throws the bare runs of `figure` away (the figure is measured again); they are reported. */
+export function discardBare(figure: string): void {
+  for (let i = bareRps.length - 1; i >= 0; i--) {
+    if (bareRps[i]!.figure === figure) discardedBare.unshift(...bareRps.splice(i, 1));
+  }
 }
 
 export interface Verdict {
@@ -102,17 +119,21 @@ export function verdict(): Verdict {
         (discarded.length > 0 ? `; ${discarded.length} runs over the limit thrown away and repeated (${discarded.map((d) => `${d.label} ${pct(others(d))}`).join(', ')})` : ''),
     });
   }
-  if (bareRps.length > 1) {
+  const figures = [...new Set(bareRps.map((b) => b.figure))];
+  if (figures.length > 0) {
+    const unsteady = figures.filter((f) => !bareSteady(f));
     const sorted = bareRps.map((b) => b.rps).sort((a, b) => a - b);
-    const median = sorted[Math.floor(sorted.length / 2)]!;
-    const off = bareRps.filter((b) => Math.abs(b.rps - median) > BARE_MAX_SPREAD * median);
+    const each = figures.map((f) => `${f}: ${bareRps.filter((b) => b.figure === f).map((b) => Math.round(b.rps)).join(' · ')}`).join('; ');
     checks.push({
-      name: 'bare route steady',
-      ok: off.length === 0,
-      detail: `bare GET ${Math.round(sorted[0]!)}–${Math.round(sorted.at(-1)!)} req/s over ${bareRps.length} runs, median ${Math.round(median)}; limit ±${pct(BARE_MAX_SPREAD)} of it${off.length ? `; off: ${off.map((b) => `${b.label} ${Math.round(b.rps)}`).join(', ')}` : ''}`,
+      name: 'bare route steady within each figure',
+      ok: unsteady.length === 0,
+      detail:
+        `bare GET req/s by figure ${each} (all: ${Math.round(sorted[0]!)}–${Math.round(sorted.at(-1)!)}); a figure's runs within ${pct(BARE_MAX_SPREAD)} of its fastest` +
+        (unsteady.length ? `; not in figure ${unsteady.join(', ')}` : '') +
+        (discardedBare.length ? `; ${discardedBare.length} bare runs of figures measured again thrown away (${discardedBare.map((b) => `${b.label} ${Math.round(b.rps)}`).join(', ')})` : ''),
     });
   } else {
-    checks.push({ name: 'bare route steady', ok: false, detail: 'fewer than two bare GET runs in this run (run figure 3 with the others)' });
+    checks.push({ name: 'bare route steady within each figure', ok: false, detail: 'no bare GET run in this run (run figure 3 with the others)' });
   }
   if (KNOWN_BARE_RANGE !== undefined) {
     const [lo, hi] = KNOWN_BARE_RANGE;
