@@ -120,7 +120,6 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
   });
 
   test('ENTRYPOINT + CMD start credgate against an authorization server: /healthz, /readyz and a decision answer; the HEALTHCHECK passes, then fails once it is gone', async () => {
-    const port = await freePort();
     const app = join(runtime.root, runtime.workdir);
     const before = snapshot(app);
     const [command, ...args] = [...runtime.entrypoint!, ...runtime.cmd!];
@@ -128,27 +127,42 @@ describe('deploy/docker/Dockerfile builds and starts credgate from a clean copy'
     const dev = await startDevServer({ audience: 'https://git.example.com', users: defaultDevUsers(), clients: [client], resourceServerClientSecret: 'image-introspection-secret' });
     after(() => dev.close());
     // The container's environment: the image's ENV, a port, the AS settings, and nothing from the test process.
-    const env = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ...runtime.env,
-      PORT: String(port),
-      CREDGATE_ISSUER: dev.issuer,
-      CREDGATE_AUDIENCE: 'https://git.example.com',
-      CREDGATE_CLIENT_ID: client.clientId,
-      CREDGATE_CLIENT_SECRET: client.clientSecret,
-      CREDGATE_INTROSPECTION_CLIENT_SECRET: 'image-introspection-secret',
-    };
-    child = spawn(command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-    const base = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (child.exitCode !== null) assert.fail(`credgate exited ${child.exitCode}:\n${output}`);
-      const ok = /credgate listening/.test(output) && (await fetch(`${base}/healthz`).then((r) => r.ok, () => false));
-      if (ok) break;
-      if (Date.now() > deadline) assert.fail(`no /healthz within 20 s:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
+    let env: Record<string, string> = {};
+    let base = '';
+    // The port is picked at run time: if another process took it meanwhile, start again on another.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      env = {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        ...runtime.env,
+        PORT: String(port),
+        CREDGATE_ISSUER: dev.issuer,
+        CREDGATE_AUDIENCE: 'https://git.example.com',
+        CREDGATE_CLIENT_ID: client.clientId,
+        CREDGATE_CLIENT_SECRET: client.clientSecret,
+        CREDGATE_INTROSPECTION_CLIENT_SECRET: 'image-introspection-secret',
+      };
+      output = '';
+      const started = spawn(command!, args, { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = started;
+      started.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+      started.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+      base = `http://127.0.0.1:${port}`;
+      const deadline = Date.now() + 20_000;
+      let exited = false;
+      for (;;) {
+        if (started.exitCode !== null) {
+          exited = true;
+          break;
+        }
+        const ok = /credgate listening/.test(output) && (await fetch(`${base}/healthz`).then((r) => r.ok, () => false));
+        if (ok) break;
+        if (Date.now() > deadline) assert.fail(`no /healthz within 20 s:\n${output}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      if (!exited) break;
+      if (attempt < 3 && /EADDRINUSE/.test(output)) continue;
+      assert.fail(`credgate exited ${started.exitCode}:\n${output}`);
     }
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     const verify = (password: string) =>
