@@ -20,7 +20,7 @@ import { parse as parseYaml } from 'yaml';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { documentedBlock, substitute } from '../fixtures/recipeDocs.js';
-import { DEPLOY_MAIL, DOVECOT_SUBMISSION, freePort, NGINX_MAIL_MODULE, startSmtpSink, waitForGreeting, type RunningSmtpSink } from '../fixtures/mailServers.js';
+import { DEPLOY_MAIL, DOVECOT_SUBMISSION, freePort, NGINX_MAIL_MODULE, startSmtpSink, stop, waitForGreeting, type RunningSmtpSink } from '../fixtures/mailServers.js';
 
 const MAIL_POLICY = fileURLToPath(new URL('../../../deploy/policies/mail.yaml', import.meta.url));
 const AUDIENCE = 'https://mail.example.com';
@@ -82,16 +82,6 @@ function namespaceProblem(): string | undefined {
   }
 }
 const problem = namespaceProblem();
-
-/** SIGTERM, then SIGKILL if it has not exited within 5 s. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 function curl(args: string[], options: { cwd: string; stdin?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -214,7 +204,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
         await waitForGreeting(submissionBackend, '220 ', dovecot, 30_000);
         break;
       } catch (err) {
-        await stopChild(dovecot);
+        await stop(dovecot);
         const log = (() => { try { return dovecotLog(); } catch { return ''; } })();
         if (attempt < 3 && /address already in use/i.test(stderr + log)) continue;
         throw new Error(`Dovecot (attempt ${attempt}): ${(err as Error).message}\nstderr: ${stderr}\nlog: ${log}`);
@@ -262,7 +252,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
         await waitForGreeting(ports.get(587)!, '220 ', nginx, 30_000);
         break;
       } catch (err) {
-        await stopChild(nginx);
+        await stop(nginx);
         const log = (() => { try { return readFileSync(join(dir, 'nginx-error.log'), 'utf8'); } catch { return ''; } })();
         if (attempt < 3 && /address already in use/i.test(log)) continue;
         throw new Error(`nginx (attempt ${attempt}): ${(err as Error).message}\nlog: ${log}`);
@@ -271,7 +261,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
   });
 
   after(async () => {
-    for (const child of [nginx, dovecot]) if (child) await stopChild(child);
+    for (const child of [nginx, dovecot]) if (child) await stop(child);
     await credgate?.close();
     await relay?.close();
     await dev?.close();
