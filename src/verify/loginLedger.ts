@@ -148,9 +148,9 @@ export interface LedgerJournal {
   /** The entry of `key` as it is now; undefined: gone. */
   write(key: string, entry: LedgerEntry | undefined): void;
   /** The account links as last written: subject → ledger keys. */
-  loadLinks?(): Iterable<readonly [string, readonly string[]]>;
+  loadLinks(): Iterable<readonly [string, readonly string[]]>;
   /** `subject` succeeded under these ledger keys (written only when they add to what is known). */
-  link?(subject: string, keys: readonly string[]): void;
+  link(subject: string, keys: readonly string[]): void;
 }
 
 /** How long `throttled` says to wait while the account's budget is spent by settled failures. */
@@ -181,7 +181,7 @@ export class LocalLoginLedger implements LoginLedger {
       for (const f of entry.failures) this.#seq = Math.max(this.#seq, f.seq);
       for (const r of entry.reservations.values()) this.#seq = Math.max(this.#seq, r.seq);
     }
-    for (const [subject, keys] of journal?.loadLinks?.() ?? []) accounts.link(subject, keys);
+    for (const [subject, keys] of journal?.loadLinks() ?? []) accounts.link(subject, keys);
   }
 
   /** Records an entry's new state (or its end) in the journal, if any; drops an entry with nothing left. */
@@ -250,7 +250,7 @@ export class LocalLoginLedger implements LoginLedger {
 
   async link(subject: string, names: readonly string[]): Promise<void> {
     this.accounts.link(subject, names);
-    this.journal?.link?.(subject, names.map(ledgerName));
+    this.journal?.link(subject, names.map(ledgerName));
     const before = this.#succeeded.get(subject);
     if (before === undefined || names.length === 0) return;
     this.#succeeded.delete(subject);
