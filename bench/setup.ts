@@ -2,6 +2,7 @@
  * What every figure of `npm run bench` shares: the dev AS (a child process), credgate as
  * production runs it, a bare fastify app in the same process, scratch files, and small HTTP helpers.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { startServer, type RunningServer } from '../src/main.js';
 import { requireServiceConfig } from '../src/service.js';
 import type { ClientKeys } from '../src/upstream/clientKeys.js';
 import type { AsProcess } from './as.js';
+import { pinnedCommand } from './pinning.js';
 
 export const AUDIENCE = 'https://git.example.com';
 export const CLIENT = { clientId: 'credgate-bench', clientSecret: 'bench-client-secret-value' };
@@ -30,9 +32,26 @@ export interface Bench {
   readonly scratch: string;
 }
 
+/** Reads the log lines of every credgate in the bench, as journald or a container runtime reads a service's stdout. */
+let logReader: ChildProcess | undefined;
+
 /**
- * credgate as production runs it: `info` level with every decision line written (to /dev/null)
- * through the production logger, metrics on, login protection and the failed-login throttle at
+ * The log's destination: a pipe read by `cat` (to /dev/null) on the load CPU, the production case
+ * (stdout is a pipe to journald, Docker or the kubelet), so that each figure pays what writing the
+ * log costs there: a write to a pipe whose reader is woken on another CPU.
+ */
+function logPipe(): NodeJS.WritableStream {
+  if (logReader === undefined) {
+    const [command, ...args] = pinnedCommand('cat', [], 'load');
+    logReader = spawn(command, args, { stdio: ['pipe', 'ignore', 'inherit'] });
+    logReader.unref();
+  }
+  return logReader.stdin!;
+}
+
+/**
+ * credgate as production runs it: `info` level with every decision line written (to a pipe, read on
+ * the load CPU) through the production logger, metrics on, login protection and the failed-login throttle at
  * their defaults (`passwordFailureBudget` 5). `overrides` are further configuration keys (the
  * twins: `passwordFailureBudget: 0`, `cacheTtlSeconds: 0`).
  */
@@ -44,8 +63,8 @@ export async function startCredgate(dev: { issuer: string }, keys: ClientKeys, o
     }),
     { inMemoryKeys: true },
   );
-  // The destination production uses (src/log.ts), pointed at /dev/null.
-  return startServer(config, createLogger({ level: config.logLevel, destination: logDestination('/dev/null') as unknown as NodeJS.WritableStream }), { keys });
+  // The destination production uses (src/log.ts), writing to a pipe as it does to a piped stdout.
+  return startServer(config, createLogger({ level: config.logLevel, destination: logDestination(logPipe()) as unknown as NodeJS.WritableStream }), { keys });
 }
 
 /** The baseline: routes that do the least fastify can do for the same request. */

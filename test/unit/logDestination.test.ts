@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { LineDestination, LOG_WRITE_DELAY_MS } from '../../src/log.js';
+
+const LOG_MODULE = fileURLToPath(new URL('../../src/log.js', import.meta.url));
+
+/** Runs `code` (an ES module that may use `createLogger`) in a child whose stdout is a pipe, as under journald or Docker. */
+function child(code: string, options: { readAfterMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, ['--input-type=module', '-e', `import { createLogger } from ${JSON.stringify(LOG_MODULE)};\n${code}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    // Not reading stdout for a while lets the pipe fill up: the child's writes must then wait, not block it or get lost.
+    proc.stdout.pause();
+    setTimeout(() => proc.stdout.on('data', (c: Buffer) => out.push(c)).resume(), options.readAfterMs ?? 0);
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+    proc.on('error', reject);
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: err });
+    });
+  });
+}
+
+test('lines written together go out in one write, in order, within the write delay, and not before the write delay', async () => {
+  const writes: string[] = [];
+  const destination = new LineDestination((text) => writes.push(text));
+  destination.write('a\n');
+  destination.write('b\n');
+  await new Promise((resolve) => setImmediate(resolve));
+  destination.write('c\n');
+  assert.deepEqual(writes, [], 'nothing is written on the turn the lines came in');
+  await sleep(LOG_WRITE_DELAY_MS + 40);
+  assert.deepEqual(writes, ['a\nb\nc\n']);
+  destination.write('d\n');
+  await sleep(LOG_WRITE_DELAY_MS + 40);
+  assert.deepEqual(writes, ['a\nb\nc\n', 'd\n'], 'a line after a write waits for its own');
+  destination.flushSync();
+  assert.equal(writes.length, 2, 'nothing waiting: nothing written');
+});
+
+test('lines still waiting when the process exits are written: process.exit, an uncaught error, and a natural end', async () => {
+  const exited = await child(`const log = createLogger({ level: 'info' }); log.info({ n: 1 }, 'before exit'); process.exit(3);`);
+  assert.equal(exited.code, 3);
+  assert.match(exited.stdout, /"n":1,"msg":"before exit"/);
+
+  const crashed = await child(`const log = createLogger({ level: 'info' }); log.info({ n: 2 }, 'before the crash'); setImmediate(() => { throw new Error('boom'); });`);
+  assert.equal(crashed.code, 1);
+  assert.match(crashed.stderr, /boom/);
+  assert.match(crashed.stdout, /"n":2,"msg":"before the crash"/);
+
+  const ended = await child(`const log = createLogger({ level: 'info' }); log.info({ n: 3 }, 'last words');`);
+  assert.equal(ended.code, 0);
+  assert.match(ended.stdout, /"n":3,"msg":"last words"/);
+});
+
+test('a reader that stops reading neither blocks the process nor loses a line: every line arrives, whole and in order', async () => {
+  // 8 MiB of lines (the pipe holds 64 KiB) written over 100 ms while the parent reads nothing for
+  // 1.5 s; a timer in the child measures how long its event loop was held at most.
+  const lines = 20_000;
+  const run = await child(
+    `const log = createLogger({ level: 'info' });
+     let last = performance.now(), worst = 0;
+     const tick = setInterval(() => { const now = performance.now(); worst = Math.max(worst, now - last); last = now; }, 5);
+     const pad = 'x'.repeat(400);
+     let i = 0;
+     const burst = setInterval(() => {
+       for (let k = 0; k < ${lines / 20}; k++) log.info({ seq: i++, pad }, 'line');
+       if (i >= ${lines}) { clearInterval(burst); setTimeout(() => { clearInterval(tick); process.stderr.write('worst ' + worst.toFixed(0) + '\\n'); }, 1700); }
+     }, 5);`,
+    { readAfterMs: 1500 },
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const worst = Number(/worst (\d+)/.exec(run.stderr)?.[1]);
+  assert.ok(worst < 400, `the child's event loop was held ${worst} ms while its stdout was full`);
+  const got = run.stdout.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { seq: number }).seq);
+  assert.equal(got.length, lines);
+  assert.ok(got.every((seq, index) => seq === index), 'in order, none missing or repeated');
+});
