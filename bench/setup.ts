@@ -67,10 +67,29 @@ export async function startCredgate(dev: { issuer: string }, keys: ClientKeys, o
   return startServer(config, createLogger({ level: config.logLevel, destination: logDestination(logPipe()) as unknown as NodeJS.WritableStream }), { keys });
 }
 
+/** What `GET /bare/allow` answers: the header block and body of a cached allow, copied from credgate's own answer (copyAllowAnswer). */
+const allowAnswer = { headers: {} as Record<string, string>, body: '' };
+
+/**
+ * Makes `GET /bare/allow` answer exactly what credgate answered in `response` (a cached allow on
+ * `/auth`), minus the headers Node adds itself (Date, Connection, Keep-Alive).
+ */
+export async function copyAllowAnswer(response: Response): Promise<void> {
+  allowAnswer.headers = Object.fromEntries([...response.headers].filter(([name]) => !['date', 'connection', 'keep-alive'].includes(name)));
+  allowAnswer.body = await response.text();
+}
+
 /** The baseline: routes that do the least fastify can do for the same request. */
 export async function startBareApp(): Promise<FastifyInstance> {
   const bare = Fastify();
   bare.get('/bare', async () => ({ reason: 'ok' }));
+  // The same answer as a cached allow, written the way credgate writes it (one writeHead with a
+  // ready header object, one end): what Node's HTTP costs for that request and answer, without a decision.
+  bare.get('/bare/allow', (_request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, allowAnswer.headers);
+    reply.raw.end(allowAnswer.body);
+  });
   // Parses the same JSON body as /v1/verify (fastify's own parser) and answers a small object.
   bare.post('/bare', async (request) => ({ allow: typeof (request.body as { username?: unknown }).username === 'string', reason: 'ok' }));
   await bare.listen({ host: '127.0.0.1', port: 0 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { RunningServer } from '../src/main.js';
 import { quiet, runWrk, type WrkOptions, type WrkRun } from './generator.js';
 import { fmt, results, row, targetRow } from './report.js';
-import { ALICE, AUDIENCE, CLIENT, scrape, sumOf, until200, type Bench } from './setup.js';
+import { ALICE, AUDIENCE, CLIENT, copyAllowAnswer, scrape, sumOf, until200, type Bench } from './setup.js';
 import { bareSteady, discardBare, noteBare } from './validity.js';
 
 export const CONNECTIONS = 50;
@@ -173,17 +173,21 @@ export function bareGet(bench: Bench): Side {
 }
 
 /**
- * Figure 3: cached `/auth` (Basic) against the bare GET route, with two more credgate sides that
- * show where the gap goes: `/healthz` (credgate's app and hooks, no decision) and `/auth` with no
- * credentials (the whole pipeline up to a 401, no cache look-up).
+ * Figure 3: cached `/auth` (Basic) against the bare GET route, with more sides that show where the
+ * gap goes: `/healthz` (credgate's app, no decision), `/auth` with no credentials (the whole
+ * pipeline up to a 401, no cache look-up), and the bare app answering the cached allow's own
+ * request and answer (`/bare/allow`: the same Authorization header in, the same headers and body
+ * out, written the same way, no decision): cached `/auth` less that side is credgate's decision.
  */
 export async function cachedBasicAuth(bench: Bench): Promise<void> {
   const authorization = basicAuthorization();
   const first = await until200(`${bench.credgate.url}/auth`, { headers: { authorization } });
   if (first.status !== 200) throw new Error(`/auth answered ${first.status} for alice`);
+  await copyAllowAnswer((await until200(`${bench.credgate.url}/auth`, { headers: { authorization } })));
   const url = `${bench.credgate.url}/auth`;
   const sides = await interleave('3', [
     bareGet(bench),
+    { name: SAME_ANSWER, options: () => ({ url: `${bench.bareUrl}/allow`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
     { name: 'credgate /healthz', options: () => ({ url: `${bench.credgate.url}/healthz`, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
     { name: 'credgate /auth, no credentials (401)', options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
     { name: 'cached /auth', server: bench.credgate, options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
@@ -194,8 +198,15 @@ export async function cachedBasicAuth(bench: Bench): Promise<void> {
   (results as { bareGetRps?: number; bareGetCpu?: number }).bareGetRps = bare.rps;
   (results as { bareGetRps?: number; bareGetCpu?: number }).bareGetCpu = bare.cpuPerRequest;
   const subject = sides.get('cached /auth')!;
+  const same = sides.get(SAME_ANSWER)!;
+  row('3', 'bare with the same request and answer ÷ bare: CPU per request', same.cpuPerRequest / bare.cpuPerRequest, '×');
+  row('3', "credgate's decision: cached /auth − bare with the same request and answer", subject.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
+  row('3', 'what 1.8 × bare leaves for the decision after that answer', 1.8 * bare.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
   ratioTargets('3', 'cached /auth', bare, subject, cachedProblems(subject, 'hits'));
 }
+
+/** Figure 3's side that answers like a cached allow without deciding. */
+const SAME_ANSWER = 'bare GET, same request and answer as a cached allow';
 
 /** Figure 4: cached `POST /v1/verify` against a bare POST route parsing the same JSON body. */
 export async function cachedVerify(bench: Bench): Promise<void> {

@@ -104,6 +104,8 @@ export function isoTime(): string {
 
 /** How long a log line may wait for others to be written with it. */
 export const LOG_WRITE_DELAY_MS = 10;
+/** At most this many bytes of lines wait: a fuller batch is written at once. */
+const BATCH_BYTES = 64 * 1024;
 /** Destinations with lines not yet written: written synchronously when the process exits. */
 const unwritten = new Set<LineDestination>();
 let exitHookInstalled = false;
@@ -125,11 +127,13 @@ let exitHookInstalled = false;
  * 0.7–0.8 µs here, measured on the bench machine (issue #17).
  */
 export class LineDestination {
-  #lines: string[] = [];
-  readonly #output: (text: string) => void;
+  /** Lines not written yet, encoded as they come (a line kept as a string would live through garbage collections until written). */
+  #buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  #used = 0;
+  readonly #output: (bytes: Buffer) => void;
 
-  /** `output` gets the lines waiting, joined; it must take everything (queue what it cannot write at once). */
-  constructor(output: (text: string) => void) {
+  /** `output` gets the waiting lines' bytes and keeps the buffer; it must take everything (queue what it cannot write at once). */
+  constructor(output: (bytes: Buffer) => void) {
     this.#output = output;
     if (!exitHookInstalled) {
       exitHookInstalled = true;
@@ -140,20 +144,31 @@ export class LineDestination {
   }
 
   write(line: string): boolean {
-    if (this.#lines.push(line) === 1) {
+    // A UTF-8 character takes at most 3 bytes per UTF-16 code unit: when the line might not fit, the
+    // lines before it go first, and a line longer than a batch goes out alone.
+    if (this.#used + 3 * line.length > BATCH_BYTES) {
+      this.#flush();
+      if (3 * line.length > BATCH_BYTES) {
+        this.#output(Buffer.from(line));
+        return true;
+      }
+    }
+    if (this.#used === 0) {
       unwritten.add(this);
       // Unreferenced: a process with nothing else to do exits at once, and the exit hook writes the lines.
       setTimeout(this.#flush, LOG_WRITE_DELAY_MS).unref();
     }
+    this.#used += this.#buffer.write(line, this.#used);
     return true;
   }
 
   readonly #flush = (): void => {
-    if (this.#lines.length === 0) return;
-    const text = this.#lines.length === 1 ? this.#lines[0]! : this.#lines.join('');
-    this.#lines = [];
+    if (this.#used === 0) return;
+    const bytes = this.#buffer.subarray(0, this.#used);
+    this.#buffer = Buffer.allocUnsafe(BATCH_BYTES);
+    this.#used = 0;
     unwritten.delete(this);
-    this.#output(text);
+    this.#output(bytes);
   };
 
   /** Writes what is waiting now (at exit; pino's `flushSync`). */
@@ -162,9 +177,8 @@ export class LineDestination {
   }
 }
 
-/** Writes all of `text` to a file descriptor that blocks (a file, /dev/null). */
-function writeAll(fd: number, text: string): void {
-  let bytes = Buffer.from(text);
+/** Writes all of `bytes` to a file descriptor that blocks (a file, /dev/null). */
+function writeAll(fd: number, bytes: Buffer): void {
   while (bytes.length > 0) bytes = bytes.subarray(writeSync(fd, bytes));
 }
 
@@ -173,10 +187,10 @@ function writeAll(fd: number, text: string): void {
  * appending) or a stream (the bench's pipe to a reader on another CPU) otherwise.
  */
 export function logDestination(dest?: string | NodeJS.WritableStream): LineDestination {
-  if (dest === undefined) return new LineDestination((text) => process.stdout.write(text));
-  if (typeof dest !== 'string') return new LineDestination((text) => dest.write(text));
+  if (dest === undefined) return new LineDestination((bytes) => process.stdout.write(bytes));
+  if (typeof dest !== 'string') return new LineDestination((bytes) => dest.write(bytes));
   const fd = openSync(dest, 'a');
-  return new LineDestination((text) => writeAll(fd, text));
+  return new LineDestination((bytes) => writeAll(fd, bytes));
 }
 
 /** The bindings of every line (pino's `base`). */

@@ -28,7 +28,7 @@ function child(code: string, options: { readAfterMs?: number } = {}): Promise<{ 
 
 test('lines written together go out in one write, in order, within the write delay, and not before the write delay', async () => {
   const writes: string[] = [];
-  const destination = new LineDestination((text) => writes.push(text));
+  const destination = new LineDestination((bytes) => writes.push(bytes.toString()));
   destination.write('a\n');
   destination.write('b\n');
   await new Promise((resolve) => setImmediate(resolve));
@@ -41,6 +41,20 @@ test('lines written together go out in one write, in order, within the write del
   assert.deepEqual(writes, ['a\nb\nc\n', 'd\n'], 'a line after a write waits for its own');
   destination.flushSync();
   assert.equal(writes.length, 2, 'nothing waiting: nothing written');
+});
+
+test('a batch is written as soon as it is full, a line longer than a batch alone, and UTF-8 survives the batching', async () => {
+  const writes: string[] = [];
+  const destination = new LineDestination((bytes) => writes.push(bytes.toString()));
+  const line = `{"login":"jos\u00e9 \u{1F511}","pad":"${'x'.repeat(1000)}"}\n`;
+  for (let i = 0; i < 100; i++) destination.write(line);
+  assert.ok(writes.length >= 1, 'about 100 KiB of lines did not wait for the timer');
+  destination.write(`${'y'.repeat(100_000)}\n`);
+  destination.write('last\n');
+  await sleep(LOG_WRITE_DELAY_MS + 40);
+  const all = writes.join('');
+  assert.equal(all, line.repeat(100) + `${'y'.repeat(100_000)}\n` + 'last\n', 'every byte, in order');
+  assert.ok(writes.every((w) => w.endsWith('\n')), 'no write ends inside a line');
 });
 
 test('lines still waiting when the process exits are written: process.exit, an uncaught error, and a natural end', async () => {
