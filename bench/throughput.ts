@@ -166,6 +166,28 @@ export function record(key: string, sides: Map<string, SideResult>, extra: Recor
   results[key] = { connections: CONNECTIONS, ...extra, sides: Object.fromEntries([...sides].map(([k, v]) => [k, summary(v)])) };
 }
 
+/** Student's t at 97.5 % for 1–10 degrees of freedom: two-sided 95 % intervals from a few runs. */
+const T_975 = [Number.NaN, 12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+
+/**
+ * A cost measured as the difference between two interleaved sides (figures 10 and 11): the runs of
+ * one pass (adjacent in time) are paired, and the mean of the paired differences is given with its
+ * 95 % interval (Student's t over the pairs). The target is judged on the interval: PASS when all of
+ * it is within the limit, FAIL when all of it is beyond, INVALID (the runs spread too widely to
+ * tell) otherwise — a neighbour slowing some passes shows as a wide interval, not as a verdict.
+ */
+export function pairedDifference(on: SideResult, off: SideResult, limit: number): { mean: number; low: number; high: number; verdict: boolean | 'invalid'; text: string } {
+  const n = Math.min(on.runs.length, off.runs.length);
+  const d = Array.from({ length: n }, (_, i) => on.runs[i]!.cpuPerRequest - off.runs[i]!.cpuPerRequest);
+  const mean = d.reduce((a, b) => a + b, 0) / n;
+  const sd = n > 1 ? Math.sqrt(d.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : Number.POSITIVE_INFINITY;
+  const half = (T_975[n - 1] ?? 1.96) * (sd / Math.sqrt(n));
+  const low = mean - half;
+  const high = mean + half;
+  const verdict = high <= limit ? true : low > limit ? false : 'invalid';
+  return { mean, low, high, verdict, text: `${fmt(mean)} (95 % interval ${fmt(low)} … ${fmt(high)}, ${n} paired runs)` };
+}
+
 export const basicAuthorization = (): string => 'Basic ' + Buffer.from(`alice:${ALICE.password}`, 'utf8').toString('base64');
 
 export function bareGet(bench: Bench): Side {
