@@ -123,8 +123,10 @@ let exitHookInstalled = false;
  * and writes when the reader catches up, on the main thread, without a worker thread's round trip;
  * a file or /dev/null is written synchronously, as Node does for files. Replaces pino's own
  * asynchronous destination (sonic-boom), which sends every write through libuv's thread pool and
- * re-measures its whole growing buffer on every line: 3–4 µs of CPU per line into a pipe against
- * 0.7–0.8 µs here, measured on the bench machine (issue #17).
+ * re-measures its whole growing buffer on every line: the decision pipeline called in a loop costs
+ * 8.3 µs per cached decision with this destination against 11.6 µs with sonic-boom (issue #17).
+ * Lines are encoded into the batch as they come: kept as strings until written, they lived through
+ * garbage collections and cost 3 µs more.
  */
 export class LineDestination {
   /** Lines not written yet, encoded as they come (a line kept as a string would live through garbage collections until written). */
