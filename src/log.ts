@@ -179,6 +179,20 @@ export class LineDestination {
   }
 }
 
+let brokenPipeIgnored = false;
+/**
+ * When the reader of stdout goes away (EPIPE: journald restarted, `credgate … | head`), lines are
+ * dropped instead of the process crashing on the stream's error, as pino's own destination does;
+ * any other error on stdout is thrown as before.
+ */
+function ignoreBrokenPipe(): void {
+  if (brokenPipeIgnored) return;
+  brokenPipeIgnored = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
+
 /** Writes all of `bytes` to a file descriptor that blocks (a file, /dev/null). */
 function writeAll(fd: number, bytes: Buffer): void {
   while (bytes.length > 0) bytes = bytes.subarray(writeSync(fd, bytes));
@@ -189,7 +203,12 @@ function writeAll(fd: number, bytes: Buffer): void {
  * appending) or a stream (the bench's pipe to a reader on another CPU) otherwise.
  */
 export function logDestination(dest?: string | NodeJS.WritableStream): LineDestination {
-  if (dest === undefined) return new LineDestination((bytes) => process.stdout.write(bytes));
+  if (dest === undefined) {
+    ignoreBrokenPipe();
+    return new LineDestination((bytes) => {
+      if (!process.stdout.destroyed) process.stdout.write(bytes);
+    });
+  }
   if (typeof dest !== 'string') return new LineDestination((bytes) => dest.write(bytes));
   const fd = openSync(dest, 'a');
   return new LineDestination((bytes) => writeAll(fd, bytes));

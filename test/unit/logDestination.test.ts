@@ -8,7 +8,7 @@ import { LineDestination, LOG_WRITE_DELAY_MS } from '../../src/log.js';
 const LOG_MODULE = fileURLToPath(new URL('../../src/log.js', import.meta.url));
 
 /** Runs `code` (an ES module that may use `createLogger`) in a child whose stdout is a pipe, as under journald or Docker. */
-function child(code: string, options: { readAfterMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function child(code: string, options: { readAfterMs?: number; closeStdout?: boolean } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, ['--input-type=module', '-e', `import { createLogger } from ${JSON.stringify(LOG_MODULE)};\n${code}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -16,7 +16,8 @@ function child(code: string, options: { readAfterMs?: number } = {}): Promise<{ 
     proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
     // Not reading stdout for a while lets the pipe fill up: the child's writes must then wait, not block it or get lost.
     proc.stdout.pause();
-    setTimeout(() => proc.stdout.on('data', (c: Buffer) => out.push(c)).resume(), options.readAfterMs ?? 0);
+    if (options.closeStdout) proc.stdout.destroy();
+    else setTimeout(() => proc.stdout.on('data', (c: Buffer) => out.push(c)).resume(), options.readAfterMs ?? 0);
     const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
     proc.on('error', reject);
     proc.on('close', (code) => {
@@ -94,4 +95,16 @@ test('a reader that stops reading neither blocks the process nor loses a line: e
   const got = run.stdout.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { seq: number }).seq);
   assert.equal(got.length, lines);
   assert.ok(got.every((seq, index) => seq === index), 'in order, none missing or repeated');
+});
+
+test('a reader of stdout that goes away (EPIPE) does not crash the process: lines are dropped, the process goes on', async () => {
+  const run = await child(
+    `const log = createLogger({ level: 'info' });
+     let n = 0;
+     const t = setInterval(() => { for (let k = 0; k < 200; k++) log.info({ n: n++ }, 'line'); }, 5);
+     setTimeout(() => { clearInterval(t); process.stderr.write('still here after ' + n + ' lines\\n'); }, 400);`,
+    { closeStdout: true },
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /still here after \d+ lines/);
 });
