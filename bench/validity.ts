@@ -51,7 +51,7 @@ export interface RunCheck {
 const runs: RunCheck[] = [];
 /** Runs taken while a neighbour was busy on the server's CPU, thrown away and repeated. */
 const discarded: RunCheck[] = [];
-const bareRps: { label: string; figure: string; rps: number }[] = [];
+const bareRps: { label: string; figure: string; rps: number; paired?: boolean }[] = [];
 /** Bare runs of figure attempts thrown away because they disagreed (the figure was measured again). */
 const discardedBare: { label: string; rps: number }[] = [];
 let pinned = false;
@@ -72,14 +72,19 @@ export function discardLast(): void {
   if (r) discarded.push(r);
 }
 
-/** A measured (not warm-up) run of the bare GET route under wrk, in `figure`. */
-export function noteBare(figure: string, label: string, rps: number): void {
-  bareRps.push({ label, figure, rps });
+/**
+ * A measured (not warm-up) run of the bare GET route under wrk, in `figure`. `paired`: the figure
+ * judges its targets on the interval of per-pass ratios (throughput.ts pairedInterval), which takes
+ * the machine's drift between passes into account; its bare runs need not agree with each other,
+ * and are only held against CREDGATE_BENCH_BARE_RANGE when that is set.
+ */
+export function noteBare(figure: string, label: string, rps: number, paired = false): void {
+  bareRps.push({ label, figure, rps, ...(paired ? { paired } : {}) });
 }
 
-/** Whether the bare runs noted so far for `figure` agree (see BARE_MAX_SPREAD). */
+/** Whether the bare runs noted so far for `figure` agree (see BARE_MAX_SPREAD); a paired figure's always do. */
 export function bareSteady(figure: string): boolean {
-  const rs = bareRps.filter((b) => b.figure === figure).map((b) => b.rps);
+  const rs = bareRps.filter((b) => b.figure === figure && !b.paired).map((b) => b.rps);
   return rs.length < 2 || Math.min(...rs) >= (1 - BARE_MAX_SPREAD) * Math.max(...rs);
 }
 
@@ -123,12 +128,12 @@ export function verdict(): Verdict {
   if (figures.length > 0) {
     const unsteady = figures.filter((f) => !bareSteady(f));
     const sorted = bareRps.map((b) => b.rps).sort((a, b) => a - b);
-    const each = figures.map((f) => `${f}: ${bareRps.filter((b) => b.figure === f).map((b) => Math.round(b.rps)).join(' · ')}`).join('; ');
+    const each = figures.map((f) => `${f}${bareRps.some((b) => b.figure === f && b.paired) ? ' (paired: judged on intervals)' : ''}: ${bareRps.filter((b) => b.figure === f).map((b) => Math.round(b.rps)).join(' · ')}`).join('; ');
     checks.push({
       name: 'bare route steady within each figure',
       ok: unsteady.length === 0,
       detail:
-        `bare GET req/s by figure ${each} (all: ${Math.round(sorted[0]!)}–${Math.round(sorted.at(-1)!)}); a figure's runs within ${pct(BARE_MAX_SPREAD)} of its fastest` +
+        `bare GET req/s by figure ${each} (all: ${Math.round(sorted[0]!)}–${Math.round(sorted.at(-1)!)}); an unpaired figure's runs within ${pct(BARE_MAX_SPREAD)} of its fastest` +
         (unsteady.length ? `; not in figure ${unsteady.join(', ')}` : '') +
         (discardedBare.length ? `; ${discardedBare.length} bare runs of figures measured again thrown away (${discardedBare.map((b) => `${b.label} ${Math.round(b.rps)}`).join(', ')})` : ''),
     });
