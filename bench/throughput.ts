@@ -238,7 +238,7 @@ export async function cachedBasicAuth(bench: Bench): Promise<void> {
   const same = sides.get(SAME_ANSWER)!;
   row('3', 'bare with the same request and answer ÷ bare: CPU per request', same.cpuPerRequest / bare.cpuPerRequest, '×');
   row('3', "credgate's decision: cached /auth − bare with the same request and answer", subject.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
-  row('3', 'what 1.8 × bare leaves for the decision after that answer', 1.8 * bare.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
+  row('3', `what ${CPU_RATIO_TARGET} × bare leaves for the decision after that answer`, CPU_RATIO_TARGET * bare.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
   ratioTargets('3', 'cached /auth', bare, subject, cachedProblems(subject, 'hits'));
 }
 
