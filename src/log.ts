@@ -130,7 +130,7 @@ let exitHookInstalled = false;
  */
 export class LineDestination {
   /** Lines not written yet, encoded as they come (a line kept as a string would live through garbage collections until written). */
-  #buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  readonly #buffer = Buffer.allocUnsafe(BATCH_BYTES);
   #used = 0;
   readonly #output: (bytes: Buffer) => void;
 
@@ -166,8 +166,8 @@ export class LineDestination {
 
   readonly #flush = (): void => {
     if (this.#used === 0) return;
-    const bytes = this.#buffer.subarray(0, this.#used);
-    this.#buffer = Buffer.allocUnsafe(BATCH_BYTES);
+    // A copy of what is used (the output may keep it queued): the batch buffer itself is reused.
+    const bytes = Buffer.from(this.#buffer.subarray(0, this.#used));
     this.#used = 0;
     unwritten.delete(this);
     this.#output(bytes);
