@@ -1,4 +1,4 @@
-import { createHmac, hash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ledgerName } from './strategy.js';
 import type { Credentials, CredentialType, Identity } from './types.js';
@@ -57,7 +57,14 @@ class CacheKeyHmac {
     }
   }
 
+  /** The first KEY_BYTES bytes of the HMAC, base64url (a cache key). */
   of(input: string): string {
+    const mac = this.full(input);
+    return mac.slice(0, KEY_CHARS - 1) + LAST_OF_16.get(mac[KEY_CHARS - 1]!)!;
+  }
+
+  /** The whole HMAC, base64url (43 characters): `createHmac('sha256', key).update(input).digest('base64url')`. */
+  full(input: string): string {
     // A UTF-16 unit is at most 3 bytes of UTF-8.
     if (this.#inner.length < SHA256_BLOCK + input.length * 3) {
       const grown = Buffer.alloc(SHA256_BLOCK + input.length * 3);
@@ -66,8 +73,7 @@ class CacheKeyHmac {
     }
     const length = this.#inner.write(input, SHA256_BLOCK, 'utf8');
     this.#outer.write(hash('sha256', this.#inner.subarray(0, SHA256_BLOCK + length), 'binary'), SHA256_BLOCK, 'latin1');
-    const mac = hash('sha256', this.#outer, 'base64url');
-    return mac.slice(0, KEY_CHARS - 1) + LAST_OF_16.get(mac[KEY_CHARS - 1]!)!;
+    return hash('sha256', this.#outer, 'base64url');
   }
 }
 /** One CacheKeyHmac per key (the cache's own, kept here so that the cache's fields stay as they were). */
@@ -178,9 +184,13 @@ export class CredentialCache {
    */
   keyFor(credentials: Credentials, audience: string): string {
     const input = credentials.kind === 'basic' ? `basic\0${credentials.username}\0${credentials.password}\0${audience}` : `bearer\0\0${credentials.token}\0${audience}`;
+    return this.#hmac().of(input);
+  }
+
+  #hmac(): CacheKeyHmac {
     let hmac = cacheKeyHmacs.get(this.#hmacKey);
     if (hmac === undefined) cacheKeyHmacs.set(this.#hmacKey, (hmac = new CacheKeyHmac(this.#hmacKey)));
-    return hmac.of(input);
+    return hmac;
   }
 
   /**
@@ -188,7 +198,9 @@ export class CredentialCache {
    * an IP address without holding it. The label keeps these apart from credential keys (`basic`, `bearer`).
    */
   digest(label: string, value: string): string {
-    return createHmac('sha256', this.#hmacKey).update(`${label}\0${value}`).digest('base64url');
+    // The same string as createHmac('sha256', key).update(`${label}\0${value}`).digest('base64url')
+    // (cache.test.ts), at the cost of two one-shot hashes: every new positive entry names its subject.
+    return this.#hmac().full(`${label}\0${value}`);
   }
 
   /** A login name's purge key (every spelling a login could fold to): the same in every replica that shares `cacheKeySecret`. */

@@ -48,6 +48,11 @@ test('a cache key is HMAC-SHA256 of the joined input, first 16 bytes in base64ur
       const input = credentials.kind === 'basic' ? `basic\0${credentials.username}\0${credentials.password}\0${audience}` : `bearer\0\0${credentials.token}\0${audience}`;
       assert.equal(c.keyFor(credentials, audience), reference(secret, input), `${secret.length / 2}-byte key, ${input.slice(0, 20)}`);
     }
+    // Shared-state names (whole HMACs, computed the same way), also after the buffer grew above.
+    const whole = (input: string) => createHmac('sha256', Buffer.from(secret, 'hex')).update(input).digest('base64url');
+    for (const [label, value] of [['subject', 'auth0|5f1c'], ['login', 'jos\u00e9'], ['ip', '2001:db8::/64'], ['subject', 'x'.repeat(5000)]] as const) {
+      assert.equal(c.digest(label, value), whole(`${label}\0${value}`), `${secret.length / 2}-byte key, digest ${label}`);
+    }
   }
 });
 
