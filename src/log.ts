@@ -193,6 +193,50 @@ function ignoreBrokenPipe(): void {
   });
 }
 
+/**
+ * Most bytes of log lines a stream's reader may leave waiting in the process: beyond, batches are
+ * dropped (and counted) until it catches up. A reader that stalls without going away (journald
+ * hung, a stopped `docker logs` consumer) would otherwise grow the heap until the process dies,
+ * and every user's logins with it: logs are worth less than the decisions.
+ */
+export const LOG_QUEUE_LIMIT_BYTES = 16 * 1024 * 1024;
+let droppedLines = 0;
+
+/** Log lines dropped since start because the reader of the log fell LOG_QUEUE_LIMIT_BYTES behind (`credgate_log_lines_dropped_total`). */
+export function droppedLogLines(): number {
+  return droppedLines;
+}
+
+function linesIn(bytes: Buffer): number {
+  let count = 0;
+  for (let at = bytes.indexOf(10); at !== -1; at = bytes.indexOf(10, at + 1)) count++;
+  return count;
+}
+
+/**
+ * Writes batches to a stream that queues what its reader has not taken yet (stdout as a pipe): while
+ * LOG_QUEUE_LIMIT_BYTES wait, a batch is dropped whole (no line is cut) and counted; the first batch
+ * written after that starts with a warning line saying how many lines were lost.
+ */
+function boundedWriter(stream: NodeJS.WritableStream & { readonly writableLength: number }): (bytes: Buffer) => void {
+  let unreported = 0;
+  return (bytes) => {
+    if (stream.writableLength >= LOG_QUEUE_LIMIT_BYTES) {
+      const lines = linesIn(bytes);
+      droppedLines += lines;
+      unreported += lines;
+      return;
+    }
+    if (unreported > 0) {
+      stream.write(
+        `{"level":40${isoTime()},${JSON.stringify(BASE).slice(1, -1)},"droppedLines":${unreported},"msg":"log lines dropped: the reader of the log fell ${LOG_QUEUE_LIMIT_BYTES / 1024 / 1024} MiB behind"}\n`,
+      );
+      unreported = 0;
+    }
+    stream.write(bytes);
+  };
+}
+
 /** Writes all of `bytes` to a file descriptor that blocks (a file, /dev/null). */
 function writeAll(fd: number, bytes: Buffer): void {
   while (bytes.length > 0) bytes = bytes.subarray(writeSync(fd, bytes));
@@ -205,11 +249,12 @@ function writeAll(fd: number, bytes: Buffer): void {
 export function logDestination(dest?: string | NodeJS.WritableStream): LineDestination {
   if (dest === undefined) {
     ignoreBrokenPipe();
+    const write = boundedWriter(process.stdout);
     return new LineDestination((bytes) => {
-      if (!process.stdout.destroyed) process.stdout.write(bytes);
+      if (!process.stdout.destroyed) write(bytes);
     });
   }
-  if (typeof dest !== 'string') return new LineDestination((bytes) => dest.write(bytes));
+  if (typeof dest !== 'string') return new LineDestination(boundedWriter(dest as NodeJS.WritableStream & { readonly writableLength: number }));
   const fd = openSync(dest, 'a');
   return new LineDestination((bytes) => writeAll(fd, bytes));
 }

@@ -1,6 +1,10 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CallOutcome, Endpoint } from '../upstream/http.js';
 import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../vocabulary.js';
+import { droppedLogLines } from '../log.js';
+
+/** What each `credgate_log_lines_dropped_total` (one per registry) has counted of droppedLogLines() so far. */
+const reportedDroppedLines = new WeakMap<object, number>();
 
 /** Interfaces a decision can come from: the values of the `interface` label. */
 export const INTERFACES = ['auth', 'verify', 'mail', 'cli', 'plugin'] as const;
@@ -188,6 +192,19 @@ export class Metrics {
     help: 'Requests answered 503 at once because the process was overloaded: event_loop_delay or heap.',
     labelNames: ['cause'] as const,
     registers: [this.registry],
+  });
+
+  readonly logLinesDropped = new Counter({
+    name: 'credgate_log_lines_dropped_total',
+    help: "Log lines dropped because the log's reader (stdout) left 16 MiB unread: decisions go on rather than queue lines without bound.",
+    registers: [this.registry],
+    collect() {
+      // The count lives in the log's destination (log.ts), made before any registry.
+      const total = droppedLogLines();
+      const reported = reportedDroppedLines.get(this) ?? 0;
+      if (total > reported) this.inc(total - reported);
+      reportedDroppedLines.set(this, total);
+    },
   });
 
   readonly buildInfo = new Gauge({

@@ -75,6 +75,7 @@ const COUNTERS = [
   'credgate_decision_timeouts_total',
   'credgate_stale_identities_served_total',
   'credgate_load_shed_total',
+  'credgate_log_lines_dropped_total',
 ];
 
 /** What the script expects each counter series to have moved by. */

@@ -97,6 +97,46 @@ test('a reader that stops reading neither blocks the process nor loses a line: e
   assert.ok(got.every((seq, index) => seq === index), 'in order, none missing or repeated');
 });
 
+test('a reader that stalls does not grow the process without bound: past 16 MiB unread, whole lines are dropped, counted and reported', async () => {
+  // 40 MiB of lines while the parent reads nothing for 2 s: what stdout holds unread stays near the
+  // limit; what arrives is whole lines in order, then a warning line that counts the lines missing.
+  const lines = 100_000;
+  const run = await child(
+    `import { droppedLogLines, LOG_QUEUE_LIMIT_BYTES } from ${JSON.stringify(LOG_MODULE)};
+     const log = createLogger({ level: 'info' });
+     const pad = 'x'.repeat(400);
+     let i = 0, queued = 0;
+     const burst = setInterval(() => {
+       for (let k = 0; k < 5000; k++) log.info({ seq: i++, pad }, 'line');
+       queued = Math.max(queued, process.stdout.writableLength);
+       if (i >= ${lines}) {
+         clearInterval(burst);
+         // After the reader is back: one more line, which carries the report of the dropped ones.
+         setTimeout(() => { log.info({ seq: i++, pad }, 'line'); process.stderr.write('dropped ' + droppedLogLines() + ' queued ' + queued + ' limit ' + LOG_QUEUE_LIMIT_BYTES + '\\n'); }, 3000);
+       }
+     }, 5);`,
+    { readAfterMs: 2000 },
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const [, dropped, queued, limit] = /dropped (\d+) queued (\d+) limit (\d+)/.exec(run.stderr)!.map(Number);
+  assert.ok(dropped! > 0, 'lines were dropped');
+  // At most one batch (64 KiB) more than the limit waits.
+  assert.ok(queued! <= limit! + 64 * 1024, `${queued} bytes waited unread (limit ${limit})`);
+  const parsed = run.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { seq?: number; droppedLines?: number; level: number; msg: string });
+  const reports = parsed.filter((l) => l.droppedLines !== undefined);
+  assert.equal(reports.length, 1);
+  assert.equal(reports[0]!.droppedLines, dropped);
+  assert.equal(reports[0]!.level, 40);
+  assert.match(reports[0]!.msg, /log lines dropped/);
+  const seqs = parsed.filter((l) => l.seq !== undefined).map((l) => l.seq!);
+  assert.equal(seqs.length + dropped!, lines + 1, 'every line arrived or was counted as dropped');
+  assert.ok(seqs.every((seq, index) => index === 0 || seq > seqs[index - 1]!), 'in order, none repeated');
+  assert.equal(seqs.at(-1), lines, 'the line after the reader came back arrived');
+  // The report comes right before the first line written after the drop.
+  const at = parsed.indexOf(reports[0]!);
+  assert.equal(parsed[at + 1]!.seq, seqs[seqs.indexOf(parsed[at - 1]!.seq!) + 1]);
+});
+
 test('a reader of stdout that goes away (EPIPE) does not crash the process: lines are dropped, the process goes on', async () => {
   const run = await child(
     `const log = createLogger({ level: 'info' });
