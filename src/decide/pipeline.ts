@@ -93,10 +93,22 @@ export class DecisionPipeline {
     this.#logDecision = decisionLog(log);
   }
 
-  async decide(request: DecisionRequest): Promise<Decision> {
+  /**
+   * The decision: at once (not a promise) when nothing has to be waited for — an answer from this
+   * process's cache, a denial by the policy, missing credentials — so that the answer a proxy asks
+   * for most takes no promise and no turn of the microtask queue (issue #17); a promise otherwise.
+   * `await` takes either. Throws (or rejects) only for a bug.
+   */
+  decide(request: DecisionRequest): Decision | Promise<Decision> {
     const started = performance.now();
     const endUserIp = request.peer.trusted ? request.reportedClientIp : request.peerIsEndUser ? request.peer.address : undefined;
-    const decision = await this.#decide(request, endUserIp);
+    const decision = this.#decide(request, endUserIp);
+    if (decision instanceof Promise) {
+      return decision.then((made) => {
+        this.#observe(request, made, endUserIp ?? request.peer.address, (performance.now() - started) / 1000);
+        return made;
+      });
+    }
     this.#observe(request, decision, endUserIp ?? request.peer.address, (performance.now() - started) / 1000);
     return decision;
   }
@@ -129,12 +141,17 @@ export class DecisionPipeline {
     };
   }
 
-  async #decide(request: DecisionRequest, endUserIp: string | undefined): Promise<Decision> {
+  #decide(request: DecisionRequest, endUserIp: string | undefined): Decision | Promise<Decision> {
     const needs = this.requirement(request);
     if ('allow' in needs) return needs;
     const { credentials } = request;
     if ('reason' in credentials) return deny(401, credentials.reason, credentials.message, needs.rule);
-    const decision = await this.verifier.verify(credentials, { requiredScopes: needs.requiredScopes, audience: needs.audience, scopeStrategy: needs.scopeStrategy, endUserIp });
+    const verified = this.verifier.verify(credentials, { requiredScopes: needs.requiredScopes, audience: needs.audience, scopeStrategy: needs.scopeStrategy, endUserIp });
+    return verified instanceof Promise ? verified.then((decision) => this.#complete(request, needs, decision)) : this.#complete(request, needs, verified);
+  }
+
+  /** The verifier's decision, held to what the interface and the rule add: a username for mail, the identity token. */
+  #complete(request: DecisionRequest, needs: Requirement, decision: Decision): Decision | Promise<Decision> {
     if (decision.allow && request.protocol !== 'http' && decision.identity?.username === undefined) {
       // The mail backend logs in as the identity's username (`Auth-User`): without one, the client's
       // typed name (`x-access-token`) would pick the mailbox.
@@ -147,8 +164,10 @@ export class DecisionPipeline {
         this.log.error({ rule: needs.rule }, 'the policy asks for an identity token but identityIssuer is not set');
         return { allow: false, status: 503, reason: 'upstream_unavailable', detail: 'identity tokens are not configured (identityIssuer)', rule: needs.rule, cached: false };
       }
-      const value = await tokens.tokenFor(decision.identity, needs.identityToken);
-      return { ...decision, rule: needs.rule, identityToken: { header: needs.identityToken.header, value } };
+      const { header } = needs.identityToken;
+      const withToken = (value: string): Decision => ({ ...decision, rule: needs.rule, identityToken: { header, value } });
+      const token = tokens.tokenFor(decision.identity, needs.identityToken);
+      return typeof token === 'string' ? withToken(token) : token.then(withToken);
     }
     return needs.rule === undefined ? decision : { ...decision, rule: needs.rule };
   }

@@ -184,7 +184,7 @@ async function install(fastify: FastifyInstance, service: Service, options: Comm
   const decided = new WeakMap<FastifyRequest, Decision>();
   const failed = new WeakMap<FastifyRequest, unknown>();
 
-  const decide = (request: FastifyRequest, credentials: Credentials | CredentialsProblem): Promise<Decision> => {
+  const decide = async (request: FastifyRequest, credentials: Credentials | CredentialsProblem): Promise<Decision> => {
     const route = request.routeOptions.config.credgate;
     const wanted: CredgateRouteOptions = typeof route === 'object' ? route : {};
     const seen = readOriginalRequest(service.trust, request);

@@ -123,17 +123,25 @@ export class Verifier {
     return credentials;
   }
 
-  async verify(presented: Credentials, context: VerifyContext): Promise<Decision> {
+  /**
+   * The decision for these credentials: at once (not a promise) when this process's cache answers,
+   * so that a cached decision waits on nothing; a promise when shared state or the AS must be asked.
+   */
+  verify(presented: Credentials, context: VerifyContext): Decision | Promise<Decision> {
     const credentials = this.asPresented(presented);
     const audience = context.audience ?? this.options.defaultAudience;
-    const username = credentials.kind === 'basic' ? credentials.username : undefined;
     const key = this.cache.keyFor(credentials, audience);
+    const cached = this.cache.get(key);
+    if (cached === undefined) return this.#verifyUncached(credentials, audience, key, context);
+    this.events.cacheLookup(cached === 'denied' ? 'negative_hit' : 'hit');
+    return cached === 'denied' ? DENIED_CACHED : this.#authorize(cached, context, true);
+  }
 
-    let cached = this.cache.get(key);
-    if (cached === undefined && this.shared) cached = await this.#recall(key, username);
-    this.events.cacheLookup(cached === undefined ? 'miss' : cached === 'denied' ? 'negative_hit' : 'hit');
-    if (cached === 'denied') return DENIED_CACHED;
-    if (cached !== undefined) return this.#authorize(cached, context, true);
+  async #verifyUncached(credentials: Credentials, audience: string, key: string, context: VerifyContext): Promise<Decision> {
+    const username = credentials.kind === 'basic' ? credentials.username : undefined;
+    const recalled = this.shared ? await this.#recall(key, username) : undefined;
+    this.events.cacheLookup(recalled === 'denied' ? 'negative_hit' : 'miss');
+    if (recalled === 'denied') return DENIED_CACHED;
 
     const endUserIp = context.endUserIp;
     const knownGood = this.cache.isKnownAppPassword(key) || this.cache.isKnownPassword(key);

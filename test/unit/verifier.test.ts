@@ -251,3 +251,25 @@ test('confusable names of two accounts: one account\'s success does not clear fa
   await ledger.link('auth0|attacker', ['jose\u0301']);
   assert.equal(ledger.unsettled('jos\u00e9'), 2, "the attacker's own login cleared nothing typed as the victim's name");
 });
+
+test('a decision this process has cached is made at once (no promise); one that must ask the AS or shared state is a promise', async () => {
+  const password = scripted('password_grant', async (given) => (given === basic.password ? identity : null));
+  const { v } = verifier({ passwordGrant: password, appPassword: scripted('app_password', async () => null), jwt: scripted('token', async () => null) }, { negativeTtlSeconds: 30 });
+  const first = v.verify(basic, { requiredScopes: [] });
+  assert.ok(first instanceof Promise, 'a miss waits for the AS');
+  assert.equal((await first).allow, true);
+  const again = v.verify(basic, { requiredScopes: [] });
+  assert.ok(!(again instanceof Promise), 'a cached identity answers on the same turn');
+  assert.deepEqual([again.allow, again.cached], [true, true]);
+  // Scopes are still checked per request on the synchronous path.
+  const more = v.verify(basic, { requiredScopes: ['write:repo'] });
+  assert.ok(!(more instanceof Promise));
+  assert.deepEqual([more.allow, more.reason, more.missingScopes], [false, 'insufficient_scope', ['write:repo']]);
+  // A known-wrong credential too.
+  const wrong = { ...basic, password: 'not-it-123' };
+  assert.equal((await v.verify(wrong, { requiredScopes: [] })).allow, false);
+  const denied = v.verify(wrong, { requiredScopes: [] });
+  assert.ok(!(denied instanceof Promise));
+  assert.deepEqual([denied.reason, denied.cached], ['invalid_credentials', true]);
+  assert.equal(password.calls, 2);
+});

@@ -6,6 +6,7 @@ import { isTrustedPeer, readOriginalRequest } from '../originalRequest.js';
 import { ALLOW_BODY, allowHeaders } from '../render.js';
 import { badRequest } from '../errors.js';
 import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
+import type { Decision } from '../../verify/types.js';
 
 /** Scopes pinned by the location: `?scope=a&scope=b` or `?scope=a b` / `?scope=a,b`. */
 export function pinnedScopes(query: unknown): string[] | string {
@@ -40,14 +41,45 @@ export function authRoute(app: FastifyInstance, service: Service, load: LoadGaug
     return reply.code(status).header('cache-control', 'no-store').send(body);
   };
 
-  const handle = async (request: FastifyRequest, reply: FastifyReply, envoyTarget: string | undefined) => {
-    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'auth');
+  const render = (reply: FastifyReply, decision: Decision): void => {
+    if (decision.allow && decision.identity) {
+      // The allow, the answer a proxy asks for most, is written to Node's response directly: one
+      // writeHead with a header object made once per identity and one end() with the body (Node
+      // joins the header block and the body into one chunk). fastify's send path (its hook runner,
+      // a header() call per header, the length measured, the body written apart) is per-request
+      // work a cached allow does not need (issue #17). The bytes on the wire are the same.
+      const headers = allowHeaders(decision.identity);
+      reply.hijack();
+      reply.raw.writeHead(200, decision.identityToken === undefined ? headers : { [decision.identityToken.header.toLowerCase()]: decision.identityToken.value, ...headers });
+      reply.raw.end(ALLOW_BODY);
+      return;
+    }
+    if (decision.reason === 'throttled') {
+      reply.header('retry-after', String(decision.retryAfterSeconds ?? 1));
+      deny(reply, service.config.authThrottledStatus, { reason: decision.reason, retryAfterSeconds: decision.retryAfterSeconds });
+    } else if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') {
+      deny(reply, 401, { reason: decision.reason, message: decision.detail });
+    } else {
+      deny(reply, decision.status, { reason: decision.reason, missingScopes: decision.missingScopes });
+    }
+  };
+
+  // Not an async function: a decision made at once (a cached one) is rendered on the same turn,
+  // with no promise (fastify takes a handler that answers and returns nothing, or a promise).
+  const handle = (request: FastifyRequest, reply: FastifyReply, envoyTarget: string | undefined): Promise<void> | undefined => {
+    if (load.cause !== undefined) {
+      refuseOverloaded(service, load.cause, request, reply, 'auth');
+      return;
+    }
     // With Envoy the query string is the original request's, so nothing can be pinned by it.
     const pinned = envoyTarget === undefined ? pinnedScopes(request.query) : [];
-    if (typeof pinned === 'string') return badRequest(reply, 'malformed_request', pinned);
+    if (typeof pinned === 'string') {
+      badRequest(reply, 'malformed_request', pinned);
+      return;
+    }
     const seen = readOriginalRequest(service.trust, request, envoyTarget);
     const credentials = parseAuthorization(authorizationHeaders(request.raw.rawHeaders));
-    const decision = await service.pipeline.decide({
+    const decision = service.pipeline.decide({
       interface: 'auth',
       protocol: 'http',
       credentials,
@@ -59,26 +91,9 @@ export function authRoute(app: FastifyInstance, service: Service, load: LoadGaug
       ambiguous: seen.ambiguous,
       requestId: request.id,
     });
-    if (decision.allow && decision.identity) {
-      // The allow, the answer a proxy asks for most, is written to Node's response directly: one
-      // writeHead with a header object made once per identity and one end() with the body (Node
-      // joins the header block and the body into one chunk). fastify's send path (its hook runner,
-      // a header() call per header, the length measured, the body written apart) is per-request
-      // work a cached allow does not need (issue #17). The bytes on the wire are the same.
-      const headers = allowHeaders(decision.identity);
-      reply.hijack();
-      reply.raw.writeHead(200, decision.identityToken === undefined ? headers : { [decision.identityToken.header.toLowerCase()]: decision.identityToken.value, ...headers });
-      reply.raw.end(ALLOW_BODY);
-      return reply;
-    }
-    if (decision.reason === 'throttled') {
-      reply.header('retry-after', String(decision.retryAfterSeconds ?? 1));
-      return deny(reply, service.config.authThrottledStatus, { reason: decision.reason, retryAfterSeconds: decision.retryAfterSeconds });
-    }
-    if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') {
-      return deny(reply, 401, { reason: decision.reason, message: decision.detail });
-    }
-    return deny(reply, decision.status, { reason: decision.reason, missingScopes: decision.missingScopes });
+    if (decision instanceof Promise) return decision.then((made) => render(reply, made));
+    render(reply, decision);
+    return undefined;
   };
 
   app.route({ method: [...METHODS], url: '/auth', handler: (request, reply) => handle(request, reply, undefined) });
@@ -89,7 +104,11 @@ export function authRoute(app: FastifyInstance, service: Service, load: LoadGaug
     // route. The original target is the raw request line after the prefix, never the router's
     // decoded parameter (which a second decoding would turn `%252e%252e` into `..`).
     handler: (request, reply) => {
-      if (!isTrustedPeer(service.trust, request)) return reply.callNotFound();
+      if (!isTrustedPeer(service.trust, request)) {
+        // Not `return reply.callNotFound()`: a handler that is not async and returns the reply has it sent twice (fastify warns).
+        reply.callNotFound();
+        return undefined;
+      }
       const raw = request.raw.url ?? '';
       return handle(request, reply, raw.startsWith(ENVOY_PREFIX) ? raw.slice(ENVOY_PREFIX.length - 1) : '\u0000not under /auth/');
     },
