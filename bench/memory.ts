@@ -4,6 +4,7 @@
  *   node --expose-gc dist/bench/memory.js 100000
  */
 import { randomBytes } from 'node:crypto';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { configSchema } from '../src/config/schema.js';
 import { CredentialCache } from '../src/verify/cache.js';
 import type { Identity } from '../src/verify/types.js';
@@ -17,6 +18,12 @@ export interface MemoryResult {
   /** One user's purge: a walk over the whole cache (there is no purge index). */
   purgeMs: number;
   purged: number;
+  /** Growth of V8's young generation (new space) over the fill: committed memory V8 sizes by allocation rate, whatever is live. */
+  youngGenerationBytes: number;
+  /** RSS growth from N/2 to N entries (each measured after full collections): what the second half of the entries cost. */
+  secondHalfRssBytes: number;
+  /** Growth of the young generation over the second half. */
+  secondHalfYoungBytes: number;
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -48,8 +55,17 @@ const cache = new CredentialCache({
   appPasswordMemorySeconds: defaults.appPasswordMemorySeconds,
 });
 const exp = Math.floor(Date.now() / 1000) + 3600;
+/** Bytes V8 has committed for its young generation (new space): sized by V8 from the allocation rate, not by what is live. */
+const youngGeneration = () => getHeapSpaceStatistics().filter((s) => s.space_name === 'new_space' || s.space_name === 'new_large_object_space').reduce((t, s) => t + s.space_size, 0);
+const youngBefore = youngGeneration();
+let half: NodeJS.MemoryUsage | undefined;
+let youngAtHalf = 0;
 const started = performance.now();
 for (let i = 0; i < n; i++) {
+  if (i === n >> 1) {
+    half = settle();
+    youngAtHalf = youngGeneration();
+  }
   // Strings made as production makes them, so that V8 lays them out the same way: the username and
   // password decoded from the Basic header's bytes (src/http/credentials.ts), the claims parsed
   // from the token's JSON payload (jose). One user per entry ('user123456@example.com'): the purge
@@ -77,6 +93,7 @@ for (let i = 0; i < n; i++) {
 }
 const fillMs = performance.now() - started;
 const after = settle();
+const youngAfter = youngGeneration();
 if (cache.size !== n) {
   console.error(`cache holds ${cache.size} entries, expected ${n}`);
   process.exit(3);
@@ -92,5 +109,8 @@ const result: MemoryResult = {
   fillMs,
   purgeMs,
   purged,
+  youngGenerationBytes: youngAfter - youngBefore,
+  secondHalfRssBytes: after.rss - half!.rss,
+  secondHalfYoungBytes: youngAfter - youngAtHalf,
 };
 process.stdout.write(JSON.stringify(result) + '\n');

@@ -5,23 +5,74 @@
  * (client assertion, undici, parsing), the token check, the log line and metrics. A client child
  * (sequential.ts, on the load CPU) sends the requests one at a time.
  */
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { importJWK, jwtVerify } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { RunningServer } from '../src/main.js';
 import { bracket, quiet } from './generator.js';
-import { runChild } from './pinning.js';
+import { pinnedCommand, runChild } from './pinning.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
 import type { FireInput, FireOutput } from './fire.js';
 import type { SequentialInput, SequentialOutput } from './sequential.js';
+import type { WakeResult } from './wake.js';
 import { ALICE, AUDIENCE, startCredgate, until200, type Bench } from './setup.js';
 import { passwordGrantToken } from './throughput.js';
 import { noteRun } from './validity.js';
 
 const sequentialScript = fileURLToPath(new URL('./sequential.js', import.meta.url));
 const fireScript = fileURLToPath(new URL('./fire.js', import.meta.url));
+const wakeScript = fileURLToPath(new URL('./wake.js', import.meta.url));
+
+/**
+ * Times any thread of this process (credgate's) went to sleep and was woken since it started: the
+ * sum of every thread's voluntary context switches (/proc/self/task/<tid>/status). A thread that
+ * ended meanwhile drops out; none do during a figure (the thread pool and V8's workers stay).
+ */
+function wakeups(): number {
+  let total = 0;
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      total += Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return total;
+}
+
+/**
+ * What this machine charges a process for one round trip with a peer on the other CPU, doing nothing
+ * else (wake.ts: a sleeper on the server's CPU echoes a byte a waker on the load CPU sends every
+ * `intervalMs` over loopback TCP; this process idle meanwhile): woken by the peer's packet, then
+ * waking the peer with its own. A miss makes such round trips with its client and with the AS. On a
+ * virtual machine each is exits to the hypervisor (the interrupt that ends the idle, the
+ * inter-processor wake-up of the peer) whose time lands on the process; measured, not assumed.
+ */
+async function roundTripCost(intervalMs: number): Promise<number> {
+  const [sleeperCommand, ...sleeperArgs] = pinnedCommand(process.execPath, [wakeScript, 'sleeper'], 'server');
+  const sleeper = spawn(sleeperCommand, sleeperArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const timer = setTimeout(() => sleeper.kill('SIGKILL'), 60_000);
+  try {
+    const lines = createInterface({ input: sleeper.stdout });
+    const read = lines[Symbol.asyncIterator]();
+    const { port } = JSON.parse(String((await read.next()).value)) as { port: number };
+    const [wakerCommand, ...wakerArgs] = pinnedCommand(process.execPath, [wakeScript, 'waker', String(port), String(intervalMs), String(MEASURED)], 'load');
+    const waker = spawn(wakerCommand, wakerArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
+    const result = JSON.parse(String((await read.next()).value)) as WakeResult;
+    await new Promise((resolve) => (waker.exitCode === null ? waker.once('exit', resolve) : resolve(undefined)));
+    if (!(result.roundTrips >= MEASURED)) throw new Error(`${result.roundTrips} round trips`);
+    return result.cpuMicrosPerRoundTrip;
+  } catch (err) {
+    throw new Error(`round-trip cost: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    clearTimeout(timer);
+    sleeper.kill();
+  }
+}
 /** Misses under way at once in the concurrent variant (not a target: for comparison). */
 export const IN_FLIGHT = 16;
 export const WARMUP = 50;
@@ -50,6 +101,8 @@ export interface MissRun {
   grantsPerRequest: number;
   introspectionsPerRequest: number;
   neighbourShare: number;
+  /** Times one of credgate's threads slept and was woken, ÷ requests. */
+  wakeupsPerRequest: number;
 }
 
 /** Bodies sent one at a time, not measured (JIT, connections, the twin's first grant). */
@@ -72,7 +125,9 @@ export async function misses(bench: Bench, name: string, url: string, warmup: Re
 
 async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<MissRun> {
   const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+  const woken0 = wakeups();
   const { value: out, server } = await bracket(() => sequential(bench, name, { url, bodies, warmup: 0 }));
+  const woken = wakeups() - woken0;
   const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
   const latency = ascending(out.samples.map((s) => s.ms));
@@ -87,6 +142,7 @@ async function measuredMisses(bench: Bench, name: string, url: string, bodies: R
     grantsPerRequest: (stats1.tokenRequests - stats0.tokenRequests) / n,
     introspectionsPerRequest: (stats1.introspectionRequests - stats0.introspectionRequests) / n,
     neighbourShare: server.neighbourShare,
+    wakeupsPerRequest: woken / n,
   };
 }
 
@@ -110,6 +166,7 @@ export function missRows(figure: string, label: string, r: MissRun): void {
   row(figure, `${label}: latency p50 / p99 (one at a time)`, `${r.latencyMs.p50.toFixed(2)} / ${r.latencyMs.p99.toFixed(2)}`, 'ms');
   row(figure, `${label}: AS calls per request; AS's CPU per request`, `${r.grantsPerRequest.toFixed(2)} grant, ${r.introspectionsPerRequest.toFixed(2)} introspection; ${fmt(r.asCpuPerRequest)} µs`, '');
   row(figure, `${label}: uncached allows`, `${r.uncachedAllows}/${MEASURED}`, 'requests');
+  row(figure, `${label}: wake-ups of credgate's threads per miss`, r.wakeupsPerRequest, '');
 }
 
 export const aliceBody = (): Record<string, unknown> => ({ username: 'alice', password: ALICE.password });
@@ -184,6 +241,16 @@ export async function missPath(bench: Bench): Promise<void> {
   row('7', 'alone, one at a time: client assertion · jose jwtVerify', `${fmt(p.assertion)} · ${fmt(p.jwtVerify)}`, 'µs CPU');
   row('7', 'ASP miss − bare POST − assertion', asp.cpuPerRequest - floor.cpuPerRequest - p.assertion, 'µs CPU');
   row('7', 'password miss − bare POST − jwtVerify', password.cpuPerRequest - floor.cpuPerRequest - p.jwtVerify, 'µs CPU');
+  // One at a time, every step of a miss ends in a sleep (for the client, the AS, the thread pool), and
+  // each wake-up is charged by this machine whatever the work: one round trip with a peer on the
+  // other CPU (one wake-up, one packet sent back), measured alone at the pace of each run.
+  const pace = (r: MissRun) => r.latencyMs.p50 / Math.max(1, r.wakeupsPerRequest);
+  const trip = { floor: await roundTripCost(pace(floor)), asp: await roundTripCost(pace(asp)), password: await roundTripCost(pace(password)) };
+  row('7', 'bare POST, one at a time: wake-ups of credgate\'s threads per request', floor.wakeupsPerRequest, '');
+  row('7', 'a wake-up alone (a round trip with the other CPU, nothing else), at the pace of bare POST · ASP · password', `${fmt(trip.floor)} · ${fmt(trip.asp)} · ${fmt(trip.password)}`, 'µs CPU');
+  const awake = (r: MissRun, cost: number) => fmt(r.cpuPerRequest - r.wakeupsPerRequest * cost);
+  row('7', 'bare POST · ASP miss · password miss, less wake-ups × that', `${awake(floor, trip.floor)} · ${awake(asp, trip.asp)} · ${awake(password, trip.password)}`, 'µs CPU');
+  (results.missPath as Record<string, unknown>).roundTripCost = trip;
   const ok = (r: MissRun) => r.uncachedAllows === MEASURED && r.failures.length === 0;
   targetRow('7', 'password-grant miss: credgate CPU', password.cpuPerRequest, 'µs', `≤ ${PASSWORD_TARGET_MICROS} µs`, ok(password) ? password.cpuPerRequest <= PASSWORD_TARGET_MICROS : 'invalid');
   targetRow('7', 'ASP miss (assertion included): credgate CPU', asp.cpuPerRequest, 'µs', `≤ ${ASP_TARGET_MICROS} µs`, ok(asp) ? asp.cpuPerRequest <= ASP_TARGET_MICROS : 'invalid');
