@@ -58,7 +58,7 @@ const UNAVAILABLE: Decision = Object.freeze({ allow: false, status: 503, reason:
 
 /** How a strategy run ended. `rejectedByAs`: the AS itself said the password is wrong at some step. */
 type FlightResult =
-  | { readonly kind: 'identity'; readonly identity: Identity; readonly loginNames: readonly string[] }
+  | { readonly kind: 'identity'; readonly identity: Identity; readonly loginNames: readonly string[]; readonly strategy: StrategyName }
   | { readonly kind: 'denied' | 'unavailable'; readonly rejectedByAs: boolean }
   | { readonly kind: 'throttled'; readonly retryAfterSeconds: number };
 /** The decision's deadline passed before the flight ended. */
@@ -227,7 +227,10 @@ export class Verifier {
       if (identity.username !== undefined) this.accounts.rememberCanonicalName(identity.subject, identity.username);
       await this.ledger.link(identity.subject, names);
       this.options.staleIdentities?.remember(key, identity, this.cache.positiveTtlSeconds(identity));
-      if (identity.credential !== 'password') {
+      if (result.strategy === 'token') {
+        // A JWT is only ever checked as a token (order()): remembering it as an ASP would only fill
+        // the memory (and, with Redis, write to it) once per token.
+      } else if (identity.credential !== 'password') {
         this.cache.rememberAppPassword(key);
         await this.shared?.rememberAppPassword(key);
       } else {
@@ -308,7 +311,7 @@ export class Verifier {
         upstreamFailure = this.#upstreamFailure(err, strategy);
         continue;
       }
-      if (outcome.kind === 'identity') return outcome;
+      if (outcome.kind === 'identity') return { ...outcome, strategy: strategy.name };
       if (outcome.kind === 'refused') return { kind: 'denied', rejectedByAs };
       if (outcome.kind === 'throttled') throttled = outcome.retryAfterSeconds;
       if (outcome.kind === 'rejected_by_as') rejectedByAs = true;

@@ -273,3 +273,28 @@ test('a decision this process has cached is made at once (no promise); one that 
   assert.deepEqual([denied.reason, denied.cached], ['invalid_credentials', true]);
   assert.equal(password.calls, 2);
 });
+
+test('a JWT is not remembered as an app password (it is only ever checked as a token); an opaque token that introspection accepted is', async () => {
+  const jwt = `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from('{"sub":"auth0|a"}').toString('base64url')}.c2ln`;
+  const asToken: Identity = { ...identity, credential: 'access_token' };
+  const remembered: string[] = [];
+  const shared: SharedMemory = {
+    async recall() {
+      return { denied: false, appPassword: false, knownPassword: false };
+    },
+    async rememberDenied() {},
+    async rememberAppPassword(key) {
+      remembered.push(key);
+    },
+    async rememberPassword() {},
+    async forgetPassword() {},
+  };
+  const { v, cache } = verifier({ passwordGrant: scripted('password_grant', async () => null), appPassword: scripted('app_password', async () => asToken), jwt: scripted('token', async () => asToken) }, { shared });
+  const bearerJwt: Credentials = { kind: 'bearer', token: jwt };
+  const opaque: Credentials = { kind: 'bearer', token: 'opaque-token-1234567890' };
+  assert.equal((await v.verify(bearerJwt, { requiredScopes: [] })).allow, true);
+  assert.equal((await v.verify(opaque, { requiredScopes: [] })).allow, true);
+  assert.equal(cache.isKnownAppPassword(cache.keyFor(bearerJwt, 'aud')), false);
+  assert.equal(cache.isKnownAppPassword(cache.keyFor(opaque, 'aud')), true);
+  assert.deepEqual(remembered, [cache.keyFor(opaque, 'aud')], 'only the opaque token reached the shared state');
+});
