@@ -31,6 +31,8 @@ const WWW_DATA = { uid: 33, gid: 33 }; // Debian's fcgiwrap.socket runs CGIs as 
  * application and fcgiwrap's socket, and the prefix.
  */
 async function installSite(prefix: string, site: { port: number; credgatePort: number; appPort: number; fcgiwrapSocket: string; cert: string; key: string }): Promise<void> {
+  // Picked on each attempt of startNginxSites (installSite is its `install`): a taken port, this one
+  // or site.port, makes nginx fail with "Address already in use", and the next attempt picks new ones.
   const httpPort = await freePort();
   const prefixed: Substitution[] = [
     { kind: 'prefix', from: '/etc/nginx/', to: `${prefix}/etc/nginx/` },

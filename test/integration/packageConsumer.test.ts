@@ -18,7 +18,7 @@ import { after, before, describe, test } from 'node:test';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { basicHeader } from '../fixtures/credgate.js';
 import { cleanCopy } from '../fixtures/dockerfile.js';
-import { accepts, freePort, startProcess, waitFor, type ManagedProcess } from '../fixtures/processes.js';
+import { accepts, startProcess, startWithPortRetry, type ManagedProcess } from '../fixtures/processes.js';
 import { documentedBlock, REPOSITORY, substitute } from '../fixtures/recipeDocs.js';
 
 const AUDIENCE = 'https://git.example.com';
@@ -84,11 +84,11 @@ describe('credgate/fastify as an npm package: packed, installed and used from Ty
       join(consumer, 'tsconfig.json'),
       JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noUncheckedIndexedAccess: true, outDir: 'out', types: ['node'], skipLibCheck: false }, files: ['app.ts'] }, null, 2),
     );
-    port = await freePort();
-    // The docs' example; its port is this run's.
+    // The docs' example; its port is this run's, from APP_PORT: picked when the app starts (not here, a
+    // minute before), and another one if that was taken meanwhile, without compiling again.
     const example = documentedBlock('docs/integrations/fastify.md', 'fastify-example');
     assert.equal(example.lang, 'ts');
-    writeFileSync(join(consumer, 'app.ts'), substitute(example.text, [{ kind: 'port', from: 'await app.listen({ port: 3000 });', to: `await app.listen({ host: '127.0.0.1', port: ${port} });` }], example.where));
+    writeFileSync(join(consumer, 'app.ts'), substitute(example.text, [{ kind: 'port', from: 'await app.listen({ port: 3000 });', to: "await app.listen({ host: '127.0.0.1', port: Number(process.env.APP_PORT) });" }], example.where));
     started = Date.now();
     const install = await run('npm', ['install'], consumer, 90_000);
     timings.push(`npm install ${Date.now() - started} ms`);
@@ -140,21 +140,27 @@ describe('credgate/fastify as an npm package: packed, installed and used from Ty
   test('the compiled example runs against the dev AS: alice reads, a wrong password is 401, carol may not write, / is public', { timeout: 30_000 }, async () => {
     // tsc emitted out/app.js in the previous test; compile again if this one runs alone.
     if (!readdirSync(consumer).includes('out')) assert.equal((await run('node', [TSC, '-p', 'tsconfig.json'], consumer)).code, 0);
-    app = startProcess('node', ['out/app.js'], {
-      cwd: consumer,
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        CREDGATE_ISSUER: dev.issuer,
-        CREDGATE_AUDIENCE: AUDIENCE,
-        CREDGATE_CLIENT_ID: CLIENT.clientId,
-        CREDGATE_CLIENT_SECRET: CLIENT.clientSecret,
-        CREDGATE_INTROSPECTION_CLIENT_SECRET: INTROSPECTION_SECRET,
+    // A port taken before the app listens (EADDRINUSE): the app exits and is started again on another.
+    ({ process: app, port } = await startWithPortRetry(
+      'the consumer app',
+      (port) => {
+        const started = startProcess('node', ['out/app.js'], {
+          cwd: consumer,
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            APP_PORT: String(port), // not PORT: loadConfig() would read that one as credgate's own port
+            CREDGATE_ISSUER: dev.issuer,
+            CREDGATE_AUDIENCE: AUDIENCE,
+            CREDGATE_CLIENT_ID: CLIENT.clientId,
+            CREDGATE_CLIENT_SECRET: CLIENT.clientSecret,
+            CREDGATE_INTROSPECTION_CLIENT_SECRET: INTROSPECTION_SECRET,
+          },
+        });
+        return { process: started, describe: () => started.output() };
       },
-    });
-    await waitFor('the consumer app', () => {
-      if (app!.hasExited()) throw new Error('exited');
-      return accepts(port);
-    }, 15_000, () => app!.output());
+      (_, port) => accepts(port),
+      15_000,
+    ));
     const base = `http://127.0.0.1:${port}`;
     const alice = await fetch(`${base}/repos/demo`, { headers: { authorization: basicHeader('alice', users.alice!.password) } });
     assert.equal(alice.status, 200, app.output());

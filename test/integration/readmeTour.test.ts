@@ -15,7 +15,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { freePort, startProcess, waitFor, type ManagedProcess } from '../fixtures/processes.js';
+import { startProcess, startWithPortRetry, type ManagedProcess } from '../fixtures/processes.js';
 import { documentedBlock, REPOSITORY, runScript, substitute, type Substitution } from '../fixtures/recipeDocs.js';
 
 interface Step {
@@ -96,13 +96,18 @@ describe("README.md's five-minute tour, run as written against `npm start`", { t
   let devAsPort: string;
 
   before(async () => {
-    port = await freePort();
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', PORT: String(port), npm_config_update_notifier: 'false' };
-    start = startProcess('npm', ['start', '--ignore-scripts'], { cwd: REPOSITORY, env });
-    await waitFor('the dev mode banner', () => {
-      if (start.hasExited()) throw new Error('npm start exited');
-      return /^={20,}\n(?:.*\n)+={20,}$/m.test(start.output()) && /curl -s -X POST/.test(start.output());
-    }, 20_000, () => start.output());
+    // PORT picked at run time; if another process takes it before credgate listens (EADDRINUSE),
+    // `npm start` exits and is run again with another.
+    ({ process: start, port } = await startWithPortRetry(
+      'npm start (the dev mode banner)',
+      (port) => {
+        const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', PORT: String(port), npm_config_update_notifier: 'false' };
+        const started = startProcess('npm', ['start', '--ignore-scripts'], { cwd: REPOSITORY, env });
+        return { process: started, describe: () => started.output() };
+      },
+      async (started) => /^={20,}\n(?:.*\n)+={20,}$/m.test(started.process.output()) && /curl -s -X POST/.test(started.process.output()),
+      20_000,
+    ));
     const asp = /curl -i -u 'bob:([^']+)'/.exec(start.output());
     assert.ok(asp, start.output());
     bobAsp = asp[1]!;
