@@ -104,11 +104,7 @@ export function authRoute(app: FastifyInstance, service: Service, load: LoadGaug
     // route. The original target is the raw request line after the prefix, never the router's
     // decoded parameter (which a second decoding would turn `%252e%252e` into `..`).
     handler: (request, reply) => {
-      if (!isTrustedPeer(service.trust, request)) {
-        // Not `return reply.callNotFound()`: a handler that is not async and returns the reply has it sent twice (fastify warns).
-        reply.callNotFound();
-        return undefined;
-      }
+      if (!isTrustedPeer(service.trust, request)) return reply.callNotFound();
       const raw = request.raw.url ?? '';
       return handle(request, reply, raw.startsWith(ENVOY_PREFIX) ? raw.slice(ENVOY_PREFIX.length - 1) : '\u0000not under /auth/');
     },

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { PROTOCOLS } from '../../policy/schema.js';
 import type { Service } from '../../service.js';
@@ -9,6 +9,7 @@ import { badRequest } from '../errors.js';
 import { isTrustedPeer, plainIp } from '../originalRequest.js';
 import { decisionText, JSON_TYPE } from '../render.js';
 import { NEVER_OVERLOADED, refuseOverloaded, type LoadGauge } from '../loadShedding.js';
+import type { Decision } from '../../verify/types.js';
 
 /**
  * `POST /v1/verify` body. Unknown fields are refused, so a typo (`scope` for `scopes`) cannot
@@ -32,21 +33,33 @@ const verifyRequest = z
   .strict();
 
 export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGauge = NEVER_OVERLOADED): void {
-  app.post('/v1/verify', async (request, reply) => {
-    if (load.cause !== undefined) return refuseOverloaded(service, load.cause, request, reply, 'verify');
+  const render = (reply: FastifyReply, decision: Decision): FastifyReply => {
+    if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
+    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').type(JSON_TYPE).send(decisionText(decision));
+  };
+
+  // Not an async function: a decision made at once (a cached one) is answered on the same turn,
+  // with no promise; fastify takes a handler that answers and returns nothing, or a promise.
+  app.post('/v1/verify', (request, reply): Promise<FastifyReply> | undefined => {
+    if (load.cause !== undefined) {
+      refuseOverloaded(service, load.cause, request, reply, 'verify');
+      return undefined;
+    }
     const parsed = verifyRequest.safeParse(request.body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       const where = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : `${issue.path.join('.') || 'body'}: ${issue.message}`;
-      return badRequest(reply, 'malformed_request', where);
+      badRequest(reply, 'malformed_request', where);
+      return undefined;
     }
     const { username, password, scopes = [], audience, clientIp, method, host, uri, protocol = 'http', identityToken = false } = parsed.data;
     if (audience !== undefined && !service.servesAudience(audience)) {
-      return badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
+      badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
+      return undefined;
     }
     const problem = checkPair(username, password);
     const asksAbout = method !== undefined || host !== undefined || uri !== undefined;
-    const decision = await service.pipeline.decide({
+    const decision = service.pipeline.decide({
       interface: 'verify',
       protocol,
       credentials: problem ?? { kind: 'basic', username, password },
@@ -60,7 +73,8 @@ export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGa
       requestId: request.id,
       wantsIdentityToken: identityToken,
     });
-    if (decision.reason === 'missing_credentials' || decision.reason === 'malformed_credentials') return badRequest(reply, decision.reason, decision.detail ?? decision.reason);
-    return reply.code(decision.status === 503 ? 503 : 200).header('cache-control', 'no-store').type(JSON_TYPE).send(decisionText(decision));
+    if (decision instanceof Promise) return decision.then((made) => render(reply, made));
+    render(reply, decision);
+    return undefined;
   });
 }
