@@ -60,12 +60,12 @@ async function memory(): Promise<void> {
       continue;
     }
     const m = r.value;
-    (results.memory as Record<string, unknown>)[label] = { ...m, rssPerEntry: m.rssBytes / m.entries, marginalRssPerEntry: m.secondHalfRssBytes / (m.entries - (m.entries >> 1)), heapPerEntry: m.heapUsedBytes / m.entries };
     // What an entry costs is the RSS the second half of the entries added (both ends measured after
     // full collections): the fixed costs — V8's young generation, which V8 sizes by the fill's
     // allocation rate (about 17 MB on Node 20, 109 MB on Node 24, whatever is live), code, the
     // runtime — are not per entry. The whole growth ÷ N is printed beside it.
     const marginal = m.secondHalfRssBytes / (m.entries - (m.entries >> 1));
+    (results.memory as Record<string, unknown>)[label] = { ...m, rssPerEntry: m.rssBytes / m.entries, marginalRssPerEntry: marginal, heapPerEntry: m.heapUsedBytes / m.entries };
     row('8', `${label} entries: RSS per entry, from ${label === '1M' ? '500k' : '50k'} to ${label}`, Math.round(marginal), 'bytes', n === 1_000_000 ? '≤ 450 B/entry' : undefined, n === 1_000_000 ? marginal <= 450 : undefined);
     row('8', `${label} entries: all RSS growth ÷ entries`, Math.round(m.rssBytes / m.entries), 'bytes');
     row('8', `${label} entries: of which V8's young generation`, m.youngGenerationBytes / 1e6, 'MB');

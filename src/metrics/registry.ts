@@ -3,9 +3,6 @@ import type { CallOutcome, Endpoint } from '../upstream/http.js';
 import { CREDENTIAL_TYPES, REASONS, type CredentialType, type Reason } from '../vocabulary.js';
 import { droppedLogLines } from '../log.js';
 
-/** What each `credgate_log_lines_dropped_total` (one per registry) has counted of droppedLogLines() so far. */
-const reportedDroppedLines = new WeakMap<object, number>();
-
 /** Interfaces a decision can come from: the values of the `interface` label. */
 export const INTERFACES = ['auth', 'verify', 'mail', 'cli', 'plugin'] as const;
 export type Interface = (typeof INTERFACES)[number];
@@ -194,16 +191,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly logLinesDropped = new Counter({
+  /** What `credgate_log_lines_dropped_total` has counted of droppedLogLines() so far. */
+  #droppedLinesCounted = 0;
+
+  readonly logLinesDropped: Counter = new Counter({
     name: 'credgate_log_lines_dropped_total',
     help: "Log lines dropped because the log's reader (stdout) left 16 MiB unread: decisions go on rather than queue lines without bound.",
     registers: [this.registry],
-    collect() {
-      // The count lives in the log's destination (log.ts), made before any registry.
+    // The count lives in the log's destination (log.ts), made before any registry.
+    collect: () => {
       const total = droppedLogLines();
-      const reported = reportedDroppedLines.get(this) ?? 0;
-      if (total > reported) this.inc(total - reported);
-      reportedDroppedLines.set(this, total);
+      if (total > this.#droppedLinesCounted) this.logLinesDropped.inc(total - this.#droppedLinesCounted);
+      this.#droppedLinesCounted = total;
     },
   });
 
