@@ -1,12 +1,15 @@
-import { createRemoteJWKSet, customFetch, errors, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, customFetch, errors, type JWTPayload } from 'jose';
 import { UpstreamError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import type { FetchLike, UpstreamHttp } from './http.js';
 import type { AuthorizationServerMetadata } from './metadata.js';
+import { UnusableKeyError, verifyJwt } from './jws.js';
 
 /**
  * Verifies JWT access tokens locally against the authorization server's JWKS: signature with an
- * allow-listed asymmetric algorithm, `iss`, `aud`, `exp`/`nbf` with a small clock tolerance.
+ * allow-listed asymmetric algorithm, `iss`, `aud`, `exp`/`nbf` with a small clock tolerance. jose
+ * fetches the JWKS and picks and imports the key; the signature and claims are checked on this
+ * thread by jws.ts (no thread-pool job per token).
  * Returns the claims, or null for any token that does not pass. Throws UpstreamError only when
  * the JWKS itself cannot be had. jose refetches the JWKS for an unknown `kid` at most once per
  * 30 s cooldown (`JWKS_COOLDOWN_MS`) and shares one pending fetch among concurrent callers, so
@@ -18,12 +21,15 @@ export const JWKS_COOLDOWN_MS = 30_000;
 
 export class AccessTokenVerifier {
   #jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+  readonly #algorithms: ReadonlySet<string>;
 
   constructor(
     private readonly config: Config & { audience: string },
     private readonly metadata: AuthorizationServerMetadata,
     private readonly http: UpstreamHttp,
-  ) {}
+  ) {
+    this.#algorithms = new Set(config.jwtAlgorithms);
+  }
 
   async #keySet() {
     if (this.#jwks) return this.#jwks;
@@ -52,18 +58,18 @@ export class AccessTokenVerifier {
     const jwks = await this.#keySet();
     const as = this.metadata.current!;
     try {
-      const { payload } = await jwtVerify(token, jwks, {
+      const payload = await verifyJwt(token, jwks, {
         issuer: as.issuer,
         audience,
-        algorithms: [...this.config.jwtAlgorithms],
-        clockTolerance: this.config.clockToleranceSeconds,
-        requiredClaims: ['exp', 'sub'],
+        algorithms: this.#algorithms,
+        clockToleranceSeconds: this.config.clockToleranceSeconds,
       });
-      return typeof payload.sub === 'string' && payload.sub.length > 0 ? payload : null;
+      return payload !== null && typeof payload.sub === 'string' && payload.sub.length > 0 ? payload : null;
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
       if (err instanceof errors.JWKSTimeout) throw new UpstreamError('JWKS did not answer in time', 'jwks', 'timeout', { cause: err });
-      if (err instanceof errors.JOSEError) return null; // bad signature, alg, claims, unknown kid, malformed
+      if (err instanceof UnusableKeyError) throw new UpstreamError(err.message, 'jwks', 'bad_response', { cause: err });
+      if (err instanceof errors.JOSEError) return null; // unknown kid, several keys match, alg jose does not support
       throw new UpstreamError('JWKS could not be used', 'jwks', 'bad_response', { cause: err });
     }
   }

@@ -7,6 +7,8 @@ import { ConfigError } from '../errors.js';
 export interface SigningKey {
   /** WebCrypto key for oauth4webapi's PrivateKeyJwt. */
   readonly key: webcrypto.CryptoKey;
+  /** The same private key for node:crypto's one-shot signing (EC and Ed25519 assertions). */
+  readonly keyObject: KeyObject;
   /** RFC 7638 thumbprint of the public key; sent as the assertion's `kid`. */
   readonly kid: string;
   readonly alg: string;
@@ -64,7 +66,7 @@ async function fromPrivateKeyObject(privateKey: KeyObject, published: KeyObject[
     const jwk = await publicJwk(other, algorithmFor(other));
     if (!keys.some((k) => k.kid === jwk.kid)) keys.push(jwk);
   }
-  return Object.freeze({ signing: Object.freeze({ key, kid: signingJwk.kid!, alg }), jwks: Object.freeze({ keys }) });
+  return Object.freeze({ signing: Object.freeze({ key, keyObject: privateKey, kid: signingJwk.kid!, alg }), jwks: Object.freeze({ keys }) });
 }
 
 function webCryptoImportParams(key: KeyObject, alg: string): webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams | webcrypto.Algorithm {
