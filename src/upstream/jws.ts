@@ -60,24 +60,33 @@ function jsonObject(value: string): Record<string, unknown> | undefined {
   }
 }
 
-const keyObjects = new WeakMap<object, KeyObject>();
+/** What is checked of a key, read once per key (KeyObject's getters build a new object each call). */
+interface KeyFacts {
+  readonly object: KeyObject;
+  readonly public: boolean;
+  readonly keyType: string;
+  readonly curve: string | undefined;
+  readonly bits: number;
+}
 
-/** node:crypto's form of a key jose imported (converted once per key). */
-function keyObjectOf(key: webcrypto.CryptoKey | KeyObject): KeyObject {
-  if (key instanceof KeyObject) return key;
-  let object = keyObjects.get(key);
-  if (object === undefined) {
-    object = KeyObject.from(key);
-    keyObjects.set(key, object);
+const facts = new WeakMap<object, KeyFacts>();
+
+/** node:crypto's form of a key jose imported, and its facts (converted once per key). */
+function factsOf(key: webcrypto.CryptoKey | KeyObject): KeyFacts {
+  let known = facts.get(key);
+  if (known === undefined) {
+    const object = key instanceof KeyObject ? key : KeyObject.from(key);
+    const details = object.asymmetricKeyDetails;
+    known = { object, public: object.type === 'public', keyType: object.asymmetricKeyType ?? '', curve: details?.namedCurve, bits: details?.modulusLength ?? 0 };
+    facts.set(key, known);
   }
-  return object;
+  return known;
 }
 
 /** Whether a public key can check `alg` at all (jose picked it for `alg`; checked again here). */
-function fits(key: KeyObject, algorithm: Algorithm): boolean {
-  if (key.type !== 'public' || !algorithm.keyTypes.includes(key.asymmetricKeyType ?? '')) return false;
-  if (algorithm.curve !== undefined && key.asymmetricKeyDetails?.namedCurve !== algorithm.curve) return false;
-  return true;
+function fits(key: KeyFacts, algorithm: Algorithm): boolean {
+  if (!key.public || !algorithm.keyTypes.includes(key.keyType)) return false;
+  return algorithm.curve === undefined || key.curve === algorithm.curve;
 }
 
 export interface JwtChecks {
@@ -112,15 +121,15 @@ export async function verifyJwt(token: string, resolve: KeyResolver, checks: Jwt
   const signature = segment(token.slice(second + 1));
   if (algorithm === undefined || signature === undefined) return null;
 
-  const key = keyObjectOf(await resolve(header as JWTHeaderParameters));
+  const key = factsOf(await resolve(header as JWTHeaderParameters));
   if (!fits(key, algorithm)) return null;
-  if (key.asymmetricKeyType !== 'ec' && key.asymmetricKeyType !== 'ed25519' && (key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) {
+  if (key.keyType.startsWith('rsa') && key.bits < MIN_RSA_BITS) {
     throw new UnusableKeyError(`the JWKS key for ${alg} has fewer than ${MIN_RSA_BITS} bits`);
   }
   let valid: boolean;
   try {
     valid = verify(algorithm.hash, Buffer.from(token.slice(0, second), 'latin1'), {
-      key,
+      key: key.object,
       padding: algorithm.padding,
       saltLength: algorithm.saltLength,
       dsaEncoding: algorithm.dsaEncoding,

@@ -218,6 +218,10 @@ test('stricter than jose on purpose: crit and b64 headers, padded segments, and 
   // A resolver that hands over a key that cannot check the token's alg (jose's never does).
   const p256 = keys[2]!.publicKey;
   assert.equal(await verifyJwt(good, async () => p256, checks), null, 'EC key for RS256');
+  // "RS256" over an ECDSA (DER) signature verifies with the EC key unless the key's type is checked.
+  const rsInput = `${b64({ alg: 'RS256' })}.${claims}`;
+  const ecdsaAsRs256 = `${rsInput}.${sign('sha256', Buffer.from(rsInput), keys[2]!.privateKey).toString('base64url')}`;
+  assert.equal(await verifyJwt(ecdsaAsRs256, async () => p256, checks), null, 'an ECDSA signature called RS256');
   const input = `${b64({ alg: 'ES256' })}.${claims}`;
   const es256 = `${input}.${signature('ES256', keys[2]!, input)}`;
   assert.ok(await verifyJwt(es256, async () => p256, checks), 'the right curve');
