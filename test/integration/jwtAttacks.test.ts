@@ -131,6 +131,11 @@ describe('JWT attacks: every forged token is a plain 401, never an allow, never 
     await assertRefused(await rs256(dev.signingKey.privateKey, { alg: 'RS256', kid, crit: [] }, claims), 'empty crit');
     await assertRefused(compact({ alg: 'RS256', kid: dev.signingKey.kid, crit: ['exp'] }, claims, () => 'c2ln'), 'crit naming a claim');
     await assertRefused(compact({ alg: 'RS256', kid: dev.signingKey.kid, b64: false, crit: ['b64'] }, claims, () => 'c2ln'), 'b64: false');
+    // Genuine signatures that jose's jwtVerify accepts, refused by credgate's own check on purpose:
+    // no JWS extension is understood. (A padded copy of a token is not JWT-shaped to credgate at
+    // all: it goes to introspection, where the AS decides; the unit tests cover the check itself.)
+    await assertRefused(await rs256(dev.signingKey.privateKey, { alg: 'RS256', kid, crit: ['b64'], b64: true }, claims), 'crit b64 with b64: true');
+    await assertRefused(await rs256(dev.signingKey.privateKey, { alg: 'RS256', kid, b64: false }, claims), 'b64: false without crit');
   });
 
   test('nested and huge tokens: a JWT inside a JWT, a JWE shape, a payload that is not an object, a header 4000 arrays deep, over 16 KiB', async () => {
