@@ -39,7 +39,7 @@ const MIN_RSA_BITS = 2048;
 const SEGMENT = /^[A-Za-z0-9_-]+$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** A key of the wrong kind for its JWKS entry or too weak: the AS's key set is at fault, not the token. */
+/** An RSA key under 2048 bits in the AS's key set: the key set is at fault, not the token. */
 export class UnusableKeyError extends Error {}
 
 /** A base64url segment decoded, or undefined unless it is one (characters and length; no padding). */
