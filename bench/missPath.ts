@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { createLocalJWKSet } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { RunningServer } from '../src/main.js';
-import { privateKeyJwt } from '../src/upstream/introspection.js';
+import { privateKeyJwt } from '../src/upstream/clientAssertion.js';
 import { verifyJwt } from '../src/upstream/jws.js';
 import { bracket, quiet } from './generator.js';
 import { pinnedCommand, runChild } from './pinning.js';
@@ -187,7 +187,7 @@ async function cpuPer(n: number, warm: number, f: () => Promise<unknown>): Promi
 
 /**
  * Pieces of a miss measured alone in this process, one at a time: the client assertion credgate
- * signs for each introspection (src/upstream/introspection.ts's privateKeyJwt with credgate's key),
+ * signs for each introspection (src/upstream/clientAssertion.ts's privateKeyJwt with credgate's key),
  * and credgate's check of an access token from the AS (src/upstream/jws.ts, the key from a jose key
  * set as credgate gets it).
  */

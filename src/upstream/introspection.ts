@@ -1,12 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import * as oauth from 'oauth4webapi';
 import { UpstreamError } from '../errors.js';
 import type { Config } from '../config/schema.js';
-import type { ClientKeys, SigningKey } from './clientKeys.js';
+import type { ClientKeys } from './clientKeys.js';
+import { privateKeyJwt } from './clientAssertion.js';
 import type { Deadline } from './deadline.js';
 import type { UpstreamHttp } from './http.js';
 import type { AuthorizationServerMetadata } from './metadata.js';
-import { quickSigner } from './jws.js';
 
 /**
  * Parses an RFC 7662 answer. oauth4webapi insists on JSON and on `active` being a real boolean
@@ -25,26 +24,6 @@ export async function processIntrospection(as: oauth.AuthorizationServer, client
     }
     throw new UpstreamError(`introspection answer is not valid (HTTP ${response.status})`, 'introspection', 'bad_response', { cause: err, status: response.status });
   }
-}
-
-/**
- * `private_key_jwt` client authentication (RFC 7523 §2.2; the claims oauth4webapi's PrivateKeyJwt
- * sends: iss = sub = client id, aud = issuer, a 32-byte random jti, iat = nbf = now, exp = now + 60,
- * header alg and kid). EC and Ed25519 keys sign on this thread with node:crypto (~30 µs); an RSA
- * key (~1 ms a signature) signs through oauth4webapi's WebCrypto, off the event loop.
- */
-export function privateKeyJwt(signing: SigningKey): oauth.ClientAuth {
-  const signer = quickSigner(signing.alg, signing.keyObject);
-  if (signer === undefined) return oauth.PrivateKeyJwt({ key: signing.key, kid: signing.kid });
-  const header = Buffer.from(JSON.stringify({ alg: signing.alg, kid: signing.kid })).toString('base64url');
-  return (as, client, body) => {
-    const now = Math.floor(Date.now() / 1000);
-    const claims = { jti: randomBytes(32).toString('base64url'), aud: as.issuer, exp: now + 60, iat: now, nbf: now, iss: client.client_id, sub: client.client_id };
-    const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-    body.set('client_id', client.client_id);
-    body.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
-    body.set('client_assertion', `${input}.${signer(input)}`);
-  };
 }
 
 /**

@@ -160,3 +160,14 @@ export function quickSigner(alg: string, key: KeyObject): ((input: string) => st
   if (algorithm === undefined || key.type !== 'private' || !(key.asymmetricKeyType === 'ec' || key.asymmetricKeyType === 'ed25519')) return undefined;
   return (input) => sign(algorithm.hash, Buffer.from(input, 'utf8'), { key, dsaEncoding: algorithm.dsaEncoding }).toString('base64url');
 }
+
+/** A signer for any private key that signs on libuv's thread pool (an RSA signature is ~1 ms of CPU). */
+export function backgroundSigner(alg: string, key: KeyObject): (input: string) => Promise<string> {
+  const algorithm = ALGORITHMS.get(alg);
+  if (algorithm === undefined || key.type !== 'private') throw new TypeError(`cannot sign ${alg} with this key`);
+  const options = { key, padding: algorithm.padding, saltLength: algorithm.saltLength, dsaEncoding: algorithm.dsaEncoding };
+  return (input) =>
+    new Promise((resolve, reject) => {
+      sign(algorithm.hash, Buffer.from(input, 'utf8'), options, (err, signature) => (err ? reject(err) : resolve(signature.toString('base64url'))));
+    });
+}

@@ -8,7 +8,7 @@ import { calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, importJWK, jw
 import * as oauth from 'oauth4webapi';
 import { ConfigError } from '../../src/errors.js';
 import { loadClientKeys, newKeyPair } from '../../src/upstream/clientKeys.js';
-import { privateKeyJwt } from '../../src/upstream/introspection.js';
+import { privateKeyJwt } from '../../src/upstream/clientAssertion.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'credgate-keys-'));
 const write = (name: string, text: string) => {
