@@ -51,8 +51,7 @@ for (const [label, clientKeys] of [
       introspectionClientId: INTROSPECTION_CLIENT_ID,
     }, { keys: await clientKeys() });
     jwksUrl = credgate.jwksUrl;
-    const discovery = (await (await fetch(`${op.issuer}/.well-known/openid-configuration`)).json()) as { token_endpoint: string };
-    return {
+      return {
       credgate,
       audience: AUDIENCE,
       otherAudience: OTHER_AUDIENCE,
@@ -63,14 +62,7 @@ for (const [label, clientKeys] of [
       mintAppPassword: (username, o) => op.mintAppPassword(username, o),
       revoke: (token) => op.revoke(token),
       mintRefreshToken: (username) => op.mintRefreshToken(username),
-      async accessToken(user) {
-        const response = await fetch(discovery.token_endpoint, {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded' },
-          body: new URLSearchParams({ grant_type: 'password', username: user.username, password: user.password, audience: AUDIENCE, client_id: PASSWORD_CLIENT.clientId, client_secret: PASSWORD_CLIENT.clientSecret }),
-        });
-        return ((await response.json()) as { access_token: string }).access_token;
-      },
+      accessToken: (user) => op.accessToken(user),
       async close() {
         await credgate.close();
         await op.close();

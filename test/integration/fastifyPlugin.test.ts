@@ -85,7 +85,6 @@ async function oidcProviderServer(): Promise<AuthorizationServer> {
   const carol = { username: 'carol', password: 'carol-oidc-password', sub: 'user|carol', scopes: ['read:repo'] };
   let jwksUrl = '';
   const op = await startOidcProvider({ audience: AUDIENCE, passwordClient, introspectionClientId, introspectionClientJwksUrl: () => jwksUrl, users: [alice, carol] });
-  const discovery = (await (await fetch(`${op.issuer}/.well-known/openid-configuration`)).json()) as { token_endpoint: string };
   return {
     issuer: op.issuer,
     config: { audience: AUDIENCE, ...passwordClient, tokenAuthMethod: 'client_secret_basic', introspectionClientId },
@@ -98,14 +97,7 @@ async function oidcProviderServer(): Promise<AuthorizationServer> {
     },
     mintAppPassword: (username, scope) => op.mintAppPassword(username, scope === undefined ? {} : { scope }),
     revokeAppPassword: (token) => op.revoke(token),
-    async accessToken(user) {
-      const response = await fetch(discovery.token_endpoint, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'password', username: user.username, password: user.password, audience: AUDIENCE, client_id: passwordClient.clientId, client_secret: passwordClient.clientSecret }),
-      });
-      return ((await response.json()) as { access_token: string }).access_token;
-    },
+    accessToken: (user) => op.accessToken(user),
     close: () => op.close(),
   };
 }
