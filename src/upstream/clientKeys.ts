@@ -5,9 +5,9 @@ import { ConfigError } from '../errors.js';
 
 /** The key credgate signs its `private_key_jwt` client assertions with (RFC 7523 §2.2). */
 export interface SigningKey {
-  /** WebCrypto key for oauth4webapi's PrivateKeyJwt. */
+  /** WebCrypto form, for jose's SignJWT (identity tokens). */
   readonly key: webcrypto.CryptoKey;
-  /** The same private key for node:crypto's one-shot signing (EC and Ed25519 assertions). */
+  /** The same private key for node:crypto (client assertions: clientAssertion.ts). */
   readonly keyObject: KeyObject;
   /** RFC 7638 thumbprint of the public key; sent as the assertion's `kid`. */
   readonly kid: string;
