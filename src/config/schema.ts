@@ -186,7 +186,7 @@ export const configSchema = z
       .describe(
         'A password matching this (JavaScript) regular expression is introspected first, so using an ASP never counts as a ' +
           'failed login at the AS. Default: 32 or more characters from the base64/base64url alphabet (long random tokens). ' +
-          'A user password that matches only costs one extra introspection call. Empty string: off.',
+          'A user password that matches costs one extra introspection call until it has succeeded once; from then on it goes to the password grant first. Empty string: off.',
       ),
     appPasswordMemorySeconds: z.coerce.number().int().min(0).max(90 * 86_400).default(30 * 86_400).describe(
       'How long credgate remembers (by HMAC) that a credential turned out to be an ASP, so it is introspected first, and that a password succeeded (a known-good password keeps a login slot while the budget is spent). Seconds.',

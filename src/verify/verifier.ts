@@ -102,14 +102,16 @@ export class Verifier {
   /**
    * Strategy order for these credentials. A JWT-shaped secret is only ever verified as a token; a
    * remembered ASP is only introspected; an ASP-shaped password is introspected before it is tried
-   * as a password, so using an ASP never counts as a failed login at the AS.
+   * as a password, so using an ASP never counts as a failed login at the AS, unless it has already
+   * succeeded as a password (a long generated password): then the grant goes first and the
+   * introspection it would always lose is not sent.
    */
   order(credentials: Credentials, key: string): Strategy[] {
     const { password_grant, app_password, token } = this.strategies;
     const secret = credentials.kind === 'basic' ? credentials.password : credentials.token;
     if (looksLikeJwt(secret)) return [token];
     if (credentials.kind === 'bearer' || this.cache.isKnownAppPassword(key)) return [app_password];
-    if (this.options.appPasswordPattern?.test(secret)) return [app_password, password_grant];
+    if (this.options.appPasswordPattern?.test(secret) && !this.cache.isKnownPassword(key)) return [app_password, password_grant];
     return this.options.strategyOrder.map((name) => this.strategies[name]);
   }
 

@@ -69,6 +69,22 @@ describe('decision cache and request coalescing, counted at the dev AS', () => {
     assert.equal(dev.stats().tokenRequests - tokenBefore, 0, 'an ASP-shaped secret is introspected first');
   });
 
+  test('a long generated password (ASP-shaped) is introspected first once, then goes to the password grant alone', async () => {
+    const password = 'Xq7vT2mLp9sR4wZk8bN3cF6hJ1dG5yA0eU'; // 34 characters of base64url: looks like an ASP
+    dev.addUser({ sub: 'auth0|gen', username: 'gen', email: 'gen@example.com', password, permissions: ['read:repo'] });
+    const count = () => ({ grants: dev.stats().tokenRequests, introspections: dev.stats().introspectionRequests });
+    const before = count();
+    assert.equal((await credgate.verify({ username: 'gen', password })).body.allow, true);
+    const first = count();
+    assert.equal(first.grants - before.grants, 1);
+    assert.ok(first.introspections - before.introspections >= 1, 'unknown: introspected first');
+    await credgate.service.purge({ username: 'gen' }); // the decision goes; what credgate learnt stays
+    const second = await credgate.verify({ username: 'gen', password });
+    assert.equal(second.body.allow, true);
+    assert.equal(second.body.cached, false);
+    assert.deepEqual({ grants: count().grants - first.grants, introspections: count().introspections - first.introspections }, { grants: 1, introspections: 0 }, 'known as a password: the grant alone');
+  });
+
   test('a purge makes the next request ask the AS again', async () => {
     await credgate.verify({ username: 'alice', password: users.alice!.password });
     assert.ok((await credgate.service.purge({ username: 'alice' })).purged >= 1);

@@ -138,6 +138,24 @@ const aspOfAlice = (aud = 'aud') => async (password: string) =>
   password.startsWith('asp-') ? ({ kind: 'identity', identity: { ...identity, subject: ALICE.sub, credential: 'app_password', audience: aud }, loginNames: ['alice', 'alice@example.com'] } as const) : null;
 const as = (v: ReturnType<typeof testVerifier>['v'], username: string, password: string) => v.verify({ kind: 'basic', username, password }, { requiredScopes: [] });
 
+test('an ASP-shaped password that succeeded as a password goes to the grant first from then on (no introspection it would lose)', async () => {
+  let current = aspLike;
+  let grant!: ReturnType<typeof grantStrategy>;
+  const asp = scripted('app_password', async () => null);
+  const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(async (_u, p) => (p === current ? grantOk(ALICE) : grantWrong), ledger, cache)), app_password: asp }), { ttlSeconds: 0 });
+  assert.equal((await as(v, 'alice', aspLike)).allow, true);
+  assert.deepEqual([asp.calls, grant.calls], [1, 1], 'unknown the first time: introspected first');
+  assert.equal((await as(v, 'alice', aspLike)).allow, true);
+  assert.deepEqual([asp.calls, grant.calls], [1, 2], 'known as a password: the grant alone');
+  // Changed at the AS meanwhile: the grant fails, introspection still gets its turn, and the
+  // password is no longer known, so the next try is introspected first again.
+  current = 'a-new-password';
+  assert.equal((await as(v, 'alice', aspLike)).reason, 'invalid_credentials');
+  assert.deepEqual([asp.calls, grant.calls], [2, 3]);
+  await as(v, 'alice', aspLike);
+  assert.deepEqual([asp.calls, grant.calls], [3, 4], 'forgotten after the failure: introspected first');
+});
+
 test('a concurrent burst of 40 wrong passwords sends at most budget − 2 grants; the rest are throttled', async () => {
   let grant!: ReturnType<typeof grantStrategy>;
   const { v } = testVerifier(({ ledger, cache }) => ({ password_grant: (grant = grantStrategy(aliceAs(), ledger, cache)), app_password: scripted('app_password', async () => null) }));
