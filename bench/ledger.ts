@@ -21,7 +21,7 @@ import { RedisLoginLedger } from '../src/state/redisLedger.js';
 import { AccountDirectory } from '../src/verify/accounts.js';
 import { CredentialCache } from '../src/verify/cache.js';
 import { LocalLoginLedger, type LedgerRule } from '../src/verify/loginLedger.js';
-import { aliceBody, misses, startUncachedTwin, warm, type MissRun } from './missPath.js';
+import { aliceBody, misses, settle, startUncachedTwin, type MissRun } from './missPath.js';
 import { bracket, quiet } from './generator.js';
 import { pinnedCommand } from './pinning.js';
 import { noteRun } from './validity.js';
@@ -197,9 +197,9 @@ export async function loginProtection(bench: Bench): Promise<void> {
   const twins = { 5: await startUncachedTwin(bench), 0: await startUncachedTwin(bench, { passwordFailureBudget: 0 }) };
   const runs: Record<5 | 0, MissRun[]> = { 5: [], 0: [] };
   try {
-    const body = () => Array.from({ length: 200 }, aliceBody);
-    for (const budget of [5, 0] as const) await warm(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body());
-    for (const budget of [5, 0, 0, 5] as const) runs[budget].push(await misses(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, [], body()));
+    const body = (n: number) => Array.from({ length: n }, aliceBody);
+    for (const budget of [5, 0] as const) await settle(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body);
+    for (const budget of [5, 0, 0, 5] as const) runs[budget].push(await misses(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body, { warmup: false, count: 200 }));
   } finally {
     await Promise.all([twins[5].close(), twins[0].close()]);
   }

@@ -30,20 +30,24 @@ const fireScript = fileURLToPath(new URL('./fire.js', import.meta.url));
 const wakeScript = fileURLToPath(new URL('./wake.js', import.meta.url));
 
 /**
- * Times any thread of this process (credgate's) went to sleep and was woken since it started: the
- * sum of every thread's voluntary context switches (/proc/self/task/<tid>/status). A thread that
- * ended meanwhile drops out; none do during a figure (the thread pool and V8's workers stay).
+ * Times this process's threads went to sleep and were woken since they started: the sum of every
+ * thread's voluntary context switches (/proc/self/task/<tid>/status), and of those the part of V8's
+ * worker threads ("V8Worker": its background JIT compilers and GC helpers). A thread that ended
+ * meanwhile drops out; none do during a figure (the thread pool and V8's workers stay).
  */
-function wakeups(): number {
-  let total = 0;
+function wakeups(): { all: number; v8Workers: number } {
+  let all = 0;
+  let v8Workers = 0;
   for (const tid of readdirSync('/proc/self/task')) {
     try {
-      total += Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
+      const n = Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
+      all += n;
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'V8Worker') v8Workers += n;
     } catch {
       // the thread ended between the listing and the read
     }
   }
-  return total;
+  return { all, v8Workers };
 }
 
 /**
@@ -77,7 +81,16 @@ async function roundTripCost(intervalMs: number): Promise<number> {
 }
 /** Misses under way at once in the concurrent variant (not a target: for comparison). */
 export const IN_FLIGHT = 16;
-export const WARMUP = 50;
+/**
+ * Warm-up: rounds of `WARMUP_ROUND` misses one at a time until V8 has compiled what a miss runs.
+ * Until then each miss also pays the JIT (here ~300 functions were still being compiled on V8's
+ * worker threads during 400 misses after a warm-up of 50, and credgate's CPU per miss was twice
+ * its settled figure). Settled: a round in which V8's workers woke at most `SETTLED_V8_WAKEUPS`
+ * times per miss (they also run GC helpers: a little never stops). At most `MAX_WARMUP_ROUNDS`.
+ */
+export const WARMUP_ROUND = 250;
+export const MAX_WARMUP_ROUNDS = 16;
+export const SETTLED_V8_WAKEUPS = 0.25;
 export const MEASURED = 400;
 export const PASSWORD_TARGET_MICROS = 400;
 export const ASP_TARGET_MICROS = 600;
@@ -105,6 +118,10 @@ export interface MissRun {
   neighbourShare: number;
   /** Times one of credgate's threads slept and was woken, ÷ requests. */
   wakeupsPerRequest: number;
+  /** Of those, V8's worker threads (JIT compilers, GC helpers): above `SETTLED_V8_WAKEUPS` the JIT was still at work. */
+  v8WakeupsPerRequest: number;
+  /** Misses sent one at a time before the measured ones, until V8 had settled. */
+  warmedUpWith: number;
 }
 
 /** Bodies sent one at a time, not measured (JIT, connections, the twin's first grant). */
@@ -112,24 +129,39 @@ export async function warm(bench: Bench, name: string, url: string, bodies: Reco
   await sequential(bench, `${name}-warm-up`, { url, bodies, warmup: 0 });
 }
 
-type Bodies = Record<string, unknown>[] | (() => Promise<Record<string, unknown>[]>);
-const bodiesOf = async (b: Bodies) => (typeof b === 'function' ? await b() : b);
+/** `n` request bodies: the same ones each time, or new ones for single-use secrets such as fresh ASPs. */
+export type Bodies = (n: number) => Record<string, unknown>[] | Promise<Record<string, unknown>[]>;
 
 /**
- * `warmup` bodies first (not measured), then `bodies` (a function: new ones for each attempt, when
- * they are single-use such as fresh ASPs), one at a time; the measured part is bracketed with this
- * process's CPU time and the AS's, and repeated while a neighbour took the server's CPU (`quiet`).
+ * Rounds of misses one at a time, not measured, until V8's workers stay nearly asleep through a
+ * round (see `WARMUP_ROUND`). Returns how many misses that took.
  */
-export async function misses(bench: Bench, name: string, url: string, warmup: Record<string, unknown>[], bodies: Bodies): Promise<MissRun> {
-  if (warmup.length > 0) await warm(bench, name, url, warmup);
-  return quiet(async () => measuredMisses(bench, name, url, await bodiesOf(bodies)));
+export async function settle(bench: Bench, name: string, url: string, bodies: Bodies): Promise<number> {
+  let sent = 0;
+  for (let round = 0; round < MAX_WARMUP_ROUNDS; round++) {
+    const round0 = wakeups().v8Workers;
+    await warm(bench, name, url, await bodies(WARMUP_ROUND));
+    sent += WARMUP_ROUND;
+    if ((wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
+  }
+  return sent;
 }
 
-async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<MissRun> {
+/**
+ * Misses one at a time until V8 has settled (`settle`, skipped when `warmup` is false: the caller
+ * settled it), then `count` (default `MEASURED`) more, bracketed with this process's CPU time and the AS's, and
+ * repeated (new bodies each time) while a neighbour took the server's CPU (`quiet`).
+ */
+export async function misses(bench: Bench, name: string, url: string, bodies: Bodies, o: { warmup?: boolean; count?: number } = {}): Promise<MissRun> {
+  const warmedUpWith = o.warmup === false ? 0 : await settle(bench, name, url, bodies);
+  return quiet(async () => ({ ...(await measuredMisses(bench, name, url, await bodies(o.count ?? MEASURED))), warmedUpWith }));
+}
+
+async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<Omit<MissRun, 'warmedUpWith'>> {
   const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
   const woken0 = wakeups();
   const { value: out, server } = await bracket(() => sequential(bench, name, { url, bodies, warmup: 0 }));
-  const woken = wakeups() - woken0;
+  const woken1 = wakeups();
   const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
   const latency = ascending(out.samples.map((s) => s.ms));
@@ -144,23 +176,36 @@ async function measuredMisses(bench: Bench, name: string, url: string, bodies: R
     grantsPerRequest: (stats1.tokenRequests - stats0.tokenRequests) / n,
     introspectionsPerRequest: (stats1.introspectionRequests - stats0.introspectionRequests) / n,
     neighbourShare: server.neighbourShare,
-    wakeupsPerRequest: woken / n,
+    wakeupsPerRequest: (woken1.all - woken0.all) / n,
+    v8WakeupsPerRequest: (woken1.v8Workers - woken0.v8Workers) / n,
   };
 }
 
-/** The same misses, `IN_FLIGHT` under way at once (fire.ts): credgate's CPU per miss when requests overlap. */
-export async function concurrentMisses(bench: Bench, name: string, url: string, bodies: Bodies): Promise<{ cpuPerRequest: number; uncachedAllows: number; requests: number; neighbourShare: number }> {
-  return quiet(async () => measuredConcurrentMisses(bench, name, url, await bodiesOf(bodies)));
+export interface ConcurrentRun {
+  cpuPerRequest: number;
+  uncachedAllows: number;
+  requests: number;
+  neighbourShare: number;
+  /** The AS's grant and introspection calls ÷ requests. */
+  asCallsPerRequest: number;
 }
 
-async function measuredConcurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<{ cpuPerRequest: number; uncachedAllows: number; requests: number; neighbourShare: number }> {
+/** The same misses, `IN_FLIGHT` under way at once (fire.ts): credgate's CPU per miss when requests overlap. */
+export async function concurrentMisses(bench: Bench, name: string, url: string, bodies: Bodies): Promise<ConcurrentRun> {
+  return quiet(async () => measuredConcurrentMisses(bench, name, url, await bodies(MEASURED)));
+}
+
+async function measuredConcurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<ConcurrentRun> {
   const file = join(bench.scratch, `${name}.json`);
   const input: FireInput = { url, bodies, concurrency: IN_FLIGHT };
   writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
+  const stats0 = await bench.dev.stats();
   const { value: r, server } = await bracket(() => runChild<FireOutput>([fireScript, file], 90_000, 'load'));
+  const stats1 = await bench.dev.stats();
   if (!r.ok) throw new Error(`concurrent client (${name}): ${r.why}`);
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
-  return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length, neighbourShare: server.neighbourShare };
+  const asCalls = stats1.tokenRequests - stats0.tokenRequests + stats1.introspectionRequests - stats0.introspectionRequests;
+  return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length, neighbourShare: server.neighbourShare, asCallsPerRequest: asCalls / bodies.length };
 }
 
 export function missRows(figure: string, label: string, r: MissRun): void {
@@ -168,7 +213,8 @@ export function missRows(figure: string, label: string, r: MissRun): void {
   row(figure, `${label}: latency p50 / p99 (one at a time)`, `${r.latencyMs.p50.toFixed(2)} / ${r.latencyMs.p99.toFixed(2)}`, 'ms');
   row(figure, `${label}: AS calls per request; AS's CPU per request`, `${r.grantsPerRequest.toFixed(2)} grant, ${r.introspectionsPerRequest.toFixed(2)} introspection; ${fmt(r.asCpuPerRequest)} µs`, '');
   row(figure, `${label}: uncached allows`, `${r.uncachedAllows}/${MEASURED}`, 'requests');
-  row(figure, `${label}: wake-ups of credgate's threads per miss`, r.wakeupsPerRequest, '');
+  row(figure, `${label}: wake-ups of credgate's threads per miss (of which V8's workers: JIT, GC helpers)`, `${r.wakeupsPerRequest.toFixed(2)} (${r.v8WakeupsPerRequest.toFixed(2)})`, '');
+  row(figure, `${label}: warmed up with (one at a time, until V8 settled)`, r.warmedUpWith, 'misses');
 }
 
 export const aliceBody = (): Record<string, unknown> => ({ username: 'alice', password: ALICE.password });
@@ -194,11 +240,11 @@ async function cpuPer(n: number, warm: number, f: () => Promise<unknown>): Promi
 async function pieces(bench: Bench): Promise<{ assertion: number; tokenCheck: number }> {
   const auth = privateKeyJwt(bench.keys.signing);
   const as: oauth.AuthorizationServer = { issuer: bench.dev.issuer, introspection_endpoint: `${bench.dev.url}/oauth/introspect` };
-  const assertion = await cpuPer(400, 50, () => Promise.resolve(auth(as, { client_id: AUDIENCE }, new URLSearchParams(), new Headers())));
+  const assertion = await cpuPer(400, 2000, () => Promise.resolve(auth(as, { client_id: AUDIENCE }, new URLSearchParams(), new Headers())));
   const token = await passwordGrantToken(bench);
   const keySet = createLocalJWKSet({ keys: [(await bench.dev.keys()).publicJwk] });
   const checks = { issuer: bench.dev.issuer, audience: AUDIENCE, algorithms: new Set(['RS256']), clockToleranceSeconds: 30 };
-  const tokenCheck = await cpuPer(400, 50, async () => {
+  const tokenCheck = await cpuPer(400, 2000, async () => {
     if ((await verifyJwt(token, keySet, checks)) === null) throw new Error('the AS\'s token did not pass credgate\'s check');
   });
   return { assertion, tokenCheck };
@@ -209,18 +255,18 @@ export async function missPath(bench: Bench): Promise<void> {
   // After figure 2's burst, load shedding may still answer 503 for a moment; /readyz says when it stops.
   const ready = await until200(`${credgate.url}/readyz`);
   if (ready.status !== 200) throw new Error(`credgate not ready: /readyz answered ${ready.status}`);
-  const same = (k: number) => Array.from({ length: k }, aliceBody);
+  const same = (n: number) => Array.from({ length: n }, aliceBody);
 
   // The floor: the same client and body against the bare POST route (no decision, no AS).
-  const floor = await misses(bench, '7 floor', bench.bareUrl, same(WARMUP), same(MEASURED));
+  const floor = await misses(bench, '7 floor', bench.bareUrl, same);
   row('7', 'bare POST, one at a time: server CPU per request', floor.cpuPerRequest, 'µs');
   row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
 
   // A fresh ASP per request: introspection (recognised by its shape) with a private_key_jwt assertion.
   const freshAsps = async (n: number) => (await dev.appPasswords('alice', n)).map((password) => ({ username: 'alice', password }));
-  const asp = await misses(bench, '7 ASP', `${credgate.url}/v1/verify`, await freshAsps(WARMUP), () => freshAsps(MEASURED));
+  const asp = await misses(bench, '7 ASP', `${credgate.url}/v1/verify`, freshAsps);
   missRows('7', 'ASP miss (introspection)', asp);
-  const aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, () => freshAsps(MEASURED));
+  const aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
 
   // alice's password, every time, at a twin that caches nothing: the password grant (behind the
   // login ledger, budget 5), then the access token's signature checked locally.
@@ -228,19 +274,19 @@ export async function missPath(bench: Bench): Promise<void> {
   let password: MissRun;
   let passwordConcurrent: Awaited<ReturnType<typeof concurrentMisses>>;
   try {
-    password = await misses(bench, '7 password', `${twin.url}/v1/verify`, same(WARMUP), same(MEASURED));
+    password = await misses(bench, '7 password', `${twin.url}/v1/verify`, same);
     // Distinct users, so that requests under way together are not one flight (singleflight).
     const users = await dev.users(4 * IN_FLIGHT);
     await warm(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
-    passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, Array.from({ length: MEASURED }, (_, i) => users[i % users.length]!));
+    passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, (n) => Array.from({ length: n }, (_, i) => users[i % users.length]!));
   } finally {
     await twin.close();
   }
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, warmup: WARMUP, floor, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
+  results.missPath = { measured: MEASURED, floor, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
-  row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss`, `${fmt(aspConcurrent.cpuPerRequest)} · ${fmt(passwordConcurrent.cpuPerRequest)}${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
+  row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
   // Where a miss's CPU goes, from this run's own numbers: what is left is credgate's own code, its
   // HTTP client, the log line and metrics.
   row('7', 'alone, one at a time: client assertion · access token check', `${fmt(p.assertion)} · ${fmt(p.tokenCheck)}`, 'µs CPU');
