@@ -6,6 +6,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { exportJWK, type JWK } from 'jose';
 import { defaultDevUsers, startDevServer, type DevClient, type DevStats } from '../src/devserver/index.js';
@@ -36,6 +37,9 @@ export class AsProcess {
     private readonly child: ChildProcess,
     readonly issuer: string,
     readonly url: string,
+    /** A bare HTTP upstream in the AS's process (node:http, no AS): reads a request's body and
+     * answers `{"active":false}` at once. Figure 7's floor for a request that calls an upstream. */
+    readonly bareUpstreamUrl: string,
   ) {
     child.on('message', (m: Reply) => {
       const w = this.#waiting.get(m.id);
@@ -53,13 +57,13 @@ export class AsProcess {
   /** Forks the AS and pins it (every thread) to the load CPU. */
   static async start(options: AsOptions): Promise<AsProcess> {
     const child = fork(fileURLToPath(import.meta.url), [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const ready = await new Promise<{ issuer: string; url: string }>((resolve, reject) => {
+    const ready = await new Promise<{ issuer: string; url: string; bareUpstreamUrl: string }>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('dev AS did not start within 20 s')), 20_000);
-      child.once('message', (m: { issuer: string; url: string }) => (clearTimeout(timer), resolve(m)));
+      child.once('message', (m: { issuer: string; url: string; bareUpstreamUrl: string }) => (clearTimeout(timer), resolve(m)));
       child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`dev AS exited at start (${code})`))));
     });
     pinProcess(child.pid!, 'load');
-    return new AsProcess(child, ready.issuer, ready.url);
+    return new AsProcess(child, ready.issuer, ready.url, ready.bareUpstreamUrl);
   }
 
   #call<T>(request: Operation): Promise<T> {
@@ -93,6 +97,15 @@ export class AsProcess {
 async function child(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as AsOptions;
   const dev = await startDevServer({ audience: options.audience, users: defaultDevUsers(), clients: options.clients, lockoutThreshold: options.lockoutThreshold });
+  const bareUpstream = createServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end('{"active":false}');
+    });
+  });
+  await new Promise<void>((resolve) => bareUpstream.listen(0, '127.0.0.1', resolve));
+  const bareUpstreamUrl = `http://127.0.0.1:${(bareUpstream.address() as { port: number }).port}/`;
   const send = (reply: Reply) => process.send!(reply);
   let users = 0;
   process.on('message', (m: Request) => {
@@ -128,6 +141,8 @@ async function child(): Promise<void> {
             break;
           }
           case 'close':
+            bareUpstream.close();
+            bareUpstream.closeAllConnections();
             await dev.close();
             send({ id: m.id, ok: true, value: undefined });
             process.disconnect();
@@ -141,7 +156,7 @@ async function child(): Promise<void> {
   });
   // The bench gone (its IPC channel closed): nothing left to serve.
   process.on('disconnect', () => void dev.close().finally(() => process.exit(0)));
-  process.send!({ issuer: dev.issuer, url: dev.url });
+  process.send!({ issuer: dev.issuer, url: dev.url, bareUpstreamUrl });
 }
 
 if (process.send !== undefined && process.argv[1] === fileURLToPath(import.meta.url)) await child();

@@ -122,6 +122,10 @@ export interface MissRun {
   v8WakeupsPerRequest: number;
   /** Misses sent one at a time before the measured ones, until V8 had settled. */
   warmedUpWith: number;
+  /** Every measured request's latency, ms, ascending. */
+  latencies: number[];
+  /** CPU per request of each pass (interleaved runs), µs; one entry for a single run. */
+  perPass: number[];
 }
 
 /** Bodies sent one at a time, not measured (JIT, connections, the twin's first grant). */
@@ -154,10 +158,63 @@ export async function settle(bench: Bench, name: string, url: string, bodies: Bo
  */
 export async function misses(bench: Bench, name: string, url: string, bodies: Bodies, o: { warmup?: boolean; count?: number } = {}): Promise<MissRun> {
   const warmedUpWith = o.warmup === false ? 0 : await settle(bench, name, url, bodies);
-  return quiet(async () => ({ ...(await measuredMisses(bench, name, url, await bodies(o.count ?? MEASURED))), warmedUpWith }));
+  return quiet(async () => {
+    const run = await measuredMisses(bench, name, url, await bodies(o.count ?? MEASURED));
+    return { ...run, warmedUpWith, perPass: [run.cpuPerRequest] };
+  });
 }
 
-async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<Omit<MissRun, 'warmedUpWith'>> {
+/** One kind of request of figure 7, sent one at a time. */
+export interface MissSide {
+  name: string;
+  url: string;
+  bodies: Bodies;
+}
+
+/** Passes over the sides in `interleavedMisses`, `MEASURED / PASSES` requests each. */
+export const PASSES = 4;
+
+/**
+ * The sides' misses measured in turns: each side settled first (`settle`), then `PASSES` passes of
+ * `MEASURED / PASSES` requests per side, every other pass in reverse order, so that a machine whose
+ * speed drifts (this VM's cost of one request one at a time changed two- to threefold between runs
+ * minutes apart) favours no side. A side's figures are the sums over its passes; `perPass` keeps each.
+ */
+export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[]): Promise<Map<string, MissRun>> {
+  const warmedUpWith = new Map<string, number>();
+  for (const side of sides) warmedUpWith.set(side.name, await settle(bench, `${figure} ${side.name}`, side.url, side.bodies));
+  const runs = new Map<string, Omit<MissRun, 'warmedUpWith' | 'perPass'>[]>(sides.map((s) => [s.name, []]));
+  for (let pass = 0; pass < PASSES; pass++) {
+    for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
+      runs.get(side.name)!.push(await quiet(async () => measuredMisses(bench, `${figure} ${side.name} #${pass + 1}`, side.url, await side.bodies(MEASURED / PASSES))));
+    }
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return new Map(sides.map((side) => {
+    const rs = runs.get(side.name)!;
+    const latencies = ascending(rs.flatMap((r) => r.latencies));
+    const combined: MissRun = {
+      requests: rs.reduce((t, r) => t + r.requests, 0),
+      uncachedAllows: rs.reduce((t, r) => t + r.uncachedAllows, 0),
+      failures: rs.flatMap((r) => r.failures),
+      latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99) },
+      latencies,
+      // Every pass sends the same number of requests: means of per-request figures are the totals' ratios.
+      cpuPerRequest: mean(rs.map((r) => r.cpuPerRequest)),
+      asCpuPerRequest: mean(rs.map((r) => r.asCpuPerRequest)),
+      grantsPerRequest: mean(rs.map((r) => r.grantsPerRequest)),
+      introspectionsPerRequest: mean(rs.map((r) => r.introspectionsPerRequest)),
+      neighbourShare: Math.max(...rs.map((r) => r.neighbourShare)),
+      wakeupsPerRequest: mean(rs.map((r) => r.wakeupsPerRequest)),
+      v8WakeupsPerRequest: mean(rs.map((r) => r.v8WakeupsPerRequest)),
+      warmedUpWith: warmedUpWith.get(side.name)!,
+      perPass: rs.map((r) => r.cpuPerRequest),
+    };
+    return [side.name, combined];
+  }));
+}
+
+async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<Omit<MissRun, 'warmedUpWith' | 'perPass'>> {
   const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
   const woken0 = wakeups();
   const { value: out, server } = await bracket(() => sequential(bench, name, { url, bodies, warmup: 0 }));
@@ -171,6 +228,7 @@ async function measuredMisses(bench: Bench, name: string, url: string, bodies: R
     uncachedAllows: out.samples.filter((s) => s.status === 200 && s.allow && !s.cached).length,
     failures: out.failures,
     latencyMs: { p50: percentile(latency, 50), p99: percentile(latency, 99) },
+    latencies: latency,
     cpuPerRequest: server.cpuMicros / n,
     asCpuPerRequest: (as1 - as0) / n,
     grantsPerRequest: (stats1.tokenRequests - stats0.tokenRequests) / n,
@@ -209,10 +267,10 @@ async function measuredConcurrentMisses(bench: Bench, name: string, url: string,
 }
 
 export function missRows(figure: string, label: string, r: MissRun): void {
-  row(figure, `${label}: credgate CPU per miss`, r.cpuPerRequest, 'µs');
+  row(figure, `${label}: credgate CPU per miss (each pass)`, `${fmt(r.cpuPerRequest)} (${r.perPass.map((v) => fmt(v)).join(' · ')})`, 'µs');
   row(figure, `${label}: latency p50 / p99 (one at a time)`, `${r.latencyMs.p50.toFixed(2)} / ${r.latencyMs.p99.toFixed(2)}`, 'ms');
   row(figure, `${label}: AS calls per request; AS's CPU per request`, `${r.grantsPerRequest.toFixed(2)} grant, ${r.introspectionsPerRequest.toFixed(2)} introspection; ${fmt(r.asCpuPerRequest)} µs`, '');
-  row(figure, `${label}: uncached allows`, `${r.uncachedAllows}/${MEASURED}`, 'requests');
+  row(figure, `${label}: uncached allows`, `${r.uncachedAllows}/${r.requests}`, 'requests');
   row(figure, `${label}: wake-ups of credgate's threads per miss (of which V8's workers: JIT, GC helpers)`, `${r.wakeupsPerRequest.toFixed(2)} (${r.v8WakeupsPerRequest.toFixed(2)})`, '');
   row(figure, `${label}: warmed up with (one at a time, until V8 settled)`, r.warmedUpWith, 'misses');
 }
@@ -257,24 +315,24 @@ export async function missPath(bench: Bench): Promise<void> {
   if (ready.status !== 200) throw new Error(`credgate not ready: /readyz answered ${ready.status}`);
   const same = (n: number) => Array.from({ length: n }, aliceBody);
 
-  // The floor: the same client and body against the bare POST route (no decision, no AS).
-  const floor = await misses(bench, '7 floor', bench.bareUrl, same);
-  row('7', 'bare POST, one at a time: server CPU per request', floor.cpuPerRequest, 'µs');
-  row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
-
   // A fresh ASP per request: introspection (recognised by its shape) with a private_key_jwt assertion.
   const freshAsps = async (n: number) => (await dev.appPasswords('alice', n)).map((password) => ({ username: 'alice', password }));
-  const asp = await misses(bench, '7 ASP', `${credgate.url}/v1/verify`, freshAsps);
-  missRows('7', 'ASP miss (introspection)', asp);
-  const aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
-
   // alice's password, every time, at a twin that caches nothing: the password grant (behind the
   // login ledger, budget 5), then the access token's signature checked locally.
   const twin = await startUncachedTwin(bench);
-  let password: MissRun;
-  let passwordConcurrent: Awaited<ReturnType<typeof concurrentMisses>>;
+  let floor: MissRun, relay: MissRun, asp: MissRun, password: MissRun;
+  let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
   try {
-    password = await misses(bench, '7 password', `${twin.url}/v1/verify`, same);
+    const runs = await interleavedMisses(bench, '7', [
+      // The floors: the same client and body against the bare POST route (no decision, no AS), and
+      // against a bare route that waits on one call to a bare upstream in the AS's process.
+      { name: 'floor', url: bench.bareUrl, bodies: same },
+      { name: 'relay floor', url: `${bench.bareUrl}/relay`, bodies: same },
+      { name: 'ASP', url: `${credgate.url}/v1/verify`, bodies: freshAsps },
+      { name: 'password', url: `${twin.url}/v1/verify`, bodies: same },
+    ]);
+    [floor, relay, asp, password] = [runs.get('floor')!, runs.get('relay floor')!, runs.get('ASP')!, runs.get('password')!];
+    aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
     // Distinct users, so that requests under way together are not one flight (singleflight).
     const users = await dev.users(4 * IN_FLIGHT);
     await warm(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
@@ -282,25 +340,36 @@ export async function missPath(bench: Bench): Promise<void> {
   } finally {
     await twin.close();
   }
+  const passes = (r: MissRun) => r.perPass.map((v) => fmt(v)).join(' · ');
+  row('7', `bare POST, one at a time: server CPU per request (each of ${PASSES} passes)`, `${fmt(floor.cpuPerRequest)} (${passes(floor)})`, 'µs');
+  row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
+  row('7', 'relay floor (bare POST that calls a bare upstream once, undici), one at a time: server CPU per request', `${fmt(relay.cpuPerRequest)} (${passes(relay)})`, 'µs');
+  row('7', 'relay floor: round trip p50', relay.latencyMs.p50, 'ms');
+  missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, floor, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
+  results.missPath = { measured: MEASURED, floor, relay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
   row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
   // Where a miss's CPU goes, from this run's own numbers: what is left is credgate's own code, its
   // HTTP client, the log line and metrics.
   row('7', 'alone, one at a time: client assertion · access token check', `${fmt(p.assertion)} · ${fmt(p.tokenCheck)}`, 'µs CPU');
-  row('7', 'ASP miss − bare POST − assertion', asp.cpuPerRequest - floor.cpuPerRequest - p.assertion, 'µs CPU');
-  row('7', 'password miss − bare POST − token check', password.cpuPerRequest - floor.cpuPerRequest - p.tokenCheck, 'µs CPU');
+  // Paired by pass: a miss and the relay floor measured minutes apart would differ by the machine's drift.
+  const overRelay = (r: MissRun, piece: number) => {
+    const d = r.perPass.map((v, i) => v - relay.perPass[i]! - piece);
+    return `${fmt(d.reduce((a, b) => a + b, 0) / d.length)} (passes: ${fmt(Math.min(...d))} … ${fmt(Math.max(...d))})`;
+  };
+  row('7', 'ASP miss − the relay floor − assertion (paired by pass)', overRelay(asp, p.assertion), 'µs CPU');
+  row('7', 'password miss − the relay floor − token check (paired by pass)', overRelay(password, p.tokenCheck), 'µs CPU');
   // One at a time, every step of a miss ends in a sleep (for the client, the AS, the thread pool), and
   // each wake-up is charged by this machine whatever the work: one round trip with a peer on the
   // other CPU (one wake-up, one packet sent back), measured alone at the pace of each run.
   const pace = (r: MissRun) => r.latencyMs.p50 / Math.max(1, r.wakeupsPerRequest);
-  const trip = { floor: await roundTripCost(pace(floor)), asp: await roundTripCost(pace(asp)), password: await roundTripCost(pace(password)) };
-  row('7', 'bare POST, one at a time: wake-ups of credgate\'s threads per request', floor.wakeupsPerRequest, '');
-  row('7', 'a wake-up alone (a round trip with the other CPU, nothing else), at the pace of bare POST · ASP · password', `${fmt(trip.floor)} · ${fmt(trip.asp)} · ${fmt(trip.password)}`, 'µs CPU');
+  const trip = { floor: await roundTripCost(pace(floor)), relay: await roundTripCost(pace(relay)), asp: await roundTripCost(pace(asp)), password: await roundTripCost(pace(password)) };
+  row('7', 'wake-ups of credgate\'s threads per request, one at a time: bare POST · relay floor', `${floor.wakeupsPerRequest.toFixed(2)} · ${relay.wakeupsPerRequest.toFixed(2)}`, '');
+  row('7', 'a wake-up alone (a round trip with the other CPU, nothing else), at the pace of bare POST · relay floor · ASP · password', `${fmt(trip.floor)} · ${fmt(trip.relay)} · ${fmt(trip.asp)} · ${fmt(trip.password)}`, 'µs CPU');
   const awake = (r: MissRun, cost: number) => fmt(r.cpuPerRequest - r.wakeupsPerRequest * cost);
-  row('7', 'bare POST · ASP miss · password miss, less wake-ups × that', `${awake(floor, trip.floor)} · ${awake(asp, trip.asp)} · ${awake(password, trip.password)}`, 'µs CPU');
+  row('7', 'bare POST · relay floor · ASP miss · password miss, less wake-ups × that', `${awake(floor, trip.floor)} · ${awake(relay, trip.relay)} · ${awake(asp, trip.asp)} · ${awake(password, trip.password)}`, 'µs CPU');
   (results.missPath as Record<string, unknown>).roundTripCost = trip;
   const ok = (r: MissRun) => r.uncachedAllows === MEASURED && r.failures.length === 0;
   targetRow('7', 'password-grant miss: credgate CPU', password.cpuPerRequest, 'µs', `≤ ${PASSWORD_TARGET_MICROS} µs`, ok(password) ? password.cpuPerRequest <= PASSWORD_TARGET_MICROS : 'invalid');

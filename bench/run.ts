@@ -146,7 +146,7 @@ async function main(): Promise<void> {
       const keys = await generateClientKeys();
       const credgate = await startCredgate(dev, keys);
       await dev.setResourceServerJwksUrl(`${credgate.url}/.well-known/jwks.json`);
-      const bare = await startBareApp();
+      const bare = await startBareApp(dev.bareUpstreamUrl);
       const bench: Bench = { dev, credgate, keys, bareUrl: `http://127.0.0.1:${(bare.server.address() as { port: number }).port}/bare`, scratch };
       try {
         // Figure 9 takes its offered load from figure 3's bare route, so it runs after it.

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { Agent, request as undiciRequest } from 'undici';
 import { configSchema } from '../src/config/schema.js';
 import { defaultDevUsers } from '../src/devserver/index.js';
 import { createLogger, logDestination } from '../src/log.js';
@@ -26,7 +27,7 @@ export interface Bench {
   readonly dev: AsProcess;
   readonly credgate: RunningServer;
   readonly keys: ClientKeys;
-  /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process. */
+  /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process (and `POST /bare/relay`, see startBareApp). */
   readonly bareUrl: string;
   /** A private scratch directory, removed at the end. */
   readonly scratch: string;
@@ -80,8 +81,23 @@ export async function copyAllowAnswer(response: Response): Promise<void> {
 }
 
 /** The baseline: routes that do the least fastify can do for the same request. */
-export async function startBareApp(): Promise<FastifyInstance> {
+/**
+ * The bare fastify app. With `upstreamUrl` (the AS process's bare upstream), also `POST /bare/relay`:
+ * the same JSON body parsed, then one POST to the upstream through undici's `request` on a
+ * keep-alive agent (the client credgate calls the AS with), its JSON answer parsed, a small object
+ * answered: what a request that waits on one upstream call costs, without a decision.
+ */
+export async function startBareApp(upstreamUrl?: string): Promise<FastifyInstance> {
   const bare = Fastify();
+  if (upstreamUrl !== undefined) {
+    const agent = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
+    bare.addHook('onClose', async () => agent.close());
+    bare.post('/bare/relay', async (request) => {
+      const answer = await undiciRequest(upstreamUrl, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=bare-relay' });
+      const upstream = (await answer.body.json()) as { active?: unknown };
+      return { allow: typeof (request.body as { username?: unknown }).username === 'string' && upstream.active === true, reason: 'ok' };
+    });
+  }
   bare.get('/bare', async () => ({ reason: 'ok' }));
   // The same answer as a cached allow, written the way credgate writes it (one writeHead with a
   // ready header object, one end): what Node's HTTP costs for that request and answer, without a decision.
