@@ -47,6 +47,24 @@ export function checkPair(username: string, password: string): CredentialsProble
 }
 
 /**
+ * The token of a well-formed `Bearer <b64token>` header (any case of "Bearer", spaces around the
+ * token), found without the general pattern's capture over the whole ~1 KB header: every cached
+ * Bearer decision parses one. Exactly the headers the general path below accepts as Bearer, with
+ * the same token (a property test holds the two together); undefined for anything else, which the
+ * general path then parses (and refuses with its reason).
+ */
+function wellFormedBearer(header: string): string | undefined {
+  if (header.charCodeAt(6) !== 0x20 || header.slice(0, 6).toLowerCase() !== 'bearer') return undefined;
+  let start = 7;
+  while (header.charCodeAt(start) === 0x20) start++;
+  let end = header.length;
+  while (end > start && header.charCodeAt(end - 1) === 0x20) end--;
+  if (end === start || end - start > MAX_TOKEN_BYTES) return undefined;
+  const token = header.slice(start, end);
+  return B64TOKEN.test(token) ? token : undefined;
+}
+
+/**
  * Parses `Authorization: Basic` (RFC 7617) and `Authorization: Bearer` (RFC 6750). Strict where
  * lenient parsers guess: canonical base64, UTF-8 that decodes without replacement characters
  * (RFC 7617 §2.1 charset="UTF-8"), the first colon splits user-id from password (so the password
@@ -55,6 +73,8 @@ export function checkPair(username: string, password: string): CredentialsProble
 export function parseAuthorization(header: string | string[] | undefined): Credentials | CredentialsProblem {
   if (header === undefined || header === '') return { reason: 'missing_credentials', message: 'no Authorization header' };
   if (Array.isArray(header)) return { reason: 'malformed_credentials', message: 'more than one Authorization header' };
+  const bearer = wellFormedBearer(header);
+  if (bearer !== undefined) return { kind: 'bearer', token: bearer };
   const match = /^([A-Za-z]+) +(\S+) *$/.exec(header);
   if (!match) return { reason: 'malformed_credentials', message: 'Authorization header is not "<scheme> <credentials>"' };
   const scheme = match[1]!.toLowerCase();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { checkPair, isProblem, parseAuthorization } from '../../src/http/credentials.js';
+import { checkPair, isProblem, MAX_TOKEN_BYTES, parseAuthorization } from '../../src/http/credentials.js';
 import { headersByName, parseMailRequest } from '../../src/http/mailProtocol.js';
 import { duplicateMemberName } from '../../src/upstream/strictJson.js';
 
@@ -19,6 +19,38 @@ test('parseAuthorization never throws, and answers credentials or a stable reaso
       const result = parseAuthorization(header);
       if (isProblem(result)) assert.ok(result.reason === 'missing_credentials' || result.reason === 'malformed_credentials');
       else assert.ok(result.kind === 'basic' || result.kind === 'bearer');
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+/** Bearer as the general pattern alone parses it (parseAuthorization before its fast path for Bearer); 'other' for another scheme. */
+function bearerByPattern(header: string): ReturnType<typeof parseAuthorization> | 'other' {
+  const match = /^([A-Za-z]+) +(\S+) *$/.exec(header);
+  if (!match) return { reason: 'malformed_credentials', message: 'Authorization header is not "<scheme> <credentials>"' };
+  if (match[1]!.toLowerCase() !== 'bearer') return 'other';
+  const value = match[2]!;
+  if (value.length > MAX_TOKEN_BYTES) return { reason: 'malformed_credentials', message: 'bearer token too long' };
+  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(value)) return { reason: 'malformed_credentials', message: 'bearer token has characters outside RFC 6750 b64token' };
+  return { kind: 'bearer', token: value };
+}
+
+test('Bearer: the fast path accepts exactly what the general pattern accepts, with the same token or the same reason', () => {
+  const piece = (chars: string, maxLength: number) => fc.string({ unit: fc.constantFrom(...chars), maxLength });
+  const header = fc.tuple(
+    fc.constantFrom('Bearer', 'bearer', 'BEARER', 'BeArEr', 'Bearerx', 'Beare', 'Bear er', 'Basic', 'Bearer\t', 'Béarer', ''),
+    piece(' \t', 3),
+    piece('aZ09-._~+/=', 40),
+    piece('aZ09-._~+/= \t\u00a0@é\n', 4),
+    piece('aZ09=', 10),
+    piece(' \t\u00a0', 3),
+  ).map((parts) => parts.join(''));
+  const long = fc.tuple(fc.constantFrom('Bearer ', 'bearer  '), fc.integer({ min: MAX_TOKEN_BYTES - 2, max: MAX_TOKEN_BYTES + 2 }), fc.constantFrom('', ' ', '  ')).map(([scheme, n, tail]) => `${scheme}${'a'.repeat(n)}${tail}`);
+  fc.assert(
+    fc.property(fc.oneof(header, long), (h) => {
+      if (h === '') return; // no header at all: missing, not malformed
+      const expected = bearerByPattern(h);
+      if (expected !== 'other') assert.deepEqual(parseAuthorization(h), expected);
     }),
     { numRuns: RUNS },
   );
