@@ -27,6 +27,23 @@ test('a strategy that never returns is cut off at the decision deadline: 503, ne
   assert.equal((await metrics.decisionTimeouts.get()).values[0]?.value, 1);
 });
 
+test('at the deadline the calls a decision made are abandoned: the signal they carry aborts; a decision made in time leaves none behind', async () => {
+  let signal: AbortSignal | undefined;
+  const calling = strategy((_c, context) => ((signal = context.deadline!.signal), new Promise(() => {})));
+  const { v } = verifier(calling, { decisionTimeoutMs: 150 });
+  assert.equal((await v.verify(basic, { requiredScopes: [] })).reason, 'upstream_unavailable');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(signal?.aborted, true, 'the call to the AS is aborted, not left to its own timeout');
+  assert.equal((signal?.reason as Error).name, 'TimeoutError');
+
+  let answered: AbortSignal | undefined;
+  const quick = strategy(async (_c, context) => ((answered = context.deadline!.signal), outcomeOf(identity)));
+  const { v: v2 } = verifier(quick, { decisionTimeoutMs: 100 });
+  assert.equal((await v2.verify(basic, { requiredScopes: [] })).allow, true);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(answered?.aborted, false, 'disposed with the decision: its timer never fired');
+});
+
 test('the deadline travels with the decision into the strategies (and is absent outside one)', async () => {
   let seen = Infinity;
   const probe = strategy(async (_c, context) => ((seen = remainingMs(context.deadline)), outcomeOf(identity)));
