@@ -12,6 +12,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { currentPinning, pinnedCommand } from './pinning.js';
 import { ascending, percentile } from './report.js';
@@ -43,12 +44,34 @@ const WRK_SCRIPT = fileURLToPath(new URL('../../bench/wrk.lua', import.meta.url)
 export interface ServerSide {
   /** Server (this process) CPU time during the run, µs. */
   cpuMicros: number;
+  /** Of that, time in the kernel (system time: socket calls, and on a VM the exits they cause), µs. */
+  systemMicros: number;
   /** The load CPU's busy time (user + nice + system, plus steal) during the run, µs. */
   loadCpuBusyMicros: number;
   /** Other processes' share of the server's CPU (user + nice + system beyond ours, plus steal). */
   neighbourShare: number;
   /** Wall time of the run as this process saw it, s. */
   wallSeconds: number;
+  /** This process's garbage-collection pauses on its main thread during the run (V8's 'gc' entries), µs. */
+  gcPauseMicros: number;
+  /** Of those, full (mark-compact) collections. */
+  majorGcs: number;
+}
+
+/** This process's garbage collections since the bench started: main-thread pauses, and how many were full ones. */
+const gcTotals = { pauseMicros: 0, major: 0 };
+function countGc(entries: PerformanceEntry[]): void {
+  for (const entry of entries) {
+    gcTotals.pauseMicros += entry.duration * 1000;
+    if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gcTotals.major++;
+  }
+}
+const gcObserver = new PerformanceObserver((list) => countGc(list.getEntries()));
+gcObserver.observe({ entryTypes: ['gc'] });
+/** The totals now, entries not yet handed to the observer's callback included. */
+function gcSoFar(): { pauseMicros: number; major: number } {
+  countGc(gcObserver.takeRecords());
+  return { ...gcTotals };
 }
 
 export interface GeneratorSide {
@@ -124,17 +147,22 @@ export async function bracket<T>(work: () => Promise<T>): Promise<{ value: T; se
   const loadCpu = currentPinning().loadCpu;
   const [busy0, steal0] = cpuTicks(cpu);
   const [loadBusy0, loadSteal0] = cpuTicks(loadCpu);
+  const gc0 = gcSoFar();
   const usage0 = process.cpuUsage();
   const t0 = performance.now();
   const value = await work();
   const wallMicros = (performance.now() - t0) * 1000;
   const used = process.cpuUsage(usage0);
+  const gc1 = gcSoFar();
   const [busy1, steal1] = cpuTicks(cpu);
   const [loadBusy1, loadSteal1] = cpuTicks(loadCpu);
   const ours = used.user + used.system;
   const others = Math.max(0, (busy1 - busy0) * TICK_MICROS - ours) + (steal1 - steal0) * TICK_MICROS;
   const loadCpuBusyMicros = (loadBusy1 - loadBusy0 + loadSteal1 - loadSteal0) * TICK_MICROS;
-  return { value, server: { cpuMicros: ours, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6 } };
+  return {
+    value,
+    server: { cpuMicros: ours, systemMicros: used.system, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6, gcPauseMicros: gc1.pauseMicros - gc0.pauseMicros, majorGcs: gc1.major - gc0.major },
+  };
 }
 
 /** Runs `command args` on the load CPU under bash, which prints `times` after it: [stdout, children's CPU seconds]. */

@@ -37,6 +37,9 @@ export interface SideResult {
   rps: number;
   /** Server CPU time over the measured runs ÷ their responses, µs. */
   cpuPerRequest: number;
+  /** The server's main-thread GC pauses over the measured runs ÷ their responses, µs; and its full collections. */
+  gcPausePerRequest: number;
+  majorGcs: number;
   /** wrk's (closed-loop) latency: the runs' mean p50, worst p99, ms. */
   p50: number;
   p99: number;
@@ -112,6 +115,8 @@ export async function interleave(figure: string, sides: Side[], o: { halfSeconds
       seconds,
       rps: requests / seconds,
       cpuPerRequest: sum((r) => r.server.cpuMicros) / requests,
+      gcPausePerRequest: sum((r) => r.server.gcPauseMicros) / requests,
+      majorGcs: sum((r) => r.server.majorGcs),
       p50: sum((r) => r.p50) / rs.length,
       p99: Math.max(...rs.map((r) => r.p99)),
       non2xx: sum((r) => r.non2xx),

@@ -108,6 +108,13 @@ export async function uncachedBearer(bench: Bench): Promise<void> {
   const tokensUsed = subject.runs.reduce((t, r) => t + (r.tokensUsed ?? 0), 0);
   record('uncachedBearer', sides, { tokensMinted: counts, tokensUsed, mintMs, joseAlone: jose });
   for (const s of sides.values()) sideRows('6', s);
+  // The uncached side's CPU per request swings between runs while the bare route's does not: how
+  // much of each run went to garbage collection on the main thread (helpers on V8's threads are in
+  // the CPU figure, not here).
+  row('6', 'main-thread GC pauses per request: bare GET · uncached (full collections)', `${fmt(bare.gcPausePerRequest)} · ${fmt(subject.gcPausePerRequest)} (${bare.majorGcs} · ${subject.majorGcs})`, 'µs');
+  const eachRun = (runs: typeof subject.runs) => runs.map((r) => `${fmt(r.cpuPerRequest)} · ${fmt(r.server.systemMicros / r.requests)} · ${fmt(r.server.gcPauseMicros / r.requests)}`).join('; ');
+  row('6', 'bare GET, each measured run: CPU · of which kernel · GC pauses, per request', eachRun(bare.runs), 'µs');
+  row('6', 'uncached, each measured run: CPU · of which kernel · GC pauses, per request', eachRun(subject.runs), 'µs');
   row('6', 'jose jwtVerify alone, 1 at a time', `${Math.round(joseRate.serial)} · ${fmt(joseCpu.serial)}`, 'verifies/s · µs CPU/verify');
   row('6', `jose jwtVerify alone, ${CONNECTIONS} in flight`, `${Math.round(joseRate.inFlight)} · ${fmt(joseCpu.inFlight)}`, 'verifies/s · µs CPU/verify');
   const checkCpu = { serial: mean((j) => j.check.serial.cpuMicros), inFlight: mean((j) => j.check.inFlight.cpuMicros) };
