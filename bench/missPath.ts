@@ -178,7 +178,7 @@ export const PASSES = 4;
  * The sides' misses measured in turns: each side settled first (`settle`), then `PASSES` passes of
  * `MEASURED / PASSES` requests per side, every other pass in reverse order, so that a machine whose
  * speed drifts (this VM's cost of one request one at a time changed two- to threefold between runs
- * minutes apart) favours no side. A side's figures are the sums over its passes; `perPass` keeps each.
+ * minutes apart) favours no side. A side's figures are over all its passes; `perPass` keeps each.
  */
 export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[]): Promise<Map<string, MissRun>> {
   const warmedUpWith = new Map<string, number>();
@@ -266,8 +266,11 @@ async function measuredConcurrentMisses(bench: Bench, name: string, url: string,
   return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length, neighbourShare: server.neighbourShare, asCallsPerRequest: asCalls / bodies.length };
 }
 
+/** A side's CPU per request, then each pass's: `mean (pass · pass · …)`. */
+const withPasses = (r: MissRun) => `${fmt(r.cpuPerRequest)} (${r.perPass.map((v) => fmt(v)).join(' · ')})`;
+
 export function missRows(figure: string, label: string, r: MissRun): void {
-  row(figure, `${label}: credgate CPU per miss (each pass)`, `${fmt(r.cpuPerRequest)} (${r.perPass.map((v) => fmt(v)).join(' · ')})`, 'µs');
+  row(figure, `${label}: credgate CPU per miss (each pass)`, withPasses(r), 'µs');
   row(figure, `${label}: latency p50 / p99 (one at a time)`, `${r.latencyMs.p50.toFixed(2)} / ${r.latencyMs.p99.toFixed(2)}`, 'ms');
   row(figure, `${label}: AS calls per request; AS's CPU per request`, `${r.grantsPerRequest.toFixed(2)} grant, ${r.introspectionsPerRequest.toFixed(2)} introspection; ${fmt(r.asCpuPerRequest)} µs`, '');
   row(figure, `${label}: uncached allows`, `${r.uncachedAllows}/${r.requests}`, 'requests');
@@ -340,10 +343,9 @@ export async function missPath(bench: Bench): Promise<void> {
   } finally {
     await twin.close();
   }
-  const passes = (r: MissRun) => r.perPass.map((v) => fmt(v)).join(' · ');
-  row('7', `bare POST, one at a time: server CPU per request (each of ${PASSES} passes)`, `${fmt(floor.cpuPerRequest)} (${passes(floor)})`, 'µs');
+  row('7', `bare POST, one at a time: server CPU per request (each of ${PASSES} passes)`, withPasses(floor), 'µs');
   row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
-  row('7', 'relay floor (bare POST that calls a bare upstream once, undici), one at a time: server CPU per request', `${fmt(relay.cpuPerRequest)} (${passes(relay)})`, 'µs');
+  row('7', 'relay floor (bare POST that calls a bare upstream once, undici), one at a time: server CPU per request', withPasses(relay), 'µs');
   row('7', 'relay floor: round trip p50', relay.latencyMs.p50, 'ms');
   missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
