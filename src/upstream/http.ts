@@ -84,7 +84,7 @@ export class UpstreamHttp {
     const signal = call.signal;
     const done = (outcome: CallOutcome) => this.#observe(endpoint, outcome, (performance.now() - started) / 1000);
     let status: number;
-    let headers: Headers;
+    let headers: Dispatcher.ResponseData['headers'];
     let body: Uint8Array;
     try {
       // undici's request() rather than its fetch(): the same pool and timeouts at a third of the
@@ -97,7 +97,7 @@ export class UpstreamHttp {
         dispatcher: this.#agent,
       });
       status = answer.statusCode;
-      headers = fetchHeaders(answer.headers);
+      headers = answer.headers;
       body = await readCapped(answer.body, MAX_RESPONSE_BYTES);
       call.dispose();
     } catch (err) {
@@ -175,9 +175,22 @@ export class ReadAnswer extends (Response as unknown as new (body: null, init: R
   readonly #bytes: Uint8Array;
   #used = false;
 
-  constructor(bytes: Uint8Array, init: { status: number; headers: Headers }) {
-    super(null, init);
+  /** `headers`: undici's (lower-case names, repeated ones as arrays) or a fetch Headers. */
+  constructor(bytes: Uint8Array, init: { status: number; headers: Headers | Dispatcher.ResponseData['headers'] }) {
+    super(null, { status: init.status });
     this.#bytes = bytes;
+    // Appended to the Response's own Headers: a Headers handed to the constructor would be copied.
+    const own = (this as unknown as Response).headers;
+    if (init.headers instanceof Headers) {
+      for (const [name, value] of init.headers) own.append(name, value);
+      return;
+    }
+    for (const name in init.headers) {
+      const value = init.headers[name];
+      if (value === undefined) continue;
+      if (Array.isArray(value)) for (const v of value) own.append(name, v);
+      else own.append(name, value);
+    }
   }
 
   get bodyUsed(): boolean {
@@ -214,7 +227,7 @@ export class ReadAnswer extends (Response as unknown as new (body: null, init: R
   clone(): ReadAnswer {
     if (this.#used) throw new TypeError('Response.clone: Body has already been consumed.');
     const self = this as unknown as Response;
-    return new ReadAnswer(this.#bytes, { status: self.status, headers: new Headers(self.headers) });
+    return new ReadAnswer(this.#bytes, { status: self.status, headers: self.headers });
   }
 }
 
@@ -238,16 +251,6 @@ async function readCapped(stream: Dispatcher.ResponseData['body'], limit: number
 function plainHeaders(headers: Record<string, string> | Headers | undefined): Record<string, string> | undefined {
   if (headers === undefined) return undefined;
   return headers instanceof Headers ? Object.fromEntries(headers) : headers;
-}
-
-/** undici's answer headers (lower-case names, repeated ones as arrays) as a fetch `Headers`. */
-function fetchHeaders(raw: Dispatcher.ResponseData['headers']): Headers {
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(raw)) {
-    if (value === undefined) continue;
-    for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
-  }
-  return headers;
 }
 
 /** A repeated member name if `body` is a JSON object or array that JSON.parse accepts; else undefined. */

@@ -69,3 +69,15 @@ test('a read answer shares no bytes with the caller: the buffer handed out is a 
   out[2] = 0x62;
   assert.equal(bytes.toString(), '{"a":1}');
 });
+
+test("undici's answer headers arrive as a fetch Headers would hold them: repeated ones joined, names case-insensitive", () => {
+  const raw = { 'content-type': 'application/json', 'www-authenticate': ['Bearer error="invalid_token"', 'DPoP algs="ES256"'], 'x-absent': undefined };
+  const ours = new ReadAnswer(Buffer.from('{}'), { status: 401, headers: raw }) as unknown as Response;
+  const expected = new Headers();
+  expected.append('content-type', 'application/json');
+  for (const v of raw['www-authenticate']) expected.append('www-authenticate', v);
+  assert.deepEqual([...ours.headers], [...expected]);
+  assert.equal(ours.headers.get('WWW-Authenticate'), 'Bearer error="invalid_token", DPoP algs="ES256"');
+  assert.equal(ours.headers.has('x-absent'), false);
+  assert.deepEqual([...ours.clone().headers], [...expected]);
+});
