@@ -118,12 +118,16 @@ export class UpstreamHttp {
     }
     done(status >= 500 ? 'server_error' : status >= 400 ? 'client_error' : 'ok');
     if (status < 200 || status > 599) throw new UpstreamError(`${endpoint} answered with HTTP status ${status}`, endpoint, 'bad_response', { status });
-    const duplicate = jsonDuplicate(body);
+    // The body as the parsers will read it (a Response's text: a leading byte-order mark dropped),
+    // so that the duplicate check sees exactly what they parse.
+    const text = utf8Text.decode(body);
+    const json = jsonContainer(text);
+    const duplicate = json === undefined ? undefined : duplicateMemberName(text);
     if (duplicate !== undefined) {
       throw new UpstreamError(`${endpoint} answer repeats the JSON member "${duplicate.slice(0, 40)}"; refusing an ambiguous answer`, endpoint, 'bad_response', { status });
     }
-    // Hand back a Response over the bytes already read, so parsers never touch the socket.
-    return new ReadAnswer(body, { status, headers }) as unknown as Response;
+    // Hand back a Response over the answer already read, so parsers never touch the socket.
+    return new ReadAnswer(body, { status, headers }, { text, json }) as unknown as Response;
   }
 
   async close(): Promise<void> {
@@ -173,12 +177,15 @@ const utf8Text = new TextDecoder();
  */
 export class ReadAnswer extends (Response as unknown as new (body: null, init: ResponseInit) => object) {
   readonly #bytes: Uint8Array;
+  /** The body decoded and parsed already (by the duplicate check), for its first read. */
+  #read: { readonly text: string; readonly json: unknown } | undefined;
   #used = false;
 
-  /** `headers`: undici's (lower-case names, repeated ones as arrays) or a fetch Headers. */
-  constructor(bytes: Uint8Array, init: { status: number; headers: Headers | Dispatcher.ResponseData['headers'] }) {
+  /** `headers`: undici's (lower-case names, repeated ones as arrays) or a fetch Headers. `read`: the body's text as `text()` gives it, and its JSON if it has been parsed. */
+  constructor(bytes: Uint8Array, init: { status: number; headers: Headers | Dispatcher.ResponseData['headers'] }, read?: { text: string; json: unknown }) {
     super(null, { status: init.status });
     this.#bytes = bytes;
+    this.#read = read;
     // Appended to the Response's own Headers: a Headers handed to the constructor would be copied.
     const own = (this as unknown as Response).headers;
     if (init.headers instanceof Headers) {
@@ -205,13 +212,20 @@ export class ReadAnswer extends (Response as unknown as new (body: null, init: R
 
   text(): Promise<string> {
     try {
-      return Promise.resolve(utf8Text.decode(this.#take()));
+      const bytes = this.#take();
+      return Promise.resolve(this.#read?.text ?? utf8Text.decode(bytes));
     } catch (err) {
       return Promise.reject(err as Error);
     }
   }
 
   async json(): Promise<unknown> {
+    // Parsed once for the duplicate check; the one read a body allows gets that value.
+    const parsed = this.#read?.json;
+    if (parsed !== undefined) {
+      this.#take();
+      return parsed;
+    }
     return JSON.parse(await this.text()) as unknown;
   }
 
@@ -253,18 +267,16 @@ function plainHeaders(headers: Record<string, string> | Headers | undefined): Re
   return headers instanceof Headers ? Object.fromEntries(headers) : headers;
 }
 
-/** A repeated member name if `body` is a JSON object or array that JSON.parse accepts; else undefined. */
-function jsonDuplicate(body: Uint8Array): string | undefined {
+/** `text` parsed, if it is a JSON object or array that JSON.parse accepts; else undefined (the protocol parser refuses it). */
+function jsonContainer(text: string): object | undefined {
   let i = 0;
-  while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
-  if (body[i] !== 0x7b && body[i] !== 0x5b) return undefined;
-  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  while (i < text.length && (text[i] === ' ' || text[i] === '\n' || text[i] === '\r' || text[i] === '\t')) i++;
+  if (text[i] !== '{' && text[i] !== '[') return undefined;
   try {
-    JSON.parse(text);
+    return JSON.parse(text) as object;
   } catch {
-    return undefined; // not JSON at all: the protocol parser refuses it
+    return undefined;
   }
-  return duplicateMemberName(text);
 }
 
 function isTimeout(err: unknown): boolean {

@@ -70,6 +70,9 @@ describe('introspection answers that lie are never an allow', () => {
     ['a duplicated "active", true then false', raw(`{"active":true,"token_type":"application_specific_password_token","sub":"auth0|alice","aud":"${AUDIENCE}","username":"alice","active":false}`), 503],
     ['a duplicated key spelled with an escape', raw(`{"active":false,"\\u0061ctive":true,"token_type":"application_specific_password_token","sub":"auth0|alice","aud":"${AUDIENCE}","username":"alice"}`), 503],
     ['a duplicated "sub"', raw(`{"active":true,"token_type":"application_specific_password_token","sub":"auth0|mallory","aud":"${AUDIENCE}","username":"alice","sub":"auth0|alice"}`), 503],
+    // A fetch Response's json() drops a leading byte-order mark: the duplicate check must see past it too.
+    ['a duplicated "active" behind a byte-order mark', raw(`\uFEFF{"active":false,"token_type":"application_specific_password_token","sub":"auth0|alice","aud":"${AUDIENCE}","username":"alice","active":true}`), 503],
+    ['a duplicated "sub" behind a byte-order mark and whitespace', raw(`\uFEFF \n{"active":true,"token_type":"application_specific_password_token","sub":"auth0|mallory","aud":"${AUDIENCE}","username":"alice","sub":"auth0|alice"}`), 503],
     ['an HTML page with status 200', raw('<html><body>{"active": true}</body></html>', 'text/html'), 503],
     ['an HTML page labelled as JSON', raw('<html>{"active": true}</html>'), 503],
     ['truncated JSON', raw('{"active": true, "sub": "auth0|alice", "aud"'), 503],
