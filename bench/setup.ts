@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { importJWK, jwtVerify, type JWK } from 'jose';
 import { Agent, request as undiciRequest } from 'undici';
 import { configSchema } from '../src/config/schema.js';
 import { defaultDevUsers } from '../src/devserver/index.js';
@@ -80,12 +81,27 @@ export async function copyAllowAnswer(response: Response): Promise<void> {
   allowAnswer.body = await response.text();
 }
 
+/** What `GET /bare/jose` checks a Bearer token with (figure 6 sets it once the AS's key is known). */
+let bareJoseCheck: ((token: string) => Promise<unknown>) | undefined;
+
+/**
+ * Makes `GET /bare/jose` verify its Bearer token with jose's `jwtVerify` against `publicJwk`, with
+ * the options figure 6's jose-alone child uses (RS256, `iss`, `aud`, 30 s tolerance, `exp` and `sub`
+ * required): the bare route plus jose, served in situ at the rate such a route reaches.
+ */
+export async function useBareJose(publicJwk: JWK, issuer: string, audience: string): Promise<void> {
+  const key = await importJWK(publicJwk, 'RS256');
+  const options = { issuer, audience, algorithms: ['RS256'], clockTolerance: 30, requiredClaims: ['exp', 'sub'] };
+  bareJoseCheck = (token) => jwtVerify(token, key, options);
+}
+
 /** The baseline: routes that do the least fastify can do for the same request. */
 /**
  * The bare fastify app. With `upstreamUrl` (the AS process's bare upstream), also `POST /bare/relay`:
  * the same JSON body parsed, then one POST to the upstream through undici's `request` on a
  * keep-alive agent (the client credgate calls the AS with), its JSON answer parsed, a small object
- * answered: what a request that waits on one upstream call costs, without a decision.
+ * answered: what a request that waits on one upstream call costs, without a decision. `GET /bare/jose`:
+ * the bare GET route plus jose's check of its Bearer token (useBareJose).
  */
 export async function startBareApp(upstreamUrl?: string): Promise<FastifyInstance> {
   const bare = Fastify();
@@ -99,6 +115,18 @@ export async function startBareApp(upstreamUrl?: string): Promise<FastifyInstanc
     });
   }
   bare.get('/bare', async () => ({ reason: 'ok' }));
+  // The bare GET route that also checks the Bearer token with jose (useBareJose), as an app would
+  // that verified its own tokens: 401 for a token jose refuses, 503 before figure 6 sets a key.
+  bare.get('/bare/jose', async (request, reply) => {
+    const header = request.headers.authorization ?? '';
+    if (bareJoseCheck === undefined) return reply.code(503).send({ reason: 'no key' });
+    try {
+      await bareJoseCheck(header.slice('Bearer '.length));
+      return { reason: 'ok' };
+    } catch {
+      return reply.code(401).send({ reason: 'invalid_token' });
+    }
+  });
   // The same answer as a cached allow, written the way credgate writes it (one writeHead with a
   // ready header object, one end): what Node's HTTP costs for that request and answer, without a decision.
   bare.get('/bare/allow', (_request, reply) => {
