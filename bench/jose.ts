@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, importJWK, jwtVerify, type JWK } from 'jose';
 import { verifyJwt } from '../src/upstream/jws.js';
+import { joseOptions } from './joseOptions.js';
 
 export interface JoseInput {
   publicJwk: JWK;
@@ -41,7 +42,7 @@ export interface JoseResult {
 const input = JSON.parse(process.argv[2] ?? '{}') as JoseInput;
 const tokens = readFileSync(input.tokensFile, 'utf8').trim().split('\n');
 const key = await importJWK(input.publicJwk, 'RS256');
-const options = { issuer: input.issuer, audience: input.audience, algorithms: ['RS256'], clockTolerance: 30, requiredClaims: ['exp', 'sub'] };
+const options = joseOptions(input.issuer, input.audience);
 const keySet = createLocalJWKSet({ keys: [input.publicJwk] });
 const checks = { issuer: input.issuer, audience: input.audience, algorithms: new Set(['RS256']), clockToleranceSeconds: 30 };
 let next = 0;

@@ -17,6 +17,7 @@ import { startServer, type RunningServer } from '../src/main.js';
 import { requireServiceConfig } from '../src/service.js';
 import type { ClientKeys } from '../src/upstream/clientKeys.js';
 import type { AsProcess } from './as.js';
+import { joseOptions } from './joseOptions.js';
 import { pinnedCommand } from './pinning.js';
 
 export const AUDIENCE = 'https://git.example.com';
@@ -28,7 +29,7 @@ export interface Bench {
   readonly dev: AsProcess;
   readonly credgate: RunningServer;
   readonly keys: ClientKeys;
-  /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process (and `POST /bare/relay`, see startBareApp). */
+  /** `GET` and `POST` `/bare` on a plain `Fastify()` in this process (and `POST /bare/relay`, `GET /bare/jose`: see startBareApp). */
   readonly bareUrl: string;
   /** A private scratch directory, removed at the end. */
   readonly scratch: string;
@@ -91,13 +92,12 @@ let bareJoseCheck: ((token: string) => Promise<unknown>) | undefined;
  */
 export async function useBareJose(publicJwk: JWK, issuer: string, audience: string): Promise<void> {
   const key = await importJWK(publicJwk, 'RS256');
-  const options = { issuer, audience, algorithms: ['RS256'], clockTolerance: 30, requiredClaims: ['exp', 'sub'] };
+  const options = joseOptions(issuer, audience);
   bareJoseCheck = (token) => jwtVerify(token, key, options);
 }
 
-/** The baseline: routes that do the least fastify can do for the same request. */
 /**
- * The bare fastify app. With `upstreamUrl` (the AS process's bare upstream), also `POST /bare/relay`:
+ * The baseline: the bare fastify app, routes that do the least fastify can do for the same request. With `upstreamUrl` (the AS process's bare upstream), also `POST /bare/relay`:
  * the same JSON body parsed, then one POST to the upstream through undici's `request` on a
  * keep-alive agent (the client credgate calls the AS with), its JSON answer parsed, a small object
  * answered: what a request that waits on one upstream call costs, without a decision. `GET /bare/jose`:
