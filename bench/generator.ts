@@ -14,6 +14,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { wakeInterrupts } from './idle.js';
 import { currentPinning, pinnedCommand } from './pinning.js';
 import { ascending, percentile } from './report.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -56,6 +57,9 @@ export interface ServerSide {
   gcPauseMicros: number;
   /** Of those, full (mark-compact) collections. */
   majorGcs: number;
+  /** Wake-up interrupts (idle.ts) the load CPU and the server CPU received during the run; NaN where not counted. */
+  loadCpuInterrupts: number;
+  serverCpuInterrupts: number;
 }
 
 /** This process's garbage collections since the bench started: main-thread pauses, and how many were full ones. */
@@ -138,6 +142,12 @@ function cpuTicks(cpu: number | undefined): [number, number] {
   return [f[0]! + f[1]! + f[2]!, f[7] ?? 0];
 }
 
+/** Wake-up interrupts `cpu` received between two readings of `wakeInterrupts`, or NaN. */
+function interruptsOn(cpu: number | undefined, before: number[], after: number[]): number {
+  if (cpu === undefined || before[cpu] === undefined || after[cpu] === undefined) return NaN;
+  return after[cpu] - before[cpu];
+}
+
 /** USER_HZ: /proc/stat counts in 1/100 s on Linux. */
 const TICK_MICROS = 10_000;
 
@@ -148,12 +158,14 @@ export async function bracket<T>(work: () => Promise<T>): Promise<{ value: T; se
   const [busy0, steal0] = cpuTicks(cpu);
   const [loadBusy0, loadSteal0] = cpuTicks(loadCpu);
   const gc0 = gcSoFar();
+  const irq0 = wakeInterrupts();
   const usage0 = process.cpuUsage();
   const t0 = performance.now();
   const value = await work();
   const wallMicros = (performance.now() - t0) * 1000;
   const used = process.cpuUsage(usage0);
   const gc1 = gcSoFar();
+  const irq1 = wakeInterrupts();
   const [busy1, steal1] = cpuTicks(cpu);
   const [loadBusy1, loadSteal1] = cpuTicks(loadCpu);
   const ours = used.user + used.system;
@@ -161,7 +173,7 @@ export async function bracket<T>(work: () => Promise<T>): Promise<{ value: T; se
   const loadCpuBusyMicros = (loadBusy1 - loadBusy0 + loadSteal1 - loadSteal0) * TICK_MICROS;
   return {
     value,
-    server: { cpuMicros: ours, systemMicros: used.system, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6, gcPauseMicros: gc1.pauseMicros - gc0.pauseMicros, majorGcs: gc1.major - gc0.major },
+    server: { cpuMicros: ours, systemMicros: used.system, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6, gcPauseMicros: gc1.pauseMicros - gc0.pauseMicros, majorGcs: gc1.major - gc0.major, loadCpuInterrupts: interruptsOn(loadCpu, irq0, irq1), serverCpuInterrupts: interruptsOn(cpu, irq0, irq1) },
   };
 }
 

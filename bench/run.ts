@@ -16,6 +16,7 @@
  *  11. what a signed identity token costs a cached decision (policy with and without identityToken)
  *
  *   node --expose-gc dist/bench/run.js --only=3,6    just those figures (e.g. for --cpu-prof)
+ *   … --idle-as-is    with the machine's own halt polling (idle.ts), not the haltpoll module's default
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,7 +37,8 @@ import { AUDIENCE, CLIENT, scratchDirectory, startBareApp, startCredgate, type B
 import { identityTokenCost } from './identityToken.js';
 import { cachedBasicAuth, cachedBearer, cachedVerify } from './throughput.js';
 import { uncachedBearer } from './uncachedJwt.js';
-import { notePinning, validityReport } from './validity.js';
+import { applyIdle } from './idle.js';
+import { noteIdle, notePinning, validityReport } from './validity.js';
 
 const BUDGET_MS = 900_000;
 const FIGURES = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11'];
@@ -121,11 +123,16 @@ async function main(): Promise<void> {
   // Before anything starts, so that every thread started later (the libuv pool included) inherits it.
   const pinning = pinBenchProcess();
   notePinning(pinning.pinned, pinning.summary);
+  // How an idle CPU waits sets what every wake-up costs the process that wakes it (idle.ts).
+  const idleSetting = applyIdle(process.argv.includes('--idle-as-is'));
+  noteIdle(idleSetting);
   results.machine = m;
   results.pinning = pinning;
+  results.idle = idleSetting;
   results.loadAverageAtStart = load();
   console.log(`credgate bench · ${m.date} · node ${m.node} · ${m.nproc} CPUs · ${m.cpu} · ${m.wrk} · ${m.h2load}`);
   console.log(pinning.summary);
+  console.log(idleSetting.summary);
   // The machine's own `node` may be a line credgate does not support (Node 20 here): its figures
   // describe no deployment (node 20 ran the same build 1.4–2.4 × slower than node 24 on one machine).
   const major = Number(process.versions.node.split('.')[0]);

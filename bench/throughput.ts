@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningServer } from '../src/main.js';
 import { quiet, runWrk, type WrkOptions, type WrkRun } from './generator.js';
+import { withHaltPoll, type IdleSetting } from './idle.js';
 import { fmt, results, row, targetRow } from './report.js';
 import { ALICE, AUDIENCE, CLIENT, copyAllowAnswer, scrape, sumOf, until200, type Bench } from './setup.js';
 import { bareSteady, discardBare, noteBare } from './validity.js';
@@ -37,6 +38,13 @@ export interface SideResult {
   rps: number;
   /** Server CPU time over the measured runs ÷ their responses, µs. */
   cpuPerRequest: number;
+  /** Of `cpuPerRequest`, time in the kernel, µs. */
+  kernelPerRequest: number;
+  /**
+   * Wake-up interrupts the generator's CPU received per response (idle.ts): an answer that found
+   * the generator asleep on a halted CPU costs the server one, in kernel time.
+   */
+  generatorInterruptsPerRequest: number;
   /** The server's main-thread GC pauses over the measured runs ÷ their responses, µs; and its full collections. */
   gcPausePerRequest: number;
   majorGcs: number;
@@ -115,6 +123,8 @@ export async function interleave(figure: string, sides: Side[], o: { halfSeconds
       seconds,
       rps: requests / seconds,
       cpuPerRequest: sum((r) => r.server.cpuMicros) / requests,
+      kernelPerRequest: sum((r) => r.server.systemMicros) / requests,
+      generatorInterruptsPerRequest: sum((r) => r.server.loadCpuInterrupts) / requests,
       gcPausePerRequest: sum((r) => r.server.gcPauseMicros) / requests,
       majorGcs: sum((r) => r.server.majorGcs),
       p50: sum((r) => r.p50) / rs.length,
@@ -132,6 +142,7 @@ export async function interleave(figure: string, sides: Side[], o: { halfSeconds
 export function sideRows(figure: string, s: SideResult, label = s.name): void {
   row(figure, label, `${Math.round(s.rps)} · ${fmt(s.cpuPerRequest)}`, 'req/s · µs CPU/req');
   row(figure, `${label}: p50 / p99 (wrk, ${CONNECTIONS} conns)`, `${s.p50.toFixed(2)} / ${s.p99.toFixed(2)}`, 'ms');
+  row(figure, `${label}: of the CPU, kernel · wake-up interrupts to the generator's CPU, per request`, `${fmt(s.kernelPerRequest)} µs · ${s.generatorInterruptsPerRequest.toFixed(2)}`, '');
 }
 
 /** Why a cached figure's own measurement does not show what it claims, or undefined. */
@@ -167,6 +178,8 @@ export function ratioTargets(figure: string, name: string, bare: SideResult, sub
 const summary = (s: SideResult) => ({
   rps: s.rps,
   cpuMicrosPerRequest: s.cpuPerRequest,
+  kernelMicrosPerRequest: s.kernelPerRequest,
+  generatorInterruptsPerRequest: s.generatorInterruptsPerRequest,
   requests: s.requests,
   seconds: s.seconds,
   p50Ms: s.p50,
@@ -249,6 +262,35 @@ export async function cachedBasicAuth(bench: Bench): Promise<void> {
   row('3', "credgate's decision: cached /auth − bare with the same request and answer", subject.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
   row('3', `what ${CPU_RATIO_TARGET} × bare leaves for the decision after that answer`, CPU_RATIO_TARGET * bare.cpuPerRequest - same.cpuPerRequest, 'µs CPU');
   ratioTargets('3', 'cached /auth', bare, subject, cachedProblems(subject, 'hits'));
+  await underMachineIdle(bench, authorization);
+}
+
+/** Passes of figure 3's contrast with the machine's own idle setting. */
+const CONTRAST_ROUNDS = 4;
+
+/**
+ * Where the bench changed how idle CPUs wait (idle.ts), the bare route and cached `/auth` again
+ * with the machine's own setting, paired the same way: what a halting idle CPU does to the figure,
+ * from this run. Not a target.
+ */
+async function underMachineIdle(bench: Bench, authorization: string): Promise<void> {
+  const idle = results.idle as IdleSetting | undefined;
+  const ns = idle?.machineHaltPollNs;
+  if (idle === undefined || ns === null || ns === undefined || ns === idle.haltPollNs) return;
+  const label = `halt polling ${ns} ns (the machine's own)`;
+  const sides = await withHaltPoll(ns, () =>
+    interleave(`3, ${label}`, [
+      bareGet(bench),
+      { name: 'cached /auth', server: bench.credgate, options: () => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
+    ], { rounds: CONTRAST_ROUNDS, paired: true }),
+  );
+  record('cachedAuthMachineIdle', sides, { haltPollNs: ns });
+  for (const s of sides.values()) sideRows('3', s, `${s.name}, ${label}`);
+  const bare = sides.get('bare GET')!;
+  const subject = sides.get('cached /auth')!;
+  const n = Math.min(bare.runs.length, subject.runs.length);
+  const per = (f: (r: WrkRun) => number) => pairedInterval(Array.from({ length: n }, (_, i) => f(subject.runs[i]!) / f(bare.runs[i]!))).text;
+  row('3', `cached /auth ÷ bare, ${label}: req/s · CPU per request (paired runs; not a target)`, `${per((r) => r.rps)} · ${per((r) => r.cpuPerRequest)}`, '×');
 }
 
 /** Figure 3's side that answers like a cached allow without deciding. */

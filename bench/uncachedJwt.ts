@@ -144,10 +144,9 @@ export async function uncachedBearer(bench: Bench): Promise<void> {
   row('6', "credgate's own: uncached − bare − jose (50 in flight)", credgateOwn, 'µs CPU/req', `≤ ${OVERHEAD_TARGET_MICROS}`);
   row('6', "uncached − bare − credgate's check alone (50 in flight)", subject.cpuPerRequest - bare.cpuPerRequest - checkCpu.inFlight, 'µs CPU/req');
   // The sum above adds parts measured at very different rates (the bare route at ~50k req/s, jose in
-  // a loop with no HTTP); a slower route's answers find the generator asleep more often, and waking
-  // it costs the writer kernel time. The same sum served as one route shows that premium.
-  const kernel = (s: typeof subject) => s.runs.reduce((t, r) => t + r.server.systemMicros, 0) / s.requests;
-  row('6', 'kernel time per request: bare GET · bare GET + jose in situ · uncached', `${fmt(kernel(bare))} · ${fmt(kernel(inSitu))} · ${fmt(kernel(subject))}`, 'µs');
+  // a loop with no HTTP); a slower route's answers find the generator asleep more often, and with
+  // a halting idle CPU (idle.ts) waking it costs the writer kernel time (each side's kernel time and
+  // interrupts per request are in its rows above). The same sum served as one route shows that premium.
   row('6', 'bare GET + jose in situ − (bare GET + jose alone, 50 in flight): the in-situ premium', inSitu.cpuPerRequest - bare.cpuPerRequest - joseCpu.inFlight, 'µs CPU/req');
   row('6', 'uncached − bare GET + jose in situ (credgate\'s own, measured as one route)', subject.cpuPerRequest - inSitu.cpuPerRequest, 'µs CPU/req', `(≤ ${OVERHEAD_TARGET_MICROS})`);
   targetRow('6', 'uncached Bearer JWT: CPU per request', subject.cpuPerRequest, 'µs', `≤ bare + jose + ${OVERHEAD_TARGET_MICROS} = ${fmt(bound)}`, problem ? 'invalid' : subject.cpuPerRequest <= bound);

@@ -2,6 +2,7 @@
  * Whether this run's load figures can be believed, decided from the run itself and printed with
  * the table. A run is VALID only if
  *  - the bench was pinned: the server (every thread) on one CPU, the generators on the other;
+ *  - the idle setting it measured under (idle.ts: halt polling) was still in force at the end;
  *  - every load generator had headroom: its own CPU time (user + system, from the shell's `times`)
  *    below 90 % of its core over every run, so it was not what limited the rate;
  *  - the bare fastify GET route, driven by wrk, was steady within each figure: its runs there (the
@@ -17,6 +18,7 @@
  *    over that is thrown away and repeated, up to three times (`quiet` in generator.ts), and reported.
  * When it is not, every target that depends on load prints INVALID instead of PASS/FAIL.
  */
+import { readIdle } from './idle.js';
 
 /**
  * An absolute range of requests per second for the bare GET route (wrk, one thread, 50 connections,
@@ -56,6 +58,13 @@ const bareRps: { label: string; figure: string; rps: number; paired?: boolean }[
 const discardedBare: { label: string; rps: number }[] = [];
 let pinned = false;
 let pinningSummary = 'not pinned';
+
+/** The idle setting the bench measured under (idle.ts), once it is applied. */
+let idle: { summary: string; haltPollNs: number | null } | undefined;
+
+export function noteIdle(setting: { summary: string; haltPollNs: number | null }): void {
+  idle = { summary: setting.summary, haltPollNs: setting.haltPollNs };
+}
 
 export function notePinning(isPinned: boolean, summary: string): void {
   pinned = isPinned;
@@ -104,6 +113,11 @@ export interface Verdict {
 export function verdict(): Verdict {
   const checks: Verdict['checks'] = [];
   checks.push({ name: 'pinned', ok: pinned, detail: pinningSummary });
+  if (idle !== undefined) {
+    // Something else setting halt polling meanwhile would change what a wake-up costs mid-run.
+    const now = readIdle().haltPollNs;
+    checks.push({ name: 'idle setting held', ok: now === idle.haltPollNs, detail: `${idle.summary}; at the end: ${now === null ? 'no haltpoll module' : `${now} ns`}` });
+  }
   const generated = runs.filter((r) => r.generatorShare !== undefined);
   if (generated.length > 0) {
     const worstGen = generated.reduce((a, b) => (b.generatorShare! > a.generatorShare! ? b : a));
