@@ -6,7 +6,7 @@
  */
 import { quiet, runH2load, runWrk, type RateRun } from './generator.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
-import type { Bench } from './setup.js';
+import { purgeAlice, until200, type Bench } from './setup.js';
 import { basicAuthorization, CONNECTIONS } from './throughput.js';
 import { noteBare } from './validity.js';
 
@@ -25,6 +25,10 @@ export async function latencyAtHalfLoad(bench: Bench): Promise<void> {
   }
   const rate = Math.round(capacity / 2);
   const authorization = basicAuthorization();
+  // Every answer of the /auth side a cache hit: alice's entry made now, not by an earlier figure.
+  await purgeAlice(bench.credgate);
+  const first = await until200(`${bench.credgate.url}/auth`, { headers: { authorization } });
+  if (first.status !== 200) throw new Error(`/auth answered ${first.status} for alice`);
   const sides = {
     bare: { url: bench.bareUrl, headers: {} as Record<string, string> },
     auth: { url: `${bench.credgate.url}/auth`, headers: { authorization } },

@@ -26,7 +26,7 @@ import { bracket, quiet } from './generator.js';
 import { pinnedCommand } from './pinning.js';
 import { noteRun } from './validity.js';
 import { fmt, results, row, targetRow } from './report.js';
-import { startCredgate, until200, type Bench } from './setup.js';
+import { purgeAlice, startCredgate, until200, type Bench } from './setup.js';
 import { basicAuthorization, cachedProblems, CONNECTIONS, interleave, pairedDifference, record, sideRows } from './throughput.js';
 
 export const CACHED_TARGET_MICROS = 5;
@@ -138,6 +138,7 @@ export async function loginProtection(bench: Bench): Promise<void> {
   const unprotected = await startCredgate(bench.dev, bench.keys, { passwordFailureBudget: 0 });
   let callsDuring: { admit: number; settle: number };
   try {
+    await purgeAlice(bench.credgate);
     for (const server of [bench.credgate, unprotected]) {
       const first = await until200(`${server.url}/auth`, { headers: { authorization } });
       if (first.status !== 200) throw new Error(`/auth answered ${first.status} for alice`);

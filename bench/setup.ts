@@ -146,6 +146,16 @@ export const scratchDirectory = (): string => mkdtempSync(join(tmpdir(), 'credga
  * Sends the request until it answers 200, for at most `ms`: after a figure that overloaded the
  * process, credgate's load shedding answers 503 until the mean event-loop delay has come down.
  */
+/**
+ * Drops alice's cached decisions at `server` (the admin purge), so that a figure's first request
+ * makes her entry anew with a whole `cacheTtlSeconds` (default 300 s) ahead of it: an entry made by
+ * an earlier figure could otherwise expire in the middle of a later one (the bench runs longer),
+ * whose cached runs would then meet misses and a call to the AS.
+ */
+export async function purgeAlice(server: RunningServer): Promise<void> {
+  await server.service.purge({ username: 'alice' });
+}
+
 export async function until200(url: string, init: RequestInit = {}, ms = 10_000): Promise<Response> {
   const deadline = Date.now() + ms;
   for (;;) {

@@ -9,7 +9,7 @@ import type { RunningServer } from '../src/main.js';
 import { quiet, runWrk, type WrkOptions, type WrkRun } from './generator.js';
 import { withHaltPoll, type IdleSetting } from './idle.js';
 import { fmt, results, row, targetRow } from './report.js';
-import { ALICE, AUDIENCE, CLIENT, copyAllowAnswer, scrape, sumOf, until200, type Bench } from './setup.js';
+import { ALICE, AUDIENCE, CLIENT, copyAllowAnswer, purgeAlice, scrape, sumOf, until200, type Bench } from './setup.js';
 import { bareSteady, discardBare, noteBare } from './validity.js';
 
 export const CONNECTIONS = 50;
@@ -240,6 +240,7 @@ export function bareGet(bench: Bench): Side {
  */
 export async function cachedBasicAuth(bench: Bench): Promise<void> {
   const authorization = basicAuthorization();
+  await purgeAlice(bench.credgate);
   const first = await until200(`${bench.credgate.url}/auth`, { headers: { authorization } });
   if (first.status !== 200) throw new Error(`/auth answered ${first.status} for alice`);
   await copyAllowAnswer((await until200(`${bench.credgate.url}/auth`, { headers: { authorization } })));
@@ -300,6 +301,7 @@ const SAME_ANSWER = 'bare GET, same request and answer as a cached allow';
 export async function cachedVerify(bench: Bench): Promise<void> {
   const body = JSON.stringify({ username: 'alice', password: ALICE.password });
   const headers = { 'content-type': 'application/json' };
+  await purgeAlice(bench.credgate);
   const first = await until200(`${bench.credgate.url}/v1/verify`, { method: 'POST', headers, body });
   const decision = (await first.json()) as { allow?: boolean };
   if (decision.allow !== true) throw new Error(`/v1/verify did not allow alice: ${JSON.stringify(decision)}`);
