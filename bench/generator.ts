@@ -57,9 +57,8 @@ export interface ServerSide {
   gcPauseMicros: number;
   /** Of those, full (mark-compact) collections. */
   majorGcs: number;
-  /** Wake-up interrupts (idle.ts) the load CPU and the server CPU received during the run; NaN where not counted. */
+  /** Wake-up interrupts (idle.ts) the load CPU received during the run; NaN where not counted. */
   loadCpuInterrupts: number;
-  serverCpuInterrupts: number;
 }
 
 /** This process's garbage collections since the bench started: main-thread pauses, and how many were full ones. */
@@ -173,7 +172,7 @@ export async function bracket<T>(work: () => Promise<T>): Promise<{ value: T; se
   const loadCpuBusyMicros = (loadBusy1 - loadBusy0 + loadSteal1 - loadSteal0) * TICK_MICROS;
   return {
     value,
-    server: { cpuMicros: ours, systemMicros: used.system, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6, gcPauseMicros: gc1.pauseMicros - gc0.pauseMicros, majorGcs: gc1.major - gc0.major, loadCpuInterrupts: interruptsOn(loadCpu, irq0, irq1), serverCpuInterrupts: interruptsOn(cpu, irq0, irq1) },
+    server: { cpuMicros: ours, systemMicros: used.system, loadCpuBusyMicros, neighbourShare: cpu === undefined ? NaN : others / wallMicros, wallSeconds: wallMicros / 1e6, gcPauseMicros: gc1.pauseMicros - gc0.pauseMicros, majorGcs: gc1.major - gc0.major, loadCpuInterrupts: interruptsOn(loadCpu, irq0, irq1) },
   };
 }
 

@@ -166,13 +166,18 @@ export function cachedProblems(s: SideResult, expect: 'hits' | 'misses'): string
  * one ratio of totals then passes or fails by chance.
  */
 export function ratioTargets(figure: string, name: string, bare: SideResult, subject: SideResult, problem: string | undefined): void {
-  const n = Math.min(bare.runs.length, subject.runs.length);
-  const ratio = pairedInterval(Array.from({ length: n }, (_, i) => subject.runs[i]!.rps / bare.runs[i]!.rps));
-  const cpuRatio = pairedInterval(Array.from({ length: n }, (_, i) => subject.runs[i]!.cpuPerRequest / bare.runs[i]!.cpuPerRequest));
+  const ratio = pairedRatio(bare, subject, (r) => r.rps);
+  const cpuRatio = pairedRatio(bare, subject, (r) => r.cpuPerRequest);
   if (subject.counters) row(figure, `${name}: cache hits / misses / AS calls`, `${subject.counters.hits} / ${subject.counters.misses} / ${subject.counters.upstream}`, '');
   if (problem) row(figure, `${name}: measurement problem`, problem, '');
   targetRow(figure, `${name} ÷ bare: req/s (paired runs)`, ratio.text, '×', `≥ ${RATIO_TARGET}`, problem ? 'invalid' : atLeast(ratio, RATIO_TARGET));
   targetRow(figure, `${name} ÷ bare: CPU per request (paired runs)`, cpuRatio.text, '×', `≤ ${CPU_RATIO_TARGET}`, problem ? 'invalid' : atMost(cpuRatio, CPU_RATIO_TARGET));
+}
+
+/** A side's figure over the bare route's, pass by pass (the runs of one pass are adjacent in time). */
+function pairedRatio(bare: SideResult, subject: SideResult, f: (r: WrkRun) => number): ReturnType<typeof pairedInterval> {
+  const n = Math.min(bare.runs.length, subject.runs.length);
+  return pairedInterval(Array.from({ length: n }, (_, i) => f(subject.runs[i]!) / f(bare.runs[i]!)));
 }
 
 const summary = (s: SideResult) => ({
@@ -231,6 +236,9 @@ export function bareGet(bench: Bench): Side {
   return { name: 'bare GET', bareGet: true, options: () => ({ url: bench.bareUrl, connections: CONNECTIONS, seconds: HALF_SECONDS }) };
 }
 
+/** Figure 3's subject: `/auth` with alice's Basic credentials, a cache hit once she has been seen. */
+const cachedAuth = (bench: Bench, authorization: string): Side => ({ name: 'cached /auth', server: bench.credgate, options: () => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) });
+
 /**
  * Figure 3: cached `/auth` (Basic) against the bare GET route, with more sides that show where the
  * gap goes: `/healthz` (credgate's app, no decision), `/auth` with no credentials (the whole
@@ -250,7 +258,7 @@ export async function cachedBasicAuth(bench: Bench): Promise<void> {
     { name: SAME_ANSWER, options: () => ({ url: `${bench.bareUrl}/allow`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
     { name: 'credgate /healthz', options: () => ({ url: `${bench.credgate.url}/healthz`, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
     { name: 'credgate /auth, no credentials (401)', options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS }) },
-    { name: 'cached /auth', server: bench.credgate, options: () => ({ url, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
+    cachedAuth(bench, authorization),
   ], { rounds: RATIO_ROUNDS, paired: true });
   record('cachedAuth', sides);
   for (const s of sides.values()) sideRows('3', s);
@@ -282,16 +290,14 @@ async function underMachineIdle(bench: Bench, authorization: string): Promise<vo
   const sides = await withHaltPoll(ns, () =>
     interleave(`3, ${label}`, [
       bareGet(bench),
-      { name: 'cached /auth', server: bench.credgate, options: () => ({ url: `${bench.credgate.url}/auth`, connections: CONNECTIONS, seconds: HALF_SECONDS, headers: { authorization } }) },
+      cachedAuth(bench, authorization),
     ], { rounds: CONTRAST_ROUNDS, paired: true }),
   );
   record('cachedAuthMachineIdle', sides, { haltPollNs: ns });
   for (const s of sides.values()) sideRows('3', s, `${s.name}, ${label}`);
   const bare = sides.get('bare GET')!;
   const subject = sides.get('cached /auth')!;
-  const n = Math.min(bare.runs.length, subject.runs.length);
-  const per = (f: (r: WrkRun) => number) => pairedInterval(Array.from({ length: n }, (_, i) => f(subject.runs[i]!) / f(bare.runs[i]!))).text;
-  row('3', `cached /auth ÷ bare, ${label}: req/s · CPU per request (paired runs; not a target)`, `${per((r) => r.rps)} · ${per((r) => r.cpuPerRequest)}`, '×');
+  row('3', `cached /auth ÷ bare, ${label}: req/s · CPU per request (paired runs; not a target)`, `${pairedRatio(bare, subject, (r) => r.rps).text} · ${pairedRatio(bare, subject, (r) => r.cpuPerRequest).text}`, '×');
 }
 
 /** Figure 3's side that answers like a cached allow without deciding. */
