@@ -38,7 +38,7 @@ export class AsProcess {
     readonly issuer: string,
     readonly url: string,
     /** A bare HTTP upstream in the AS's process (node:http, no AS): reads a request's body and
-     * answers `{"active":false}` at once. Figure 7's floor for a request that calls an upstream. */
+     * answers `{"active":false}` at once (or after `?waitMs=N` ms). Figure 7's floor for a request that calls an upstream. */
     readonly bareUpstreamUrl: string,
   ) {
     child.on('message', (m: Reply) => {
@@ -98,10 +98,16 @@ async function child(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as AsOptions;
   const dev = await startDevServer({ audience: options.audience, users: defaultDevUsers(), clients: options.clients, lockoutThreshold: options.lockoutThreshold });
   const bareUpstream = createServer((request, response) => {
+    // `?waitMs=N`: the answer after N ms, as an AS that takes that long (its CPU idle meanwhile).
+    const waitMs = Number(/[?&]waitMs=(\d+(?:\.\d+)?)/.exec(request.url ?? '')?.[1] ?? 0);
     request.resume();
     request.on('end', () => {
-      response.writeHead(200, { 'content-type': 'application/json' });
-      response.end('{"active":false}');
+      const answer = () => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end('{"active":false}');
+      };
+      if (waitMs > 0) setTimeout(answer, waitMs);
+      else answer();
     });
   });
   await new Promise<void>((resolve) => bareUpstream.listen(0, '127.0.0.1', resolve));

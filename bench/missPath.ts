@@ -3,12 +3,12 @@
  * process on the load CPU, so this process's CPU time (`process.cpuUsage()`, every thread) over a
  * run of misses is credgate's alone: the HTTP request in, the decision, the call(s) to the AS
  * (client assertion, undici, parsing), the token check, the log line and metrics. A client child
- * (sequential.ts, on the load CPU) sends the requests one at a time.
+ * (sequential.ts, on the load CPU, started once: `MissClient`) sends the requests one at a time,
+ * or 16 at a time for comparison; only the sending is inside the measured bracket.
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface, type Interface } from 'node:readline';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createLocalJWKSet } from 'jose';
 import * as oauth from 'oauth4webapi';
@@ -16,18 +16,14 @@ import type { RunningServer } from '../src/main.js';
 import { privateKeyJwt } from '../src/upstream/clientAssertion.js';
 import { verifyJwt } from '../src/upstream/jws.js';
 import { bracket, quiet } from './generator.js';
-import { pinnedCommand, runChild } from './pinning.js';
+import { pinnedCommand } from './pinning.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
-import type { FireInput, FireOutput } from './fire.js';
 import type { SequentialInput, SequentialOutput } from './sequential.js';
-import type { WakeResult } from './wake.js';
 import { ALICE, AUDIENCE, startCredgate, until200, type Bench } from './setup.js';
 import { passwordGrantToken } from './throughput.js';
 import { noteRun } from './validity.js';
 
 const sequentialScript = fileURLToPath(new URL('./sequential.js', import.meta.url));
-const fireScript = fileURLToPath(new URL('./fire.js', import.meta.url));
-const wakeScript = fileURLToPath(new URL('./wake.js', import.meta.url));
 
 /**
  * Times this process's threads went to sleep and were woken since they started: the sum of every
@@ -50,35 +46,6 @@ function wakeups(): { all: number; v8Workers: number } {
   return { all, v8Workers };
 }
 
-/**
- * What this machine charges a process for one round trip with a peer on the other CPU, doing nothing
- * else (wake.ts: a sleeper on the server's CPU echoes a byte a waker on the load CPU sends every
- * `intervalMs` over loopback TCP; this process idle meanwhile): woken by the peer's packet, then
- * waking the peer with its own. A miss makes such round trips with its client and with the AS. On a
- * virtual machine each is exits to the hypervisor (the interrupt that ends the idle, the
- * inter-processor wake-up of the peer) whose time lands on the process; measured, not assumed.
- */
-async function roundTripCost(intervalMs: number): Promise<number> {
-  const [sleeperCommand, ...sleeperArgs] = pinnedCommand(process.execPath, [wakeScript, 'sleeper'], 'server');
-  const sleeper = spawn(sleeperCommand, sleeperArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const timer = setTimeout(() => sleeper.kill('SIGKILL'), 60_000);
-  try {
-    const lines = createInterface({ input: sleeper.stdout });
-    const read = lines[Symbol.asyncIterator]();
-    const { port } = JSON.parse(String((await read.next()).value)) as { port: number };
-    const [wakerCommand, ...wakerArgs] = pinnedCommand(process.execPath, [wakeScript, 'waker', String(port), String(intervalMs), String(MEASURED)], 'load');
-    const waker = spawn(wakerCommand, wakerArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
-    const result = JSON.parse(String((await read.next()).value)) as WakeResult;
-    await new Promise((resolve) => (waker.exitCode === null ? waker.once('exit', resolve) : resolve(undefined)));
-    if (!(result.roundTrips >= MEASURED)) throw new Error(`${result.roundTrips} round trips`);
-    return result.cpuMicrosPerRoundTrip;
-  } catch (err) {
-    throw new Error(`round-trip cost: ${err instanceof Error ? err.message : String(err)}`);
-  } finally {
-    clearTimeout(timer);
-    sleeper.kill();
-  }
-}
 /** Misses under way at once in the concurrent variant (not a target: for comparison). */
 export const IN_FLIGHT = 16;
 /**
@@ -93,14 +60,95 @@ export const MAX_WARMUP_ROUNDS = 16;
 export const SETTLED_V8_WAKEUPS = 0.25;
 export const MEASURED = 400;
 export const PASSWORD_TARGET_MICROS = 400;
+/** How long the slow relay floor's upstream takes to answer, ms: about what the AS takes for a grant or an introspection one at a time here (0.5–1.2 ms). */
+export const SLOW_UPSTREAM_MS = 1;
 export const ASP_TARGET_MICROS = 600;
 
-async function sequential(bench: Bench, name: string, input: SequentialInput): Promise<SequentialOutput> {
-  const file = join(bench.scratch, `${name}.json`);
-  writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
-  const r = await runChild<SequentialOutput>([sequentialScript, file], 90_000, 'load');
-  if (!r.ok) throw new Error(`sequential client (${name}): ${r.why}`);
-  return r.value;
+/** Longest one run of the client may take. */
+const CLIENT_RUN_MS = 90_000;
+
+/**
+ * The miss figures' client (sequential.ts), one process on the load CPU for the whole bench: a run
+ * is loaded first (its bodies sent over the pipe), then started and awaited with `go`, so that a
+ * bracket around `go` holds the requests alone, not the client's start-up, its new connections or
+ * the transfer of the bodies. A run that takes longer than CLIENT_RUN_MS kills the client (the
+ * next run starts another) and throws.
+ */
+class MissClient {
+  static #current: MissClient | undefined;
+  readonly #child: ChildProcess;
+  readonly #lines: Interface;
+  readonly #waiting: { resolve(line: string): void; reject(err: Error): void }[] = [];
+  #dead: Error | undefined;
+
+  private constructor() {
+    const [command, ...args] = pinnedCommand(process.execPath, [sequentialScript], 'load');
+    this.#child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.#lines = createInterface({ input: this.#child.stdout! });
+    this.#lines.on('line', (line) => this.#waiting.shift()?.resolve(line));
+    this.#child.on('exit', (code, signal) => {
+      this.#dead = new Error(`client exited (${code ?? signal})`);
+      for (const w of this.#waiting.splice(0)) w.reject(this.#dead);
+      if (MissClient.#current === this) MissClient.#current = undefined;
+    });
+    // Neither the child nor its pipes keep the bench alive; closing stdin ends the child.
+    this.#child.unref();
+    for (const stream of [this.#child.stdin, this.#child.stdout]) (stream as unknown as { unref?(): void }).unref?.();
+  }
+
+  static get(): MissClient {
+    return (MissClient.#current ??= new MissClient());
+  }
+
+  /** Ends the client (at the end of the figures that use it). */
+  static close(): void {
+    const client = MissClient.#current;
+    MissClient.#current = undefined;
+    client?.end();
+  }
+
+  end(): void {
+    this.#child.stdin?.end();
+  }
+
+  #send(line: string): Promise<string> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#child.kill('SIGKILL');
+        reject(new Error(`client took over ${CLIENT_RUN_MS / 1000} s`));
+      }, CLIENT_RUN_MS);
+      this.#waiting.push({ resolve: (l) => (clearTimeout(timer), resolve(l)), reject: (e) => (clearTimeout(timer), reject(e)) });
+      this.#child.stdin!.write(line + '\n');
+    });
+  }
+
+  /** Hands the client a run; resolves once it holds it. */
+  async load(input: SequentialInput): Promise<void> {
+    const answer = await this.#send(JSON.stringify(input));
+    if (answer !== '{"ready":true}') throw new Error(`client: ${answer.slice(0, 200)}`);
+  }
+
+  /** Starts the loaded run; resolves with the client's raw answer (parse it outside a measurement). */
+  go(): Promise<string> {
+    return this.#send('go');
+  }
+}
+
+/** Ends the miss figures' client; the next run starts another. */
+export const closeMissClient = (): void => MissClient.close();
+
+/** One run of the client, `measure`d around its requests alone (e.g. `bracket`), then its output parsed. */
+async function clientRun<M>(name: string, input: SequentialInput, measure: (send: () => Promise<string>) => Promise<M>): Promise<{ out: SequentialOutput; measured: M }> {
+  const client = MissClient.get();
+  try {
+    await client.load(input);
+    let raw = '';
+    const measured = await measure(async () => (raw = await client.go()));
+    return { out: JSON.parse(raw) as SequentialOutput, measured };
+  } catch (err) {
+    throw new Error(`client (${name}): ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 export interface MissRun {
@@ -129,8 +177,8 @@ export interface MissRun {
 }
 
 /** Bodies sent one at a time, not measured (JIT, connections, the twin's first grant). */
-export async function warm(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<void> {
-  await sequential(bench, `${name}-warm-up`, { url, bodies, warmup: 0 });
+export async function warm(_bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<void> {
+  await clientRun(`${name} warm-up`, { url, bodies, concurrency: 1 }, (send) => send());
 }
 
 /** `n` request bodies: the same ones each time, or new ones for single-use secrets such as fresh ASPs. */
@@ -215,11 +263,14 @@ export async function interleavedMisses(bench: Bench, figure: string, sides: Mis
 }
 
 async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<Omit<MissRun, 'warmedUpWith' | 'perPass'>> {
-  const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
-  const woken0 = wakeups();
-  const { value: out, server } = await bracket(() => sequential(bench, name, { url, bodies, warmup: 0 }));
-  const woken1 = wakeups();
-  const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+  const { out, measured: { stats0, as0, woken0, server, woken1, stats1, as1 } } = await clientRun(name, { url, bodies, concurrency: 1 }, async (send) => {
+    const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+    const woken0 = wakeups();
+    const { server } = await bracket(send);
+    const woken1 = wakeups();
+    const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+    return { stats0, as0, woken0, server, woken1, stats1, as1 };
+  });
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
   const latency = ascending(out.samples.map((s) => s.ms));
   const n = bodies.length;
@@ -246,6 +297,10 @@ export interface ConcurrentRun {
   neighbourShare: number;
   /** The AS's grant and introspection calls ÷ requests. */
   asCallsPerRequest: number;
+  /** The AS process's CPU time ÷ requests, µs (not credgate's: the same code's cost under way together, for the one-at-a-time comparison). */
+  asCpuPerRequest: number;
+  /** credgate's CPU time ÷ the run's wall time: below 1, its CPU still idled between misses. */
+  busyShare: number;
 }
 
 /** The same misses, `IN_FLIGHT` under way at once (fire.ts): credgate's CPU per miss when requests overlap. */
@@ -254,16 +309,19 @@ export async function concurrentMisses(bench: Bench, name: string, url: string, 
 }
 
 async function measuredConcurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<ConcurrentRun> {
-  const file = join(bench.scratch, `${name}.json`);
-  const input: FireInput = { url, bodies, concurrency: IN_FLIGHT };
-  writeFileSync(file, JSON.stringify(input), { mode: 0o600 });
-  const stats0 = await bench.dev.stats();
-  const { value: r, server } = await bracket(() => runChild<FireOutput>([fireScript, file], 90_000, 'load'));
-  const stats1 = await bench.dev.stats();
-  if (!r.ok) throw new Error(`concurrent client (${name}): ${r.why}`);
+  const { out, measured: { stats0, as0, stats1, as1, server } } = await clientRun(name, { url, bodies, concurrency: IN_FLIGHT }, async (send) => {
+    const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+    const { server } = await bracket(send);
+    const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+    return { stats0, as0, stats1, as1, server };
+  });
+  if (out.failures.length > 0) throw new Error(`concurrent client (${name}): ${out.failures[0]}`);
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
   const asCalls = stats1.tokenRequests - stats0.tokenRequests + stats1.introspectionRequests - stats0.introspectionRequests;
-  return { cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: r.value.allowed - r.value.cached, requests: bodies.length, neighbourShare: server.neighbourShare, asCallsPerRequest: asCalls / bodies.length };
+  return {
+    cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: out.samples.filter((x) => x.status === 200 && x.allow && !x.cached).length, requests: bodies.length, neighbourShare: server.neighbourShare,
+    asCallsPerRequest: asCalls / bodies.length, asCpuPerRequest: (as1 - as0) / bodies.length, busyShare: server.cpuMicros / (server.wallSeconds * 1e6),
+  };
 }
 
 /** A side's CPU per request, then each pass's: `mean (pass · pass · …)`. */
@@ -323,18 +381,20 @@ export async function missPath(bench: Bench): Promise<void> {
   // alice's password, every time, at a twin that caches nothing: the password grant (behind the
   // login ledger, budget 5), then the access token's signature checked locally.
   const twin = await startUncachedTwin(bench);
-  let floor: MissRun, relay: MissRun, asp: MissRun, password: MissRun;
+  let floor: MissRun, relay: MissRun, slowRelay: MissRun, asp: MissRun, password: MissRun;
   let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
   try {
     const runs = await interleavedMisses(bench, '7', [
       // The floors: the same client and body against the bare POST route (no decision, no AS), and
-      // against a bare route that waits on one call to a bare upstream in the AS's process.
+      // against a bare route that waits on one call to a bare upstream in the AS's process,
+      // answering at once or, like the AS, after a millisecond (SLOW_UPSTREAM_MS).
       { name: 'floor', url: bench.bareUrl, bodies: same },
       { name: 'relay floor', url: `${bench.bareUrl}/relay`, bodies: same },
+      { name: 'slow relay floor', url: `${bench.bareUrl}/relay?waitMs=${SLOW_UPSTREAM_MS}`, bodies: same },
       { name: 'ASP', url: `${credgate.url}/v1/verify`, bodies: freshAsps },
       { name: 'password', url: `${twin.url}/v1/verify`, bodies: same },
     ]);
-    [floor, relay, asp, password] = [runs.get('floor')!, runs.get('relay floor')!, runs.get('ASP')!, runs.get('password')!];
+    [floor, relay, slowRelay, asp, password] = [runs.get('floor')!, runs.get('relay floor')!, runs.get('slow relay floor')!, runs.get('ASP')!, runs.get('password')!];
     aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
     // Distinct users, so that requests under way together are not one flight (singleflight).
     const users = await dev.users(4 * IN_FLIGHT);
@@ -347,37 +407,40 @@ export async function missPath(bench: Bench): Promise<void> {
   row('7', 'bare POST, one at a time: round trip p50', floor.latencyMs.p50, 'ms');
   row('7', 'relay floor (bare POST that calls a bare upstream once, undici), one at a time: server CPU per request', withPasses(relay), 'µs');
   row('7', 'relay floor: round trip p50', relay.latencyMs.p50, 'ms');
+  row('7', `slow relay floor (the same, the upstream answering after ${SLOW_UPSTREAM_MS} ms, as the AS takes), one at a time: server CPU per request`, withPasses(slowRelay), 'µs');
+  row('7', 'slow relay floor: round trip p50', slowRelay.latencyMs.p50, 'ms');
   missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, floor, relay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
+  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
   row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
+  // One at a time against 16 in flight, for credgate and for the AS (another program, in its own
+  // process on the other CPU, which credgate's code does not touch): where both cost about as much
+  // more one at a time, the difference is what this machine charges for work one request at a
+  // time (idle CPUs woken, cold caches), not credgate's code.
+  const ratio = (one: number, many: number) => `${(one / many).toFixed(2)} × (${fmt(one)} / ${fmt(many)} µs)`;
+  row('7', `one at a time ÷ ${IN_FLIGHT} in flight, CPU per request: credgate · the AS (ASP misses)`, `${ratio(asp.cpuPerRequest, aspConcurrent.cpuPerRequest)} · ${ratio(asp.asCpuPerRequest, aspConcurrent.asCpuPerRequest)}`, '');
+  row('7', `one at a time ÷ ${IN_FLIGHT} in flight, CPU per request: credgate · the AS (password misses)`, `${ratio(password.cpuPerRequest, passwordConcurrent.cpuPerRequest)} · ${ratio(password.asCpuPerRequest, passwordConcurrent.asCpuPerRequest)}`, '');
+  row('7', `${IN_FLIGHT} in flight: credgate's CPU busy (of the run's wall time), ASP · password`, `${(aspConcurrent.busyShare * 100).toFixed(0)} % · ${(passwordConcurrent.busyShare * 100).toFixed(0)} %`, '');
   // Where a miss's CPU goes, from this run's own numbers: what is left is credgate's own code, its
   // HTTP client, the log line and metrics.
   row('7', 'alone, one at a time: client assertion · access token check', `${fmt(p.assertion)} · ${fmt(p.tokenCheck)}`, 'µs CPU');
-  // Paired by pass: a miss and the relay floor measured minutes apart would differ by the machine's drift.
-  const overRelay = (r: MissRun, piece: number) => {
-    const d = r.perPass.map((v, i) => v - relay.perPass[i]! - piece);
+  // Paired by pass: a miss and a floor measured minutes apart would differ by the machine's drift.
+  // The slow relay floor waits as long as a miss waits for the AS: this machine charges a process
+  // more for a request whose CPU idles longer in the middle (its caches go cold, its CPU halts).
+  const overSlowRelay = (r: MissRun, piece: number) => {
+    const d = r.perPass.map((v, i) => v - slowRelay.perPass[i]! - piece);
     return `${fmt(d.reduce((a, b) => a + b, 0) / d.length)} (passes: ${fmt(Math.min(...d))} … ${fmt(Math.max(...d))})`;
   };
-  row('7', 'ASP miss − the relay floor − assertion (paired by pass)', overRelay(asp, p.assertion), 'µs CPU');
-  row('7', 'password miss − the relay floor − token check (paired by pass)', overRelay(password, p.tokenCheck), 'µs CPU');
-  // One at a time, every step of a miss ends in a sleep (for the client, the AS, the thread pool), and
-  // each wake-up is charged by this machine whatever the work: one round trip with a peer on the
-  // other CPU (one wake-up, one packet sent back), measured alone at the pace of each run.
-  const pace = (r: MissRun) => r.latencyMs.p50 / Math.max(1, r.wakeupsPerRequest);
-  const trip = { floor: await roundTripCost(pace(floor)), relay: await roundTripCost(pace(relay)), asp: await roundTripCost(pace(asp)), password: await roundTripCost(pace(password)) };
-  row('7', 'wake-ups of credgate\'s threads per request, one at a time: bare POST · relay floor', `${floor.wakeupsPerRequest.toFixed(2)} · ${relay.wakeupsPerRequest.toFixed(2)}`, '');
-  row('7', 'a wake-up alone (a round trip with the other CPU, nothing else), at the pace of bare POST · relay floor · ASP · password', `${fmt(trip.floor)} · ${fmt(trip.relay)} · ${fmt(trip.asp)} · ${fmt(trip.password)}`, 'µs CPU');
-  const awake = (r: MissRun, cost: number) => fmt(r.cpuPerRequest - r.wakeupsPerRequest * cost);
-  row('7', 'bare POST · relay floor · ASP miss · password miss, less wake-ups × that', `${awake(floor, trip.floor)} · ${awake(relay, trip.relay)} · ${awake(asp, trip.asp)} · ${awake(password, trip.password)}`, 'µs CPU');
-  (results.missPath as Record<string, unknown>).roundTripCost = trip;
-  // Each target beside the floor this run measured under it: one upstream call with no decision
-  // (the relay floor) plus the piece of crypto a miss of that kind cannot skip. What is left of the
-  // target is what credgate's own code may cost on this machine, one at a time.
-  const left = (target: number, piece: number) => `${fmt(relay.cpuPerRequest + piece)} µs (${fmt(target - relay.cpuPerRequest - piece)} µs of the ${target} µs left)`;
-  row('7', 'the floor under each target, one at a time: relay floor + token check (password) · relay floor + assertion (ASP)', `${left(PASSWORD_TARGET_MICROS, p.tokenCheck)} · ${left(ASP_TARGET_MICROS, p.assertion)}`, '');
+  row('7', 'ASP miss − the slow relay floor − assertion (paired by pass)', overSlowRelay(asp, p.assertion), 'µs CPU');
+  row('7', 'password miss − the slow relay floor − token check (paired by pass)', overSlowRelay(password, p.tokenCheck), 'µs CPU');
+  row('7', 'wake-ups of credgate\'s threads per request, one at a time: bare POST · relay floor · slow relay floor', `${floor.wakeupsPerRequest.toFixed(2)} · ${relay.wakeupsPerRequest.toFixed(2)} · ${slowRelay.wakeupsPerRequest.toFixed(2)}`, '');
+  // Each target beside the floor this run measured under it: one upstream call as slow as the AS's
+  // with no decision (the slow relay floor) plus the piece of crypto a miss of that kind cannot
+  // skip. What is left of the target is what credgate's own code may cost on this machine, one at a time.
+  const left = (target: number, piece: number) => `${fmt(slowRelay.cpuPerRequest + piece)} µs (${fmt(target - slowRelay.cpuPerRequest - piece)} µs of the ${target} µs left)`;
+  row('7', 'the floor under each target, one at a time: slow relay floor + token check (password) · slow relay floor + assertion (ASP)', `${left(PASSWORD_TARGET_MICROS, p.tokenCheck)} · ${left(ASP_TARGET_MICROS, p.assertion)}`, '');
   const ok = (r: MissRun) => r.uncachedAllows === MEASURED && r.failures.length === 0;
   targetRow('7', 'password-grant miss: credgate CPU', password.cpuPerRequest, 'µs', `≤ ${PASSWORD_TARGET_MICROS} µs`, ok(password) ? password.cpuPerRequest <= PASSWORD_TARGET_MICROS : 'invalid');
   targetRow('7', 'ASP miss (assertion included): credgate CPU', asp.cpuPerRequest, 'µs', `≤ ${ASP_TARGET_MICROS} µs`, ok(asp) ? asp.cpuPerRequest <= ASP_TARGET_MICROS : 'invalid');

@@ -30,7 +30,7 @@ import { bracket } from './generator.js';
 import { latencyAtHalfLoad } from './latency.js';
 import { loginProtection } from './ledger.js';
 import type { MemoryResult } from './memory.js';
-import { missPath } from './missPath.js';
+import { closeMissClient, missPath } from './missPath.js';
 import { pinBenchProcess, runChild } from './pinning.js';
 import { printTable, results, row, rows } from './report.js';
 import { AUDIENCE, CLIENT, scratchDirectory, startBareApp, startCredgate, type Bench } from './setup.js';
@@ -181,6 +181,7 @@ async function main(): Promise<void> {
           }
         }
       } finally {
+        closeMissClient();
         await Promise.all([credgate.close(), bare.close()]);
         await dev.close();
       }

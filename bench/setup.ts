@@ -109,7 +109,9 @@ export async function startBareApp(upstreamUrl?: string): Promise<FastifyInstanc
     const agent = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
     bare.addHook('onClose', async () => agent.close());
     bare.post('/bare/relay', async (request) => {
-      const answer = await undiciRequest(upstreamUrl, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=bare-relay' });
+      // `?waitMs=N` is passed on: the upstream answers after N ms.
+      const waitMs = (request.query as { waitMs?: string }).waitMs;
+      const answer = await undiciRequest(waitMs === undefined ? upstreamUrl : `${upstreamUrl}?waitMs=${encodeURIComponent(waitMs)}`, { method: 'POST', dispatcher: agent, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=bare-relay' });
       const upstream = (await answer.body.json()) as { active?: unknown };
       return { allow: typeof (request.body as { username?: unknown }).username === 'string' && upstream.active === true, reason: 'ok' };
     });
