@@ -199,7 +199,7 @@ export async function loginProtection(bench: Bench): Promise<void> {
   const runs: Record<5 | 0, MissRun[]> = { 5: [], 0: [] };
   try {
     const body = (n: number) => Array.from({ length: n }, aliceBody);
-    for (const budget of [5, 0] as const) await settle(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body);
+    for (const budget of [5, 0] as const) await settle(`10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body);
     for (const budget of [5, 0, 0, 5] as const) runs[budget].push(await misses(bench, `10 budget ${budget}`, `${twins[budget].url}/v1/verify`, body, { warmup: false, count: 200 }));
   } finally {
     await Promise.all([twins[5].close(), twins[0].close()]);

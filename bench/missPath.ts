@@ -15,7 +15,7 @@ import * as oauth from 'oauth4webapi';
 import type { RunningServer } from '../src/main.js';
 import { privateKeyJwt } from '../src/upstream/clientAssertion.js';
 import { verifyJwt } from '../src/upstream/jws.js';
-import { bracket, quiet } from './generator.js';
+import { bracket, quiet, type ServerSide } from './generator.js';
 import { pinnedCommand } from './pinning.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
 import type { SequentialInput, SequentialOutput } from './sequential.js';
@@ -138,6 +138,31 @@ class MissClient {
 /** Ends the miss figures' client; the next run starts another. */
 export const closeMissClient = (): void => MissClient.close();
 
+/** What one run of the client cost: credgate's side (this process, bracketed), the AS's CPU and calls, credgate's threads' wake-ups. */
+interface RunCost {
+  server: ServerSide;
+  asCpuMicros: number;
+  grants: number;
+  introspections: number;
+  wakeups: { all: number; v8Workers: number };
+}
+
+/** `send` bracketed, with the AS's counters and CPU and this process's wake-ups read just outside the bracket. */
+async function measured(bench: Bench, send: () => Promise<string>): Promise<RunCost> {
+  const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+  const woken0 = wakeups();
+  const { server } = await bracket(send);
+  const woken1 = wakeups();
+  const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
+  return {
+    server,
+    asCpuMicros: as1 - as0,
+    grants: stats1.tokenRequests - stats0.tokenRequests,
+    introspections: stats1.introspectionRequests - stats0.introspectionRequests,
+    wakeups: { all: woken1.all - woken0.all, v8Workers: woken1.v8Workers - woken0.v8Workers },
+  };
+}
+
 /** One run of the client, `measure`d around its requests alone (e.g. `bracket`), then its output parsed. */
 async function clientRun<M>(name: string, input: SequentialInput, measure: (send: () => Promise<string>) => Promise<M>): Promise<{ out: SequentialOutput; measured: M }> {
   const client = MissClient.get();
@@ -177,7 +202,7 @@ export interface MissRun {
 }
 
 /** Bodies sent one at a time, not measured (JIT, connections, the twin's first grant). */
-export async function warm(_bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<void> {
+export async function warm(name: string, url: string, bodies: Record<string, unknown>[]): Promise<void> {
   await clientRun(`${name} warm-up`, { url, bodies, concurrency: 1 }, (send) => send());
 }
 
@@ -188,11 +213,11 @@ export type Bodies = (n: number) => Record<string, unknown>[] | Promise<Record<s
  * Rounds of misses one at a time, not measured, until V8's workers stay nearly asleep through a
  * round (see `WARMUP_ROUND`). Returns how many misses that took.
  */
-export async function settle(bench: Bench, name: string, url: string, bodies: Bodies): Promise<number> {
+export async function settle(name: string, url: string, bodies: Bodies): Promise<number> {
   let sent = 0;
   for (let round = 0; round < MAX_WARMUP_ROUNDS; round++) {
     const round0 = wakeups().v8Workers;
-    await warm(bench, name, url, await bodies(WARMUP_ROUND));
+    await warm(name, url, await bodies(WARMUP_ROUND));
     sent += WARMUP_ROUND;
     if ((wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
   }
@@ -205,7 +230,7 @@ export async function settle(bench: Bench, name: string, url: string, bodies: Bo
  * repeated (new bodies each time) while a neighbour took the server's CPU (`quiet`).
  */
 export async function misses(bench: Bench, name: string, url: string, bodies: Bodies, o: { warmup?: boolean; count?: number } = {}): Promise<MissRun> {
-  const warmedUpWith = o.warmup === false ? 0 : await settle(bench, name, url, bodies);
+  const warmedUpWith = o.warmup === false ? 0 : await settle(name, url, bodies);
   return quiet(async () => {
     const run = await measuredMisses(bench, name, url, await bodies(o.count ?? MEASURED));
     return { ...run, warmedUpWith, perPass: [run.cpuPerRequest] };
@@ -230,7 +255,7 @@ export const PASSES = 4;
  */
 export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[]): Promise<Map<string, MissRun>> {
   const warmedUpWith = new Map<string, number>();
-  for (const side of sides) warmedUpWith.set(side.name, await settle(bench, `${figure} ${side.name}`, side.url, side.bodies));
+  for (const side of sides) warmedUpWith.set(side.name, await settle(`${figure} ${side.name}`, side.url, side.bodies));
   const runs = new Map<string, Omit<MissRun, 'warmedUpWith' | 'perPass'>[]>(sides.map((s) => [s.name, []]));
   for (let pass = 0; pass < PASSES; pass++) {
     for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
@@ -263,14 +288,8 @@ export async function interleavedMisses(bench: Bench, figure: string, sides: Mis
 }
 
 async function measuredMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<Omit<MissRun, 'warmedUpWith' | 'perPass'>> {
-  const { out, measured: { stats0, as0, woken0, server, woken1, stats1, as1 } } = await clientRun(name, { url, bodies, concurrency: 1 }, async (send) => {
-    const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
-    const woken0 = wakeups();
-    const { server } = await bracket(send);
-    const woken1 = wakeups();
-    const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
-    return { stats0, as0, woken0, server, woken1, stats1, as1 };
-  });
+  const { out, measured: cost } = await clientRun(name, { url, bodies, concurrency: 1 }, (send) => measured(bench, send));
+  const { server } = cost;
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
   const latency = ascending(out.samples.map((s) => s.ms));
   const n = bodies.length;
@@ -281,12 +300,12 @@ async function measuredMisses(bench: Bench, name: string, url: string, bodies: R
     latencyMs: { p50: percentile(latency, 50), p99: percentile(latency, 99) },
     latencies: latency,
     cpuPerRequest: server.cpuMicros / n,
-    asCpuPerRequest: (as1 - as0) / n,
-    grantsPerRequest: (stats1.tokenRequests - stats0.tokenRequests) / n,
-    introspectionsPerRequest: (stats1.introspectionRequests - stats0.introspectionRequests) / n,
+    asCpuPerRequest: cost.asCpuMicros / n,
+    grantsPerRequest: cost.grants / n,
+    introspectionsPerRequest: cost.introspections / n,
     neighbourShare: server.neighbourShare,
-    wakeupsPerRequest: (woken1.all - woken0.all) / n,
-    v8WakeupsPerRequest: (woken1.v8Workers - woken0.v8Workers) / n,
+    wakeupsPerRequest: cost.wakeups.all / n,
+    v8WakeupsPerRequest: cost.wakeups.v8Workers / n,
   };
 }
 
@@ -303,24 +322,18 @@ export interface ConcurrentRun {
   busyShare: number;
 }
 
-/** The same misses, `IN_FLIGHT` under way at once (fire.ts): credgate's CPU per miss when requests overlap. */
+/** The same misses, `IN_FLIGHT` under way at once (the same client): credgate's CPU per miss when requests overlap. */
 export async function concurrentMisses(bench: Bench, name: string, url: string, bodies: Bodies): Promise<ConcurrentRun> {
   return quiet(async () => measuredConcurrentMisses(bench, name, url, await bodies(MEASURED)));
 }
 
 async function measuredConcurrentMisses(bench: Bench, name: string, url: string, bodies: Record<string, unknown>[]): Promise<ConcurrentRun> {
-  const { out, measured: { stats0, as0, stats1, as1, server } } = await clientRun(name, { url, bodies, concurrency: IN_FLIGHT }, async (send) => {
-    const [stats0, as0] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
-    const { server } = await bracket(send);
-    const [stats1, as1] = [await bench.dev.stats(), await bench.dev.cpuMicros()];
-    return { stats0, as0, stats1, as1, server };
-  });
-  if (out.failures.length > 0) throw new Error(`concurrent client (${name}): ${out.failures[0]}`);
+  const { out, measured: { server, asCpuMicros, grants, introspections } } = await clientRun(name, { url, bodies, concurrency: IN_FLIGHT }, (send) => measured(bench, send));
   noteRun({ label: name, tool: 'node client', neighbourShare: server.neighbourShare });
-  const asCalls = stats1.tokenRequests - stats0.tokenRequests + stats1.introspectionRequests - stats0.introspectionRequests;
+  const n = bodies.length;
   return {
-    cpuPerRequest: server.cpuMicros / bodies.length, uncachedAllows: out.samples.filter((x) => x.status === 200 && x.allow && !x.cached).length, requests: bodies.length, neighbourShare: server.neighbourShare,
-    asCallsPerRequest: asCalls / bodies.length, asCpuPerRequest: (as1 - as0) / bodies.length, busyShare: server.cpuMicros / (server.wallSeconds * 1e6),
+    cpuPerRequest: server.cpuMicros / n, uncachedAllows: out.samples.filter((x) => x.status === 200 && x.allow && !x.cached).length, requests: n, neighbourShare: server.neighbourShare,
+    asCallsPerRequest: (grants + introspections) / n, asCpuPerRequest: asCpuMicros / n, busyShare: server.cpuMicros / (server.wallSeconds * 1e6),
   };
 }
 
@@ -398,7 +411,7 @@ export async function missPath(bench: Bench): Promise<void> {
     aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
     // Distinct users, so that requests under way together are not one flight (singleflight).
     const users = await dev.users(4 * IN_FLIGHT);
-    await warm(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
+    await warm(`7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
     passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, (n) => Array.from({ length: n }, (_, i) => users[i % users.length]!));
   } finally {
     await twin.close();
