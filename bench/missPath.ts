@@ -56,7 +56,15 @@ export const IN_FLIGHT = 16;
  * times per miss (they also run GC helpers: a little never stops). At most `MAX_WARMUP_ROUNDS`.
  */
 export const WARMUP_ROUND = 250;
-export const MAX_WARMUP_ROUNDS = 16;
+/**
+ * At least this many misses of a side before it is measured, whatever V8's workers say: in a
+ * process that served misses one at a time for minutes, the CPU per request of every side (the
+ * floors too) kept falling for thousands of requests after V8's workers had gone quiet (the relay
+ * floor 216 → 98 µs over 8 000; a new process started high again), and a service that has run for
+ * a minute has served that many.
+ */
+export const MIN_WARMUP = 2000;
+export const MAX_WARMUP_ROUNDS = 24;
 export const SETTLED_V8_WAKEUPS = 0.25;
 export const MEASURED = 400;
 export const PASSWORD_TARGET_MICROS = 400;
@@ -219,7 +227,7 @@ export async function settle(name: string, url: string, bodies: Bodies): Promise
     const round0 = wakeups().v8Workers;
     await warm(name, url, await bodies(WARMUP_ROUND));
     sent += WARMUP_ROUND;
-    if ((wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
+    if (sent >= MIN_WARMUP && (wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
   }
   return sent;
 }
@@ -397,7 +405,7 @@ export async function missPath(bench: Bench): Promise<void> {
   let floor: MissRun, relay: MissRun, slowRelay: MissRun, asp: MissRun, password: MissRun;
   let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
   try {
-    const runs = await interleavedMisses(bench, '7', [
+    const sides: MissSide[] = [
       // The floors: the same client and body against the bare POST route (no decision, no AS), and
       // against a bare route that waits on one call to a bare upstream in the AS's process,
       // answering at once or, like the AS, after a millisecond (SLOW_UPSTREAM_MS).
@@ -406,7 +414,8 @@ export async function missPath(bench: Bench): Promise<void> {
       { name: 'slow relay floor', url: `${bench.bareUrl}/relay?waitMs=${SLOW_UPSTREAM_MS}`, bodies: same },
       { name: 'ASP', url: `${credgate.url}/v1/verify`, bodies: freshAsps },
       { name: 'password', url: `${twin.url}/v1/verify`, bodies: same },
-    ]);
+    ];
+    const runs = await interleavedMisses(bench, '7', sides);
     [floor, relay, slowRelay, asp, password] = [runs.get('floor')!, runs.get('relay floor')!, runs.get('slow relay floor')!, runs.get('ASP')!, runs.get('password')!];
     aspConcurrent = await concurrentMisses(bench, `7 ASP, ${IN_FLIGHT} in flight`, `${credgate.url}/v1/verify`, freshAsps);
     // Distinct users, so that requests under way together are not one flight (singleflight).
