@@ -33,7 +33,7 @@ const WWW_DATA = { uid: 33, gid: 33 }; // Debian's fcgiwrap.socket runs CGIs as 
 async function installSite(prefix: string, site: { port: number; credgatePort: number; appPort: number; fcgiwrapSocket: string; cert: string; key: string }): Promise<void> {
   // Picked on each attempt of startNginxSites (installSite is its `install`): a taken port, this one
   // or site.port, makes nginx fail with "Address already in use", and the next attempt picks new ones.
-  const httpPort = await freePort();
+  const httpPort = await freePort([site.port, site.credgatePort, site.appPort]);
   const prefixed: Substitution[] = [
     { kind: 'prefix', from: '/etc/nginx/', to: `${prefix}/etc/nginx/` },
     { kind: 'prefix', from: '/srv/git', to: `${prefix}/srv/git` },

@@ -20,7 +20,7 @@ import { parse as parseYaml } from 'yaml';
 import { defaultDevUsers, startDevServer, type DevAuthorizationServer } from '../../src/devserver/index.js';
 import { startCredgate, type TestCredgate } from '../fixtures/credgate.js';
 import { documentedBlock, substitute } from '../fixtures/recipeDocs.js';
-import { DEPLOY_MAIL, DOVECOT_SUBMISSION, freePort, NGINX_MAIL_MODULE, startSmtpSink, stop, waitForGreeting, type RunningSmtpSink } from '../fixtures/mailServers.js';
+import { DEPLOY_MAIL, DOVECOT_SUBMISSION, freePorts, NGINX_MAIL_MODULE, startSmtpSink, stop, waitForGreeting, type RunningSmtpSink } from '../fixtures/mailServers.js';
 
 const MAIL_POLICY = fileURLToPath(new URL('../../../deploy/policies/mail.yaml', import.meta.url));
 const AUDIENCE = 'https://mail.example.com';
@@ -156,8 +156,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     // is tried again from scratch (a new namespace over new overlays, so the README's useradd runs
     // on a fresh /etc again), on new ports.
     for (let attempt = 1; ; attempt++) {
-      imapBackend = await freePort();
-      submissionBackend = await freePort();
+      [imapBackend, submissionBackend] = (await freePorts(2)) as [number, number];
       writeFileSync(
         join(dir, 'dovecot.conf'),
         [
@@ -235,7 +234,9 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     const readmeMail = block('nginx', 'mail-nginx');
     for (let attempt = 1; ; attempt++) {
       ports.clear();
-      for (const port of [...readmeMail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1]))) ports.set(port, await freePort());
+      const listens = [...new Set([...readmeMail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1])))];
+      const picked = await freePorts(listens.length, [imapBackend, submissionBackend, Number(new URL(credgate.url).port)]);
+      listens.forEach((port, i) => ports.set(port, picked[i]!));
       const mail = substitute(readmeMail, [
         ...[...ports].map(([readme, port]) => ({ kind: 'port' as const, from: `listen ${readme}`, to: `listen 127.0.0.1:${port}` })),
         { kind: 'address', from: 'auth_http 127.0.0.1:8080/auth/mail;', to: `auth_http ${new URL(credgate.url).host}/auth/mail;` },
