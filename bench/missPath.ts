@@ -16,6 +16,7 @@ import type { RunningServer } from '../src/main.js';
 import { privateKeyJwt } from '../src/upstream/clientAssertion.js';
 import { verifyJwt } from '../src/upstream/jws.js';
 import { bracket, quiet, type ServerSide } from './generator.js';
+import { readIdle, withHaltPoll } from './idle.js';
 import { pinnedCommand } from './pinning.js';
 import { ascending, fmt, percentile, results, row, targetRow } from './report.js';
 import type { SequentialInput, SequentialOutput } from './sequential.js';
@@ -71,6 +72,13 @@ export const PASSWORD_TARGET_MICROS = 400;
 /** How long the slow relay floor's upstream takes to answer, ms: about what the AS takes for a grant or an introspection one at a time here (0.5–1.2 ms). */
 export const SLOW_UPSTREAM_MS = 1;
 export const ASP_TARGET_MICROS = 600;
+/**
+ * Halt polling for figure 7's contrast (not a target): longer than the AS's wait, so that a CPU with
+ * nothing to do while a miss waits for the AS polls instead of halting. The polling is the idle
+ * task's time, not credgate's: what the same misses cost then is their code without this machine's
+ * price for a halted CPU (the bench's own 200 µs is shorter than any miss's wait).
+ */
+export const POLL_THROUGH_WAIT_NS = 2_000_000;
 
 /** Longest one run of the client may take. */
 const CLIENT_RUN_MS = 90_000;
@@ -221,13 +229,13 @@ export type Bodies = (n: number) => Record<string, unknown>[] | Promise<Record<s
  * Rounds of misses one at a time, not measured, until V8's workers stay nearly asleep through a
  * round (see `WARMUP_ROUND`). Returns how many misses that took.
  */
-export async function settle(name: string, url: string, bodies: Bodies): Promise<number> {
+export async function settle(name: string, url: string, bodies: Bodies, minWarmup = MIN_WARMUP): Promise<number> {
   let sent = 0;
   for (let round = 0; round < MAX_WARMUP_ROUNDS; round++) {
     const round0 = wakeups().v8Workers;
     await warm(name, url, await bodies(WARMUP_ROUND));
     sent += WARMUP_ROUND;
-    if (sent >= MIN_WARMUP && (wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
+    if (sent >= minWarmup && (wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
   }
   return sent;
 }
@@ -260,10 +268,11 @@ export const PASSES = 4;
  * `MEASURED / PASSES` requests per side, every other pass in reverse order, so that a machine whose
  * speed drifts (this VM's cost of one request one at a time changed two- to threefold between runs
  * minutes apart) favours no side. A side's figures are over all its passes; `perPass` keeps each.
+ * `minWarmup`: fewer misses first for sides this process has already served thousands of.
  */
-export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[]): Promise<Map<string, MissRun>> {
+export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[], minWarmup = MIN_WARMUP): Promise<Map<string, MissRun>> {
   const warmedUpWith = new Map<string, number>();
-  for (const side of sides) warmedUpWith.set(side.name, await settle(`${figure} ${side.name}`, side.url, side.bodies));
+  for (const side of sides) warmedUpWith.set(side.name, await settle(`${figure} ${side.name}`, side.url, side.bodies, minWarmup));
   const runs = new Map<string, Omit<MissRun, 'warmedUpWith' | 'perPass'>[]>(sides.map((s) => [s.name, []]));
   for (let pass = 0; pass < PASSES; pass++) {
     for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
@@ -404,6 +413,7 @@ export async function missPath(bench: Bench): Promise<void> {
   const twin = await startUncachedTwin(bench);
   let floor: MissRun, relay: MissRun, slowRelay: MissRun, asp: MissRun, password: MissRun;
   let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
+  let polled: Map<string, MissRun> | undefined;
   try {
     const sides: MissSide[] = [
       // The floors: the same client and body against the bare POST route (no decision, no AS), and
@@ -422,6 +432,16 @@ export async function missPath(bench: Bench): Promise<void> {
     const users = await dev.users(4 * IN_FLIGHT);
     await warm(`7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, users);
     passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, (n) => Array.from({ length: n }, (_, i) => users[i % users.length]!));
+    // The contrast: the slow relay floor and both misses again, one at a time, with the CPUs polling
+    // through the AS's wait instead of halting (where the machine has the haltpoll module and the
+    // bench may set it). Warm already: one round each to let the new setting take.
+    if (readIdle().haltPollNs !== null) {
+      try {
+        polled = await withHaltPoll(POLL_THROUGH_WAIT_NS, () => interleavedMisses(bench, '7 polling', sides.filter((s) => s.name !== 'floor' && s.name !== 'relay floor'), WARMUP_ROUND));
+      } catch (err) {
+        row('7', 'one at a time, polling through the wait: not measured', err instanceof Error ? err.message : String(err), '');
+      }
+    }
   } finally {
     await twin.close();
   }
@@ -434,7 +454,7 @@ export async function missPath(bench: Bench): Promise<void> {
   missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent };
+  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent, polled: polled === undefined ? undefined : { haltPollNs: POLL_THROUGH_WAIT_NS, ...Object.fromEntries(polled) } };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
   row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
   // One at a time against 16 in flight, for credgate and for the AS (another program, in its own
@@ -463,6 +483,19 @@ export async function missPath(bench: Bench): Promise<void> {
   // skip. What is left of the target is what credgate's own code may cost on this machine, one at a time.
   const left = (target: number, piece: number) => `${fmt(slowRelay.cpuPerRequest + piece)} µs (${fmt(target - slowRelay.cpuPerRequest - piece)} µs of the ${target} µs left)`;
   row('7', 'the floor under each target, one at a time: slow relay floor + token check (password) · slow relay floor + assertion (ASP)', `${left(PASSWORD_TARGET_MICROS, p.tokenCheck)} · ${left(ASP_TARGET_MICROS, p.assertion)}`, '');
+  if (polled !== undefined) {
+    // What the same misses cost when no CPU halts while one waits: the part of the one-at-a-time
+    // figures that is this machine's price for a halted CPU, measured, not argued.
+    const [pRelay, pAsp, pPassword] = [polled.get('slow relay floor')!, polled.get('ASP')!, polled.get('password')!];
+    const ms = POLL_THROUGH_WAIT_NS / 1e6;
+    row('7', `one at a time, the CPUs polling through the AS's wait (halt polling ${ms} ms, the idle task's time; not a target): slow relay floor · ASP miss · password miss (each pass)`, `${withPasses(pRelay)} · ${withPasses(pAsp)} · ${withPasses(pPassword)}`, 'µs CPU');
+    row('7', 'one at a time, halting ÷ polling through the wait, credgate CPU per request: slow relay floor · ASP · password', [[slowRelay, pRelay], [asp, pAsp], [password, pPassword]].map(([halting, polling]) => `${(halting!.cpuPerRequest / polling!.cpuPerRequest).toFixed(2)} ×`).join(' · '), '');
+    row('7', 'polling through the wait: the AS\'s CPU per request, ASP · password (halting: ' + `${fmt(asp.asCpuPerRequest)} · ${fmt(password.asCpuPerRequest)})`, `${fmt(pAsp.asCpuPerRequest)} · ${fmt(pPassword.asCpuPerRequest)}`, 'µs');
+    const overPolledRelay = (r: MissRun, piece: number) => fmt(r.cpuPerRequest - pRelay.cpuPerRequest - piece);
+    row('7', 'polling through the wait: ASP miss − slow relay floor − assertion · password miss − slow relay floor − token check', `${overPolledRelay(pAsp, p.assertion)} · ${overPolledRelay(pPassword, p.tokenCheck)}`, 'µs CPU');
+    const verdict = (value: number, target: number) => `${value <= target ? 'within' : 'over'} ${target} µs`;
+    row('7', 'polling through the wait, against the targets (not judged): password · ASP', `${verdict(pPassword.cpuPerRequest, PASSWORD_TARGET_MICROS)} · ${verdict(pAsp.cpuPerRequest, ASP_TARGET_MICROS)}`, '');
+  }
   const ok = (r: MissRun) => r.uncachedAllows === MEASURED && r.failures.length === 0;
   targetRow('7', 'password-grant miss: credgate CPU', password.cpuPerRequest, 'µs', `≤ ${PASSWORD_TARGET_MICROS} µs`, ok(password) ? password.cpuPerRequest <= PASSWORD_TARGET_MICROS : 'invalid');
   targetRow('7', 'ASP miss (assertion included): credgate CPU', asp.cpuPerRequest, 'µs', `≤ ${ASP_TARGET_MICROS} µs`, ok(asp) ? asp.cpuPerRequest <= ASP_TARGET_MICROS : 'invalid');
