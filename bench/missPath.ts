@@ -399,6 +399,41 @@ async function pieces(bench: Bench): Promise<{ assertion: number; tokenCheck: nu
   return { assertion, tokenCheck };
 }
 
+/** One side's CPU per request in figure 7's contrast, pass by pass, under each halt polling setting. */
+export interface PollingPair {
+  halting: number[];
+  polling: number[];
+  asHalting: number[];
+  asPolling: number[];
+}
+
+/** Requests sent, not measured, after each change of the halt polling setting (the governor adapts its window within a few idle periods). */
+const SWITCH_WARMUP = 50;
+
+/**
+ * Figure 7's contrast: each side one at a time under `haltingNs` (the setting the figure ran with)
+ * and under `POLL_THROUGH_WAIT_NS`, back to back in each pass, the order alternating pass by pass,
+ * so that the host's drift (this VM's cost per request moved twofold within one figure) falls on
+ * both settings alike. The sides have been settled by the figure already.
+ */
+async function pollingContrast(bench: Bench, sides: MissSide[], haltingNs: number): Promise<Map<string, PollingPair> & { haltingNs: number }> {
+  const pairs = new Map<string, PollingPair>(sides.map((side) => [side.name, { halting: [], polling: [], asHalting: [], asPolling: [] }]));
+  for (let pass = 0; pass < PASSES; pass++) {
+    for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
+      for (const ns of pass % 2 === 0 ? [haltingNs, POLL_THROUGH_WAIT_NS] : [POLL_THROUGH_WAIT_NS, haltingNs]) {
+        const run = await withHaltPoll(ns, async () => {
+          await warm(`7 ${side.name}, halt polling ${ns} ns`, side.url, await side.bodies(SWITCH_WARMUP));
+          return quiet(async () => measuredMisses(bench, `7 ${side.name}, halt polling ${ns} ns #${pass + 1}`, side.url, await side.bodies(MEASURED / PASSES)));
+        });
+        const pair = pairs.get(side.name)!;
+        (ns === haltingNs ? pair.halting : pair.polling).push(run.cpuPerRequest);
+        (ns === haltingNs ? pair.asHalting : pair.asPolling).push(run.asCpuPerRequest);
+      }
+    }
+  }
+  return Object.assign(pairs, { haltingNs });
+}
+
 export async function missPath(bench: Bench): Promise<void> {
   const { dev, credgate } = bench;
   // After figure 2's burst, load shedding may still answer 503 for a moment; /readyz says when it stops.
@@ -413,7 +448,7 @@ export async function missPath(bench: Bench): Promise<void> {
   const twin = await startUncachedTwin(bench);
   let floor: MissRun, relay: MissRun, slowRelay: MissRun, asp: MissRun, password: MissRun;
   let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
-  let polled: Map<string, MissRun> | undefined;
+  let polled: (Map<string, PollingPair> & { haltingNs: number }) | undefined;
   try {
     const sides: MissSide[] = [
       // The floors: the same client and body against the bare POST route (no decision, no AS), and
@@ -435,9 +470,10 @@ export async function missPath(bench: Bench): Promise<void> {
     // The contrast: the slow relay floor and both misses again, one at a time, with the CPUs polling
     // through the AS's wait instead of halting (where the machine has the haltpoll module and the
     // bench may set it). Warm already: one round each to let the new setting take.
-    if (readIdle().haltPollNs !== null) {
+    const haltingNs = readIdle().haltPollNs;
+    if (haltingNs !== null && haltingNs < POLL_THROUGH_WAIT_NS) {
       try {
-        polled = await withHaltPoll(POLL_THROUGH_WAIT_NS, () => interleavedMisses(bench, '7 polling', sides.filter((s) => s.name !== 'floor' && s.name !== 'relay floor'), WARMUP_ROUND));
+        polled = await pollingContrast(bench, sides.filter((s) => s.name !== 'floor' && s.name !== 'relay floor'), haltingNs);
       } catch (err) {
         row('7', 'one at a time, polling through the wait: not measured', err instanceof Error ? err.message : String(err), '');
       }
@@ -454,7 +490,7 @@ export async function missPath(bench: Bench): Promise<void> {
   missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent, polled: polled === undefined ? undefined : { haltPollNs: POLL_THROUGH_WAIT_NS, ...Object.fromEntries(polled) } };
+  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent, polled: polled === undefined ? undefined : { haltPollNs: POLL_THROUGH_WAIT_NS, haltingNs: polled.haltingNs, ...Object.fromEntries(polled) } };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
   row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
   // One at a time against 16 in flight, for credgate and for the AS (another program, in its own
@@ -484,17 +520,22 @@ export async function missPath(bench: Bench): Promise<void> {
   const left = (target: number, piece: number) => `${fmt(slowRelay.cpuPerRequest + piece)} µs (${fmt(target - slowRelay.cpuPerRequest - piece)} µs of the ${target} µs left)`;
   row('7', 'the floor under each target, one at a time: slow relay floor + token check (password) · slow relay floor + assertion (ASP)', `${left(PASSWORD_TARGET_MICROS, p.tokenCheck)} · ${left(ASP_TARGET_MICROS, p.assertion)}`, '');
   if (polled !== undefined) {
-    // What the same misses cost when no CPU halts while one waits: the part of the one-at-a-time
-    // figures that is this machine's price for a halted CPU, measured, not argued.
+    // What the same misses cost when no CPU halts while one waits, back to back with the setting
+    // the figure ran with: the part of the one-at-a-time figures that is this machine's price for a
+    // halted CPU, measured, not argued.
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const [pRelay, pAsp, pPassword] = [polled.get('slow relay floor')!, polled.get('ASP')!, polled.get('password')!];
     const ms = POLL_THROUGH_WAIT_NS / 1e6;
-    row('7', `one at a time, the CPUs polling through the AS's wait (halt polling ${ms} ms, the idle task's time; not a target): slow relay floor · ASP miss · password miss (each pass)`, `${withPasses(pRelay)} · ${withPasses(pAsp)} · ${withPasses(pPassword)}`, 'µs CPU');
-    row('7', 'one at a time, halting ÷ polling through the wait, credgate CPU per request: slow relay floor · ASP · password', [[slowRelay, pRelay], [asp, pAsp], [password, pPassword]].map(([halting, polling]) => `${(halting!.cpuPerRequest / polling!.cpuPerRequest).toFixed(2)} ×`).join(' · '), '');
-    row('7', 'polling through the wait: the AS\'s CPU per request, ASP · password (halting: ' + `${fmt(asp.asCpuPerRequest)} · ${fmt(password.asCpuPerRequest)})`, `${fmt(pAsp.asCpuPerRequest)} · ${fmt(pPassword.asCpuPerRequest)}`, 'µs');
-    const overPolledRelay = (r: MissRun, piece: number) => fmt(r.cpuPerRequest - pRelay.cpuPerRequest - piece);
+    const pair = (x: PollingPair) => {
+      const ratios = x.halting.map((h, i) => h / x.polling[i]!);
+      return `${fmt(mean(x.halting))} → ${fmt(mean(x.polling))} (÷ ${(mean(x.halting) / mean(x.polling)).toFixed(2)}; passes ${Math.min(...ratios).toFixed(2)} … ${Math.max(...ratios).toFixed(2)})`;
+    };
+    row('7', `one at a time, halt polling ${fmt(polled.haltingNs / 1000)} µs → ${ms} ms (longer than the AS's wait: the CPUs poll instead of halting; the idle task's time), back to back in each of ${PASSES} passes (not a target): slow relay floor · ASP miss · password miss`, `${pair(pRelay)} · ${pair(pAsp)} · ${pair(pPassword)}`, 'µs CPU');
+    row('7', `the AS's CPU per request in the same pairs, halting → polling: ASP · password`, `${fmt(mean(pAsp.asHalting))} → ${fmt(mean(pAsp.asPolling))} · ${fmt(mean(pPassword.asHalting))} → ${fmt(mean(pPassword.asPolling))}`, 'µs');
+    const overPolledRelay = (x: PollingPair, piece: number) => fmt(mean(x.polling) - mean(pRelay.polling) - piece);
     row('7', 'polling through the wait: ASP miss − slow relay floor − assertion · password miss − slow relay floor − token check', `${overPolledRelay(pAsp, p.assertion)} · ${overPolledRelay(pPassword, p.tokenCheck)}`, 'µs CPU');
-    const verdict = (value: number, target: number) => `${value <= target ? 'within' : 'over'} ${target} µs`;
-    row('7', 'polling through the wait, against the targets (not judged): password · ASP', `${verdict(pPassword.cpuPerRequest, PASSWORD_TARGET_MICROS)} · ${verdict(pAsp.cpuPerRequest, ASP_TARGET_MICROS)}`, '');
+    const verdict = (x: PollingPair, target: number) => `${fmt(mean(x.polling))} µs, ${mean(x.polling) <= target ? 'within' : 'over'} ${target} µs`;
+    row('7', 'polling through the wait, against the targets (not judged): password · ASP', `${verdict(pPassword, PASSWORD_TARGET_MICROS)} · ${verdict(pAsp, ASP_TARGET_MICROS)}`, '');
   }
   const ok = (r: MissRun) => r.uncachedAllows === MEASURED && r.failures.length === 0;
   targetRow('7', 'password-grant miss: credgate CPU', password.cpuPerRequest, 'µs', `≤ ${PASSWORD_TARGET_MICROS} µs`, ok(password) ? password.cpuPerRequest <= PASSWORD_TARGET_MICROS : 'invalid');
