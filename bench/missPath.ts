@@ -229,13 +229,13 @@ export type Bodies = (n: number) => Record<string, unknown>[] | Promise<Record<s
  * Rounds of misses one at a time, not measured, until V8's workers stay nearly asleep through a
  * round (see `WARMUP_ROUND`). Returns how many misses that took.
  */
-export async function settle(name: string, url: string, bodies: Bodies, minWarmup = MIN_WARMUP): Promise<number> {
+export async function settle(name: string, url: string, bodies: Bodies): Promise<number> {
   let sent = 0;
   for (let round = 0; round < MAX_WARMUP_ROUNDS; round++) {
     const round0 = wakeups().v8Workers;
     await warm(name, url, await bodies(WARMUP_ROUND));
     sent += WARMUP_ROUND;
-    if (sent >= minWarmup && (wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
+    if (sent >= MIN_WARMUP && (wakeups().v8Workers - round0) / WARMUP_ROUND <= SETTLED_V8_WAKEUPS) break;
   }
   return sent;
 }
@@ -268,11 +268,10 @@ export const PASSES = 4;
  * `MEASURED / PASSES` requests per side, every other pass in reverse order, so that a machine whose
  * speed drifts (this VM's cost of one request one at a time changed two- to threefold between runs
  * minutes apart) favours no side. A side's figures are over all its passes; `perPass` keeps each.
- * `minWarmup`: fewer misses first for sides this process has already served thousands of.
  */
-export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[], minWarmup = MIN_WARMUP): Promise<Map<string, MissRun>> {
+export async function interleavedMisses(bench: Bench, figure: string, sides: MissSide[]): Promise<Map<string, MissRun>> {
   const warmedUpWith = new Map<string, number>();
-  for (const side of sides) warmedUpWith.set(side.name, await settle(`${figure} ${side.name}`, side.url, side.bodies, minWarmup));
+  for (const side of sides) warmedUpWith.set(side.name, await settle(`${figure} ${side.name}`, side.url, side.bodies));
   const runs = new Map<string, Omit<MissRun, 'warmedUpWith' | 'perPass'>[]>(sides.map((s) => [s.name, []]));
   for (let pass = 0; pass < PASSES; pass++) {
     for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
@@ -469,7 +468,7 @@ export async function missPath(bench: Bench): Promise<void> {
     passwordConcurrent = await concurrentMisses(bench, `7 password, ${IN_FLIGHT} in flight`, `${twin.url}/v1/verify`, (n) => Array.from({ length: n }, (_, i) => users[i % users.length]!));
     // The contrast: the slow relay floor and both misses again, one at a time, with the CPUs polling
     // through the AS's wait instead of halting (where the machine has the haltpoll module and the
-    // bench may set it). Warm already: one round each to let the new setting take.
+    // bench may set it). The sides are settled by now: 50 requests after each switch let the new setting take.
     const haltingNs = readIdle().haltPollNs;
     if (haltingNs !== null && haltingNs < POLL_THROUGH_WAIT_NS) {
       try {
