@@ -260,6 +260,8 @@ export interface MissSide {
   bodies: Bodies;
 }
 
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
 /** Passes over the sides in `interleavedMisses`, `MEASURED / PASSES` requests each. */
 export const PASSES = 4;
 
@@ -278,7 +280,6 @@ export async function interleavedMisses(bench: Bench, figure: string, sides: Mis
       runs.get(side.name)!.push(await quiet(async () => measuredMisses(bench, `${figure} ${side.name} #${pass + 1}`, side.url, await side.bodies(MEASURED / PASSES))));
     }
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   return new Map(sides.map((side) => {
     const rs = runs.get(side.name)!;
     const latencies = ascending(rs.flatMap((r) => r.latencies));
@@ -415,7 +416,7 @@ const SWITCH_WARMUP = 50;
  * so that the host's drift (this VM's cost per request moved twofold within one figure) falls on
  * both settings alike. The sides have been settled by the figure already.
  */
-async function pollingContrast(bench: Bench, sides: MissSide[], haltingNs: number): Promise<Map<string, PollingPair> & { haltingNs: number }> {
+async function pollingContrast(bench: Bench, sides: MissSide[], haltingNs: number): Promise<Map<string, PollingPair>> {
   const pairs = new Map<string, PollingPair>(sides.map((side) => [side.name, { halting: [], polling: [], asHalting: [], asPolling: [] }]));
   for (let pass = 0; pass < PASSES; pass++) {
     for (const side of pass % 2 === 0 ? sides : [...sides].reverse()) {
@@ -430,7 +431,7 @@ async function pollingContrast(bench: Bench, sides: MissSide[], haltingNs: numbe
       }
     }
   }
-  return Object.assign(pairs, { haltingNs });
+  return pairs;
 }
 
 export async function missPath(bench: Bench): Promise<void> {
@@ -447,7 +448,8 @@ export async function missPath(bench: Bench): Promise<void> {
   const twin = await startUncachedTwin(bench);
   let floor: MissRun, relay: MissRun, slowRelay: MissRun, asp: MissRun, password: MissRun;
   let aspConcurrent: ConcurrentRun, passwordConcurrent: ConcurrentRun;
-  let polled: (Map<string, PollingPair> & { haltingNs: number }) | undefined;
+  let polled: Map<string, PollingPair> | undefined;
+  let haltingNs: number | null = null;
   try {
     const sides: MissSide[] = [
       // The floors: the same client and body against the bare POST route (no decision, no AS), and
@@ -469,7 +471,7 @@ export async function missPath(bench: Bench): Promise<void> {
     // The contrast: the slow relay floor and both misses again, one at a time, with the CPUs polling
     // through the AS's wait instead of halting (where the machine has the haltpoll module and the
     // bench may set it). The sides are settled by now: 50 requests after each switch let the new setting take.
-    const haltingNs = readIdle().haltPollNs;
+    haltingNs = readIdle().haltPollNs;
     if (haltingNs !== null && haltingNs < POLL_THROUGH_WAIT_NS) {
       try {
         polled = await pollingContrast(bench, sides.filter((s) => s.name !== 'floor' && s.name !== 'relay floor'), haltingNs);
@@ -489,7 +491,7 @@ export async function missPath(bench: Bench): Promise<void> {
   missRows('7', 'ASP miss (introspection)', asp);
   missRows('7', 'password miss (grant + JWT)', password);
   const p = await pieces(bench);
-  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent, polled: polled === undefined ? undefined : { haltPollNs: POLL_THROUGH_WAIT_NS, haltingNs: polled.haltingNs, ...Object.fromEntries(polled) } };
+  results.missPath = { measured: MEASURED, floor, relay, slowRelay, appPassword: asp, passwordGrant: password, pieces: p, inFlight: IN_FLIGHT, appPasswordConcurrent: aspConcurrent, passwordGrantConcurrent: passwordConcurrent, polled: polled === undefined ? undefined : { haltPollNs: POLL_THROUGH_WAIT_NS, haltingNs, ...Object.fromEntries(polled) } };
   const allowed = (r: { uncachedAllows: number; requests: number }) => (r.uncachedAllows === r.requests ? '' : ` (${r.uncachedAllows}/${r.requests} uncached allows)`);
   row('7', `${IN_FLIGHT} in flight: credgate CPU per ASP miss · per password miss (AS calls per miss)`, `${fmt(aspConcurrent.cpuPerRequest)} (${aspConcurrent.asCallsPerRequest.toFixed(2)}) · ${fmt(passwordConcurrent.cpuPerRequest)} (${passwordConcurrent.asCallsPerRequest.toFixed(2)})${allowed(aspConcurrent)}${allowed(passwordConcurrent)}`, 'µs');
   // One at a time against 16 in flight, for credgate and for the AS (another program, in its own
@@ -518,18 +520,17 @@ export async function missPath(bench: Bench): Promise<void> {
   // skip. What is left of the target is what credgate's own code may cost on this machine, one at a time.
   const left = (target: number, piece: number) => `${fmt(slowRelay.cpuPerRequest + piece)} µs (${fmt(target - slowRelay.cpuPerRequest - piece)} µs of the ${target} µs left)`;
   row('7', 'the floor under each target, one at a time: slow relay floor + token check (password) · slow relay floor + assertion (ASP)', `${left(PASSWORD_TARGET_MICROS, p.tokenCheck)} · ${left(ASP_TARGET_MICROS, p.assertion)}`, '');
-  if (polled !== undefined) {
+  if (polled !== undefined && haltingNs !== null) {
     // What the same misses cost when no CPU halts while one waits, back to back with the setting
     // the figure ran with: the part of the one-at-a-time figures that is this machine's price for a
     // halted CPU, measured, not argued.
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const [pRelay, pAsp, pPassword] = [polled.get('slow relay floor')!, polled.get('ASP')!, polled.get('password')!];
     const ms = POLL_THROUGH_WAIT_NS / 1e6;
     const pair = (x: PollingPair) => {
       const ratios = x.halting.map((h, i) => h / x.polling[i]!);
       return `${fmt(mean(x.halting))} → ${fmt(mean(x.polling))} (÷ ${(mean(x.halting) / mean(x.polling)).toFixed(2)}; passes ${Math.min(...ratios).toFixed(2)} … ${Math.max(...ratios).toFixed(2)})`;
     };
-    row('7', `one at a time, halt polling ${fmt(polled.haltingNs / 1000)} µs → ${ms} ms (longer than the AS's wait: the CPUs poll instead of halting; the idle task's time), back to back in each of ${PASSES} passes (not a target): slow relay floor · ASP miss · password miss`, `${pair(pRelay)} · ${pair(pAsp)} · ${pair(pPassword)}`, 'µs CPU');
+    row('7', `one at a time, halt polling ${fmt(haltingNs / 1000)} µs → ${ms} ms (longer than the AS's wait: the CPUs poll instead of halting; the idle task's time), back to back in each of ${PASSES} passes (not a target): slow relay floor · ASP miss · password miss`, `${pair(pRelay)} · ${pair(pAsp)} · ${pair(pPassword)}`, 'µs CPU');
     row('7', `the AS's CPU per request in the same pairs, halting → polling: ASP · password`, `${fmt(mean(pAsp.asHalting))} → ${fmt(mean(pAsp.asPolling))} · ${fmt(mean(pPassword.asHalting))} → ${fmt(mean(pPassword.asPolling))}`, 'µs');
     const overPolledRelay = (x: PollingPair, piece: number) => fmt(mean(x.polling) - mean(pRelay.polling) - piece);
     row('7', 'polling through the wait: ASP miss − slow relay floor − assertion · password miss − slow relay floor − token check', `${overPolledRelay(pAsp, p.assertion)} · ${overPolledRelay(pPassword, p.tokenCheck)}`, 'µs CPU');

@@ -235,7 +235,7 @@ describe('deploy/mail/README.md as written, on Debian with stock Dovecot configu
     for (let attempt = 1; ; attempt++) {
       ports.clear();
       const listens = [...new Set([...readmeMail.matchAll(/listen (\d+)/g)].map((m) => Number(m[1])))];
-      const picked = await freePorts(listens.length, [imapBackend, submissionBackend, Number(new URL(credgate.url).port)]);
+      const picked = await freePorts(listens.length);
       listens.forEach((port, i) => ports.set(port, picked[i]!));
       const mail = substitute(readmeMail, [
         ...[...ports].map(([readme, port]) => ({ kind: 'port' as const, from: `listen ${readme}`, to: `listen 127.0.0.1:${port}` })),
