@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { AccountDirectory } from './accounts.js';
 import { ledgerName, loginClass } from './strategy.js';
@@ -166,6 +167,13 @@ export class LocalLoginLedger implements LoginLedger {
   readonly #nextSeq = () => ++this.#seq;
   /** Subjects whose password grant succeeded and whose names are not linked yet → that grant's admission. */
   readonly #succeeded = new LRUCache<string, number>({ max: 1000 });
+  /**
+   * Prefix of this ledger's reservation ids, random per ledger: ids come back from `ledgerFile`
+   * after a restart, and a new process's counter (and pid: 1 in a container) starts where the last
+   * one's did, so `pid.counter` ids repeated and a new admission replaced a grant that was under way
+   * at the crash (its failure was never counted).
+   */
+  readonly #idPrefix = randomBytes(6).toString('base64url');
 
   constructor(
     readonly rule: LedgerRule,
@@ -214,7 +222,7 @@ export class LocalLoginLedger implements LoginLedger {
     const key = ledgerName(username);
     let entry = this.#entries.get(key);
     if (entry === undefined) this.#entries.set(key, (entry = { failures: [], lastFailureAt: 0, reservations: new Map() }));
-    const id = `${process.pid}.${++nextId}`;
+    const id = `${this.#idPrefix}.${++nextId}`;
     const reservation = { until: now + this.rule.reservationMs, cls: loginClass(username), seq: this.#nextSeq() };
     entry.reservations.set(id, reservation);
     this.#changed(key, entry);

@@ -116,3 +116,25 @@ test("an account's names stay linked across a restart: its aliases keep sharing 
   assert.equal(ledgerAt(path, clock).unsettled('ivy'), 3);
   assert.deepEqual(JSON.parse(linkLines()[0]!), { s: 'auth0|ivy', n: ['ivy', 'ivy@example.com'] }, 'compacted: one line per subject');
 });
+
+test('a restarted ledger never hands out the id of a grant that was under way at the crash (regression: pid.counter ids repeated in a container)', async () => {
+  const path = join(dir, 'ids.jsonl');
+  const clock = { now: 4_000_000 };
+  const first = ledgerAt(path, clock);
+  const crashed = first.admitNow('alice', false);
+  assert.ok(crashed.admitted, 'a grant under way when the process dies');
+  // The next process starts its counter (and, as PID 1 in a container, its pid) where this one's
+  // was: write the journal as if the grant under way had the id the restarted ledger hands out next.
+  const [prefix, counter] = [crashed.id.slice(0, crashed.id.lastIndexOf('.')), Number(crashed.id.slice(crashed.id.lastIndexOf('.') + 1))];
+  const repeated = `${prefix}.${counter + 1}`;
+  writeFileSync(path, readFileSync(path, 'utf8').replaceAll(JSON.stringify(crashed.id), JSON.stringify(repeated)));
+  const second = ledgerAt(path, clock);
+  assert.equal(second.unsettled('alice'), 1);
+  const next = second.admitNow('alice', false);
+  assert.ok(next.admitted);
+  assert.notEqual(next.id, repeated);
+  await second.settle(next, 'failure');
+  assert.equal(second.unsettled('alice'), 2, 'the grant under way at the crash still counts beside the new failure');
+  clock.now += RULE.reservationMs;
+  assert.equal(ledgerAt(path, clock).unsettled('alice'), 2, 'and falls due as a failure after the restart');
+});
