@@ -256,4 +256,15 @@ describe('/auth/mail and per-IP throttling (nginx headers sent directly)', () =>
       assert.ok(credgate.logs.some((line) => line.includes('"interface":"mail"') && line.includes('"clientIp":"127.0.0.1"')), 'the peer is logged as the client');
     });
   });
+
+  test('with trustedProxies set, an untrusted peer is the end user: its failures across usernames throttle it, whatever Client-IP it sends (regression: /auth/mail skipped the per-IP cap)', async () => {
+    await withCredgate({ trustedProxies: ['192.0.2.10'], throttleBaseDelaySeconds: 20 }, async (credgate) => {
+      for (const [name, ip] of [['nobody-1', '192.0.2.1'], ['nobody-2', '192.0.2.2']]) await ask(credgate, name!, 'wrong', ip!);
+      const grants = dev.stats().tokenRequests;
+      const throttled = await ask(credgate, 'alice', ALICE, '192.0.2.3');
+      assert.equal(throttled.headers.get('auth-status'), '[AUTHENTICATIONFAILED] Invalid login or password');
+      assert.ok(Number(throttled.headers.get('auth-wait')) >= 19, `Auth-Wait ${throttled.headers.get('auth-wait')}`);
+      assert.equal(dev.stats().tokenRequests, grants, 'the throttled login never reached the AS');
+    });
+  });
 });

@@ -78,9 +78,10 @@ export function mailRoute(app: FastifyInstance, service: Service, load: LoadGaug
       credentials: { kind: 'basic', username: login.username, password: login.password },
       pinnedScopes: [],
       peer,
-      // nginx's `Client-IP` is the end user's address only from a trusted nginx.
+      // nginx's `Client-IP` is the end user's address only from a trusted nginx; once trusted
+      // proxies are configured, any other peer is the end user, and its failures are capped as on `/auth`.
       reportedClientIp: login.clientIp,
-      peerIsEndUser: false,
+      peerIsEndUser: service.trust.peersAreEndUsers,
       requestId: request.id,
     });
     return answer(reply, protocol, attempt, outcomeOf(decision, backend, secret));
