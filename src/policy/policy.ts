@@ -164,7 +164,9 @@ export class Policy implements PolicyDecider {
   evaluate(request: PolicyRequest): PolicyVerdict {
     const path = request.target?.path;
     const query = request.target?.query;
-    if (query !== undefined) {
+    if (query !== undefined && this.#queryKeys.size > 0) {
+      const ambiguity = request.target?.queryAmbiguity;
+      if (ambiguity !== undefined) return { effect: 'deny', rule: undefined, why: ambiguity };
       for (const key of this.#queryKeys) {
         if (new Set(query.getAll(key)).size > 1) return { effect: 'deny', rule: undefined, why: `query parameter ${key} is given twice with different values` };
       }

@@ -19,6 +19,12 @@ export interface RequestTarget {
   /** The decoded path, starting with `/`. */
   readonly path: string;
   readonly query: URLSearchParams;
+  /**
+   * Why backends could split the query into other parameters than `query` holds, if they could
+   * (`queryAmbiguity`). Refused only by a policy that matches on query parameters: elsewhere the
+   * query decides nothing.
+   */
+  readonly queryAmbiguity?: string;
 }
 
 export type ParsedTarget = { readonly ok: true; readonly target: RequestTarget } | { readonly ok: false; readonly why: string };
@@ -71,5 +77,29 @@ export function parseTarget(raw: string): ParsedTarget {
   } catch {
     return refuse('an unreadable query');
   }
-  return { ok: true, target: { path: '/' + decoded.join('/'), query } };
+  const queryAmbiguity = ambiguousQuery(rawQuery);
+  return { ok: true, target: { path: '/' + decoded.join('/'), query, ...(queryAmbiguity === undefined ? {} : { queryAmbiguity }) } };
+}
+
+/**
+ * Why servers could read this query as other parameters than URLSearchParams does, if they could:
+ * - a name without `=` (`?service&git-receive-pack`): git's http-backend reads the next piece as its
+ *   value (`service=git-receive-pack`), URLSearchParams two empty parameters;
+ * - an empty piece (`?a=1&&service=x`, `?&service=x`): git reads `service=x` as the value of an
+ *   empty name;
+ * - a `;`, which some servers take for `&`;
+ * - an encoded `&`, `=` or `;`, which a server that decodes before it splits reads as a separator.
+ * Never names the parameter: a query can carry a token.
+ */
+function ambiguousQuery(rawQuery: string): string | undefined {
+  if (rawQuery === '') return undefined;
+  if (rawQuery.includes(';')) return 'the query holds a ;, which some servers read as &';
+  if (/%(?:26|3[bBdD])/.test(rawQuery)) return 'the query holds an encoded & = or ;, which a server that decodes first reads as a separator';
+  const pieces = rawQuery.split('&');
+  for (let i = 0; i < pieces.length; i++) {
+    const piece = pieces[i]!;
+    if (piece === '' && i < pieces.length - 1) return 'the query holds an empty parameter (&& or a leading &), which servers split differently';
+    if (piece !== '' && !piece.includes('=')) return 'a query parameter has no =: servers read "a&b" differently (git takes it for a=b)';
+  }
+  return undefined;
 }

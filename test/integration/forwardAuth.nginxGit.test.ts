@@ -260,6 +260,25 @@ describe('git over HTTPS through nginx auth_request, git-http-backend and credga
     assert.equal(fetchRefs.status, 200, context());
   });
 
+  test('a query git-http-backend splits otherwise cannot disguise a push as a fetch (regression: ?service&git-receive-pack)', { timeout: 20_000 }, async () => {
+    // git-http-backend itself reads `service&git-receive-pack` as service=git-receive-pack (a name
+    // without `=` takes the next piece as its value), where URLSearchParams reads two empty names.
+    const cgi = await promisify(execFile)('git', ['http-backend'], {
+      timeout: 10_000,
+      env: {
+        ...process.env, GIT_PROJECT_ROOT: join(repo.path, '..'), GIT_HTTP_EXPORT_ALL: '1', PATH_INFO: '/repo.git/info/refs', QUERY_STRING: 'service&git-receive-pack',
+        REQUEST_METHOD: 'GET', REMOTE_USER: 'carol', GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'safe.directory', GIT_CONFIG_VALUE_0: '*',
+      },
+    });
+    assert.match(cgi.stdout, /^Content-Type: application\/x-git-receive-pack-advertisement\r?$/m, 'the backend serves the push side for this query');
+    const authorization = basicHeader('carol', password('carol'));
+    for (const target of ['/repo.git/info/refs?service&git-receive-pack', '/repo.git/info/refs?x=1;service=git-receive-pack', '/repo.git/info/refs?x=1&&service=git-receive-pack']) {
+      assert.equal((await httpRequest(nginx.url, 'GET', target, { authorization })).status, 403, `${target}${context()}`);
+    }
+    assert.ok(credgate.logs.some((line) => line.includes('a query parameter has no =')), 'credgate says why');
+    assert.equal((await httpRequest(nginx.url, 'GET', '/repo.git/info/refs?service=git-upload-pack', { authorization })).status, 200, context());
+  });
+
   test('the proxied app receives the identity credgate verified, never the client\'s X-Auth-* headers, and not the password', { timeout: 20_000 }, async () => {
     const spoofed = { 'x-auth-user': 'mallory', 'x-auth-subject': 'auth0|mallory', 'x-auth-scopes': 'write:repo admin', 'x-auth-credential': 'password', 'x-auth-token': 'forged.identity.token', 'x-original-uri': '/elsewhere' };
     const allowed = await fetch(`${nginx.url}/app/r.git/info/refs?service=git-upload-pack`, { headers: { authorization: basicHeader('carol', password('carol')), ...spoofed } });

@@ -55,6 +55,13 @@ describe('policy matching', () => {
     ['an encoded NUL is denied', http('GET', '/r.git/%00/HEAD'), undefined, 'deny'],
     ['broken percent-encoding is denied', http('GET', '/r.git/%zz'), undefined, 'deny'],
     ['a query key repeated with different values is denied', http('GET', '/r.git/info/refs?service=git-upload-pack&service=git-receive-pack'), undefined, 'deny'],
+    ['a query name without = is ambiguous (git reads ?service&git-receive-pack as service=git-receive-pack): denied', http('GET', '/r.git/info/refs?service&git-receive-pack'), undefined, 'deny'],
+    ['a ; in the query is ambiguous (some servers read it as &): denied', http('GET', '/r.git/info/refs?x=1;service=git-receive-pack'), undefined, 'deny'],
+    ['an empty query parameter is ambiguous (git reads the next one as its value): denied', http('GET', '/r.git/info/refs?x=1&&service=git-upload-pack'), undefined, 'deny'],
+    ['a leading & in the query is ambiguous too: denied', http('GET', '/r.git/info/refs?&service=git-upload-pack'), undefined, 'deny'],
+    ['an encoded = in the query is ambiguous (a server that decodes first splits there): denied', http('GET', '/r.git/info/refs?service%3Dgit-receive-pack'), undefined, 'deny'],
+    ['an encoded & in the query is ambiguous: denied', http('GET', '/r.git/info/refs?x=1%26service=git-receive-pack'), undefined, 'deny'],
+    ['a trailing & is read alike everywhere', http('GET', '/r.git/info/refs?service=git-receive-pack&'), 'push-refs', ['write:repo']],
     ['a query key repeated with the same value is fine', http('GET', '/r.git/info/refs?service=git-receive-pack&service=git-receive-pack'), 'push-refs', ['write:repo']],
     ['host globs match subdomains, case-insensitively, ignoring the port', http('GET', '/x', 'CI.Internal.Example.com:8443'), 'other-host', ['internal']],
     ['host glob does not match the bare parent domain', http('GET', '/x', 'internal.example.com'), 'fetch', ['read:repo']],
@@ -74,6 +81,17 @@ describe('policy matching', () => {
       }
     });
   }
+
+  test('a policy that matches on no query parameter lets an ambiguous query through: the query decides nothing there', () => {
+    const paths = policy({ rules: [{ name: 'all', match: { path: '/**' }, scopes: ['read'] }] });
+    for (const uri of ['/download?raw', '/a?x=1;y=2', '/a?x=%26']) assert.equal(paths.evaluate(http('GET', uri)).rule, 'all', uri);
+  });
+
+  test("an ambiguous query's reason never repeats the query (it can carry a token)", () => {
+    const verdict = git.evaluate(http('GET', '/r.git/info/refs?secret-token-value&x=1'));
+    assert.equal(verdict.effect, 'deny');
+    assert.ok(verdict.effect === 'deny' && !verdict.why?.includes('secret-token-value'), JSON.stringify(verdict));
+  });
 
   test('a rule audience overrides the policy audience, which is the default for every rule', () => {
     const other = git.evaluate(http('GET', '/x', 'ci.internal.example.com'));
