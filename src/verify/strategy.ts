@@ -66,13 +66,25 @@ export function loginClass(username: string): string {
   return foldAscii(username);
 }
 
+const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
+const MARKS = /\p{M}/gu;
+const SPACES = /\p{White_Space}+/gu;
+
 /**
- * The key a login name is counted under by login protection: NFKC and full case folding, broader
- * than any AS's own matching, so that every spelling an AS could take for one account shares its
- * budget (`Alice`, `ALICE`, `ａｌｉｃｅ`).
+ * The key a login name is counted under by login protection: broader than any AS's own matching,
+ * so that every spelling an AS could take for one account shares its budget:
+ * - compatibility forms (NFKD: `ａｌｉｃｅ`, `ﬁ`);
+ * - invisible characters dropped (default-ignorable code points: soft hyphen, zero-width space and
+ *   joiners, word joiner, BOM), as LDAP's string preparation (RFC 4518) drops them;
+ * - combining marks dropped (`àlice`, `jose\u0301`), as accent-insensitive collations match;
+ * - white space trimmed and runs of it made one space (`alice `), as SQL's PAD SPACE collations and
+ *   LDAP compare;
+ * - case folded both ways (`ALICE`, `STRASSE`/`straße`, `ALİCE`).
+ * Failures keep the typed spelling's `loginClass`, so a success still clears only its own account's.
  */
 export function ledgerName(username: string): string {
-  return username.normalize('NFKC').toLowerCase().normalize('NFKC');
+  const bare = username.normalize('NFKD').replace(IGNORABLE, '').replace(MARKS, '').replace(SPACES, ' ').trim();
+  return bare.toUpperCase().toLowerCase().normalize('NFKC');
 }
 
 /** The first of `claims` present as a string in `source` ("first present wins"). */

@@ -23,6 +23,15 @@ test('ledger names fold every spelling an AS could take for one account; binding
   assert.equal(ledgerName('ALICE'), ledgerName('alice'));
   assert.equal(ledgerName('\uff41lice'), ledgerName('alice'), 'full-width');
   assert.equal(ledgerName('jos\u00e9'), ledgerName('jose\u0301'), 'NFC and NFD');
+  // Regression: each of these had a budget of its own, and an AS that trims, drops invisible
+  // characters or ignores accents (LDAP, PAD SPACE or accent-insensitive collations) counted them all for alice.
+  for (const spelling of ['alice ', ' alice', 'alice  ', '\talice', 'a\u200blice', 'al\u00adice', 'alice\u2060', '\ufeffalice', '\u00e0lice', 'ALI\u0307CE', 'AL\u0130CE']) {
+    assert.equal(ledgerName(spelling), ledgerName('alice'), JSON.stringify(spelling));
+  }
+  assert.equal(ledgerName('STRASSE'), ledgerName('stra\u00dfe'), 'full case folding');
+  assert.equal(ledgerName('mary  ann'), ledgerName('mary ann'), 'runs of white space inside a name');
+  assert.notEqual(ledgerName('maryann'), ledgerName('mary ann'), 'a space inside a name still separates');
+  assert.notEqual(ledgerName('alice'), ledgerName('alicia'));
   assert.ok(namesAccount('ALICE@Example.com', 'alice@example.com'), 'ASCII case');
   assert.ok(!namesAccount('jos\u00e9', 'jose\u0301'), 'Unicode forms are two names');
   assert.ok(!namesAccount('\u00c9lise', '\u00e9lise'), 'non-ASCII case is two names');
