@@ -41,12 +41,16 @@ interface Prepared {
   readonly method: string | undefined;
   readonly host: string | undefined;
   readonly path: string | undefined;
+  /** `path` without a trailing `/`: what the loose tests match (see `compileMatch`). */
+  readonly loosePath: string | undefined;
   readonly query: URLSearchParams | undefined;
 }
 
 interface CompiledRule {
   readonly name: string;
   readonly tests: readonly Test[];
+  /** The same match read case-insensitively and ignoring a trailing `/` (`compileMatch`'s `loose`). */
+  readonly looseTests: readonly Test[];
   readonly verdict: PolicyVerdict;
 }
 
@@ -66,7 +70,15 @@ export function hostname(host: string): string {
   return h.replace(/\.$/, '');
 }
 
-function compileMatch(match: RuleDocument['match']): Test[] {
+/** `/a/b/` → `/a/b`; `/` stays. */
+const withoutTrailingSlash = (path: string) => (path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path);
+
+/**
+ * A rule's tests. `loose`: its path globs as a backend that ignores case and a trailing `/` reads
+ * them (Express, Koa, ASP.NET, IIS, Spring ≤ 5 by default); the request's path is made the same
+ * way (`Prepared.loosePath`). Used only to find targets whose rule would change under that reading.
+ */
+function compileMatch(match: RuleDocument['match'], loose = false): Test[] {
   const tests: Test[] = [];
   const protocols = new Set<Protocol>(match.protocol ?? ['http']);
   tests.push((r) => protocols.has(r.protocol));
@@ -82,8 +94,13 @@ function compileMatch(match: RuleDocument['match']): Test[] {
   if (match.path) {
     // `/**/x` also matches `/x`, as a globstar does in a shell (picomatch needs the variant spelled out).
     const globs = match.path.flatMap((g) => (g.startsWith('/**/') ? [g, g.slice(3)] : [g]));
-    const isPath = picomatch(globs, GLOB_OPTIONS);
-    tests.push((r) => r.path !== undefined && isPath(r.path));
+    if (loose) {
+      const isPath = picomatch(globs.map(withoutTrailingSlash), { ...GLOB_OPTIONS, nocase: true });
+      tests.push((r) => r.loosePath !== undefined && isPath(r.loosePath));
+    } else {
+      const isPath = picomatch(globs, GLOB_OPTIONS);
+      tests.push((r) => r.path !== undefined && isPath(r.path));
+    }
   }
   for (const [name, want] of Object.entries(match.query ?? {})) {
     if (want === true) tests.push((r) => r.query?.has(name) === true);
@@ -111,6 +128,8 @@ export class Policy implements PolicyDecider {
   readonly #mailDefault: PolicyVerdict;
   /** Query parameters some rule looks at: a request naming one of them twice with different values is ambiguous. */
   readonly #queryKeys: ReadonlySet<string>;
+  /** Whether a path glob has a capital letter or ends in `/`: then every path is read loosely too. */
+  readonly #globsReadLoosely: boolean;
   /** Every audience the policy names. */
   readonly audiences: ReadonlySet<string>;
   /** Whether any rule or default hands out identity tokens (then `identityIssuer` is needed). */
@@ -121,6 +140,7 @@ export class Policy implements PolicyDecider {
     this.#rules = document.rules.map((r) => ({
       name: r.name,
       tests: compileMatch(r.match),
+      looseTests: compileMatch(r.match, true),
       verdict: r.deny
         ? { effect: 'deny', rule: r.name, why: `rule ${r.name} denies this request` }
         : {
@@ -153,6 +173,8 @@ export class Policy implements PolicyDecider {
     const audiences = [document.audience, ...document.rules.map((r) => r.audience), typeof d === 'object' ? d.audience : undefined, typeof m === 'object' ? m.audience : undefined];
     this.audiences = new Set(audiences.filter((a): a is string => a !== undefined));
     this.#queryKeys = new Set(document.rules.flatMap((r) => Object.keys(r.match.query ?? {})));
+    const globs = document.rules.flatMap((r) => r.match.path ?? []);
+    this.#globsReadLoosely = globs.some((g) => g !== g.toLowerCase() || withoutTrailingSlash(g) !== g);
     this.usesIdentityTokens = [...this.#rules.map((r) => r.verdict), this.#default].some((v) => v.effect === 'require' && v.identityToken !== undefined);
   }
 
@@ -176,11 +198,18 @@ export class Policy implements PolicyDecider {
       method: request.method?.toUpperCase(),
       host: request.host === undefined ? undefined : hostname(request.host),
       path,
+      loosePath: path === undefined ? undefined : withoutTrailingSlash(path),
       query,
     };
-    for (const rule of this.#rules) {
-      if (rule.tests.every((t) => t(prepared))) return rule.verdict;
+    const index = this.#rules.findIndex((rule) => rule.tests.every((t) => t(prepared)));
+    // What credgate approves is what the backend serves: a path whose rule changes when read as a
+    // backend that ignores case or a trailing `/` reads it (`/app/ADMIN/x` past a deny rule for
+    // `/app/admin/**`, `POST /api/transfer/` past the rule for `/api/transfer`) is ambiguous.
+    if (path !== undefined && (this.#globsReadLoosely || path !== path.toLowerCase() || path !== prepared.loosePath)) {
+      const loose = this.#rules.findIndex((rule) => rule.looseTests.every((t) => t(prepared)));
+      if (loose !== index) return { effect: 'deny', rule: undefined, why: 'the path matches another rule when read without regard to case or a trailing / (as many backends read it)' };
     }
+    if (index >= 0) return this.#rules[index]!.verdict;
     return request.protocol === 'http' ? this.#default : this.#mailDefault;
   }
 

@@ -82,6 +82,38 @@ describe('policy matching', () => {
     });
   }
 
+  describe('a path whose rule changes under case or a trailing / (as Express, IIS, ASP.NET read it) is ambiguous', () => {
+    const app = policy({
+      rules: [
+        { name: 'admin', match: { path: '/app/admin/**' }, deny: true },
+        { name: 'transfer', match: { method: 'POST', path: '/app/api/transfer' }, scopes: ['payments:write'] },
+        { name: 'docs', match: { path: '/app/Docs/' }, scopes: ['docs'] },
+        { name: 'app', match: { path: '/app/**' }, scopes: ['read'] },
+      ],
+    });
+    const cases: Array<[string, string, string, string | undefined]> = [
+      ['regression: a capital letter slipped past a deny rule', 'GET', '/app/ADMIN/users', undefined],
+      ['any case', 'GET', '/app/Admin/x', undefined],
+      ['regression: a trailing / slipped past a stricter rule', 'POST', '/app/api/transfer/', undefined],
+      ['case in the last segment too', 'POST', '/app/api/TRANSFER', undefined],
+      ['the exact spelling keeps its rule', 'POST', '/app/api/transfer', 'transfer'],
+      ['the deny rule as written', 'GET', '/app/admin/users', 'admin'],
+      ['capitals that change no rule change nothing', 'GET', '/app/Other/File.TXT', 'app'],
+      ['a trailing / that changes no rule changes nothing', 'GET', '/app/other/', 'app'],
+      ['a glob that ends in / matches its own spelling', 'GET', '/app/Docs/', 'docs'],
+      ['and the same path without the / is ambiguous (a backend may redirect or serve it alike)', 'GET', '/app/Docs', undefined],
+      ['a glob with capitals, read in another case, is ambiguous', 'GET', '/app/docs/', undefined],
+    ];
+    for (const [name, method, uri, rule] of cases) {
+      test(`${name}: ${method} ${uri}`, () => {
+        const verdict = app.evaluate(http(method, uri));
+        assert.equal(verdict.rule, rule, JSON.stringify(verdict));
+        if (rule === undefined) assert.match(verdict.effect === 'deny' ? verdict.why : '', /another rule when read without regard to case or a trailing \//);
+        else assert.equal(verdict.effect, rule === 'admin' ? 'deny' : 'require');
+      });
+    }
+  });
+
   test('a policy that matches on no query parameter lets an ambiguous query through: the query decides nothing there', () => {
     const paths = policy({ rules: [{ name: 'all', match: { path: '/**' }, scopes: ['read'] }] });
     for (const uri of ['/download?raw', '/a?x=1;y=2', '/a?x=%26']) assert.equal(paths.evaluate(http('GET', uri)).rule, 'all', uri);
