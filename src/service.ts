@@ -198,7 +198,7 @@ export async function createService(config: ServiceConfig, log: Logger, options:
     log,
     shared?.memory,
   );
-  const pipeline = new DecisionPipeline(verifier, policy, { mailScopes: { imap: config.mailImapScopes, pop3: config.mailPop3Scopes, smtp: config.mailSmtpScopes }, identityTokens }, metrics, log);
+  const pipeline = new DecisionPipeline(verifier, policy, { audience: config.audience, mailScopes: { imap: config.mailImapScopes, pop3: config.mailPop3Scopes, smtp: config.mailSmtpScopes }, identityTokens }, metrics, log);
   return {
     config,
     verifier,

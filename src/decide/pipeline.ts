@@ -46,6 +46,8 @@ export interface DecisionRequest {
 }
 
 export interface PipelineOptions {
+  /** The configured audience (`audience`): the one a policy rule that names none requires. */
+  readonly audience?: string;
   /** Scopes each mail protocol needs when there is no policy file (`mailImapScopes`, ...). */
   readonly mailScopes: Readonly<Record<Exclude<Protocol, 'http'>, readonly string[]>>;
   /** Signs the identity tokens policy rules ask for; undefined without `identityIssuer`. */
@@ -129,7 +131,10 @@ export class DecisionPipeline {
     if (parsed !== undefined && !parsed.ok) return deny(403, 'denied_by_policy', `ambiguous request target: ${parsed.why}`);
     const verdict: PolicyVerdict = this.policy!.evaluate({ protocol: request.protocol, method: request.original?.method, host: request.original?.host, target: parsed?.target });
     if (verdict.effect === 'deny') return deny(403, 'denied_by_policy', verdict.why, verdict.rule);
-    if (request.pinnedAudience !== undefined && verdict.audience !== undefined && request.pinnedAudience !== verdict.audience) {
+    // A rule that names no audience requires the configured one: a caller may not swap in another
+    // audience the policy names elsewhere (another API's tokens, whose scopes may read alike).
+    const ruleAudience = verdict.audience ?? this.options.audience;
+    if (request.pinnedAudience !== undefined && ruleAudience !== undefined && request.pinnedAudience !== ruleAudience) {
       return deny(403, 'denied_by_policy', `the audience asked for is not the one rule ${verdict.rule} requires`, verdict.rule);
     }
     return {
