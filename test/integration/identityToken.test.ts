@@ -182,6 +182,33 @@ describe('identity tokens through real nginx and Caddy', { timeout: 90_000 }, ()
     assert.equal(plain.body.identityToken, undefined);
   });
 
+  test('/v1/verify hands identity tokens only to trusted callers: an end user cannot mint one (regression)', async () => {
+    // A policy that decides without the request's path too (an untrusted peer's /auth has none).
+    writeFileSync(join(dir, 'default-allow.yaml'), `audience: ${AUDIENCE}\nidentityToken: { audience: ${APP} }\ndefault: allow\n`);
+    const untrusting = await startCredgate(
+      { issuer: dev.issuer, audience: AUDIENCE, ...CLIENT, policyFile: join(dir, 'default-allow.yaml'), trustedProxies: ['192.0.2.0/24'], identityIssuer: ISSUER, identityKeyFile: keyFiles[0]! },
+      { keys: credgate.keys },
+    );
+    try {
+      const asked = await untrusting.verify({ username: 'alice', password: alice.password, method: 'GET', uri: '/repo', identityToken: true });
+      assert.equal(asked.status, 400);
+      assert.equal(asked.body.reason, 'malformed_request');
+      assert.match(String(asked.body.message), /trusted callers/);
+      assert.equal(asked.body.identityToken, undefined);
+      const plain = await untrusting.verify({ username: 'alice', password: alice.password, method: 'GET', uri: '/repo' });
+      assert.equal(plain.body.allow, true, 'the decision itself is still answered');
+      // The same on /auth: an end user who asks credgate directly is answered, without a token.
+      const direct = await fetch(`${untrusting.url}/auth`, { headers: { authorization: basicHeader('alice', alice.password) } });
+      assert.equal(direct.status, 200);
+      assert.equal(direct.headers.get('x-auth-subject'), alice.sub);
+      assert.equal(direct.headers.get('x-auth-token'), null);
+      const proxied = await fetch(`${credgate.url}/auth`, { headers: { authorization: basicHeader('alice', alice.password), 'x-original-uri': '/repo', 'x-original-method': 'GET' } });
+      assert.equal(typeof proxied.headers.get('x-auth-token'), 'string', 'a trusted proxy still gets it');
+    } finally {
+      await untrusting.close();
+    }
+  });
+
   test('no identity token reached the logs', () => {
     const text = credgate.logs.join('');
     for (const v of app.seen) if (v.token) assert.ok(!text.includes(v.token));

@@ -90,6 +90,9 @@ export function authRoute(app: FastifyInstance, service: Service, load: LoadGaug
       peerIsEndUser: service.trust.peersAreEndUsers,
       ambiguous: seen.ambiguous,
       requestId: request.id,
+      // An identity token goes to a proxy that passes it on, never to an end user who asked
+      // directly (a token names an audience, not the request: it could be shown for another one).
+      wantsIdentityToken: seen.trusted || !service.trust.peersAreEndUsers,
     });
     if (decision instanceof Promise) return decision.then((made) => render(reply, made));
     render(reply, decision);

@@ -57,6 +57,13 @@ export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGa
       badRequest(reply, 'malformed_request', 'audience is not one this credgate serves');
       return undefined;
     }
+    const trusted = isTrustedPeer(service.trust, request);
+    if (identityToken && !trusted) {
+      // A token names the user's audience, not the request it was made for: an end user who could
+      // mint one for a request some rule allows could show it to the service for one it denies.
+      badRequest(reply, 'malformed_request', 'identityToken is handed only to trusted callers (trustedProxies)');
+      return undefined;
+    }
     const problem = checkPair(username, password);
     const asksAbout = method !== undefined || host !== undefined || uri !== undefined;
     const decision = service.pipeline.decide({
@@ -66,7 +73,7 @@ export function verifyRoute(app: FastifyInstance, service: Service, load: LoadGa
       original: asksAbout ? { method, host, target: uri } : undefined,
       pinnedScopes: scopes,
       pinnedAudience: audience,
-      peer: { address: plainIp(request.socket.remoteAddress ?? ''), trusted: isTrustedPeer(service.trust, request) },
+      peer: { address: plainIp(request.socket.remoteAddress ?? ''), trusted },
       // `clientIp` is believed only from a trusted caller; anyone else is the end user itself.
       reportedClientIp: clientIp,
       peerIsEndUser: true,
